@@ -1,0 +1,134 @@
+"""The contract every backend keeps.
+
+A backend stores bytes under string keys.  It never pickles: the fragment
+cache encodes its own values (see :mod:`jinja_fragcache.entry`), so a shared
+store that an attacker can write to yields at worst a corrupt entry, never
+code execution.
+
+Timeouts follow Django's meaning, checked before they reach a backend:
+``None`` is "never expire" and a positive number is seconds (floats allowed).
+``0`` never reaches a backend: it means "do not cache" and the fragment
+cache handles it itself.
+
+Errors are the backend's own (``ConnectionError``, ``TimeoutError``, the
+client library's exceptions).  The fragment cache catches them, logs them and
+renders uncached; a backend does not need to swallow anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+Timeout = float | None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Synchronous and asynchronous access to a key-value store."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Return the value of each key, ``None`` where it is missing.
+
+        One round trip to the server, whatever the number of keys.
+        """
+
+    def set(self, key: str, value: bytes, timeout: Timeout) -> None:
+        """Store *value*, replacing what was there."""
+
+    def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        """Store every item of *mapping* in one round trip."""
+
+    def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        """Store *value* only if *key* is missing; return whether it was stored.
+
+        Atomic: of two concurrent ``add`` calls, exactly one returns ``True``.
+        """
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> list[bool]:
+        """``add`` each item, in one round trip where the server allows it."""
+
+    def delete(self, key: str) -> None:
+        """Remove *key*; a missing key is not an error."""
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        """Add *delta* to the integer at *key* and return the result.
+
+        Return ``None`` and create nothing when *key* is missing: a counter
+        that reappeared at a predictable value could revive old entries.
+        """
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Async :meth:`get_many`."""
+
+    async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
+        """Async :meth:`set`."""
+
+    async def aset_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        """Async :meth:`set_many`."""
+
+    async def aadd(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        """Async :meth:`add`."""
+
+    async def aadd_many(
+        self, mapping: Mapping[str, bytes], timeout: Timeout
+    ) -> list[bool]:
+        """Async :meth:`add_many`."""
+
+    async def adelete(self, key: str) -> None:
+        """Async :meth:`delete`."""
+
+    async def aincr(self, key: str, delta: int = 1) -> int | None:
+        """Async :meth:`incr`."""
+
+
+class SyncBackendMixin:
+    """Async methods for a backend whose sync methods never block on I/O.
+
+    Right for in-process stores only: a network backend must implement the
+    async methods natively, or every ``render_async`` would block its loop.
+    """
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def set(self, key: str, value: bytes, timeout: Timeout) -> None:
+        raise NotImplementedError
+
+    def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        raise NotImplementedError
+
+    def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        raise NotImplementedError
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> list[bool]:
+        return [self.add(key, value, timeout) for key, value in mapping.items()]
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        raise NotImplementedError
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.get_many(keys)
+
+    async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
+        self.set(key, value, timeout)
+
+    async def aset_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        self.set_many(mapping, timeout)
+
+    async def aadd(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        return self.add(key, value, timeout)
+
+    async def aadd_many(
+        self, mapping: Mapping[str, bytes], timeout: Timeout
+    ) -> list[bool]:
+        return self.add_many(mapping, timeout)
+
+    async def adelete(self, key: str) -> None:
+        self.delete(key)
+
+    async def aincr(self, key: str, delta: int = 1) -> int | None:
+        return self.incr(key, delta)

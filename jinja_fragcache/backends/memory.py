@@ -1,0 +1,113 @@
+"""The embedded default: an in-process LRU store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from .base import SyncBackendMixin, Timeout
+
+
+class MemoryBackend(SyncBackendMixin):
+    """A thread-safe in-process store with TTLs and LRU eviction.
+
+    It is bounded twice: by *max_entries* and by *max_bytes* (the sum of key
+    and value lengths).  When either bound is passed, the least recently used
+    entries go first.  Each process has its own copy, so invalidation in one
+    process does not reach another: use :class:`RedisBackend` for that.
+    """
+
+    def __init__(
+        self, *, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("max_entries and max_bytes must be positive")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes held by keys and values now."""
+        return self._bytes
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= now:
+            self._remove(key)
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def _remove(self, key: str) -> None:
+        value, _ = self._data.pop(key)
+        self._bytes -= len(key) + len(value)
+
+    def _store(self, key: str, value: bytes, timeout: Timeout, now: float) -> None:
+        if key in self._data:
+            self._remove(key)
+        size = len(key) + len(value)
+        if size > self.max_bytes:
+            return  # would evict everything and still not fit
+        expires = None if timeout is None else now + timeout
+        self._data[key] = (value, expires)
+        self._bytes += size
+        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+            self._remove(next(iter(self._data)))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            return [self._live(key, now) for key in keys]
+
+    def set(self, key: str, value: bytes, timeout: Timeout) -> None:
+        with self._lock:
+            self._store(key, bytes(value), timeout, time.monotonic())
+
+    def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, value in mapping.items():
+                self._store(key, bytes(value), timeout, now)
+
+    def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._live(key, now) is not None:
+                return False
+            self._store(key, bytes(value), timeout, now)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            if key in self._data:
+                self._remove(key)
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        now = time.monotonic()
+        with self._lock:
+            current = self._live(key, now)
+            if current is None:
+                return None
+            result = int(current) + delta
+            _, expires = self._data[key]
+            timeout = None if expires is None else max(expires - now, 0.0)
+            self._store(key, str(result).encode("ascii"), timeout, now)
+            return result
+
+    def clear(self) -> None:
+        """Drop everything (this store belongs to this process alone)."""
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0

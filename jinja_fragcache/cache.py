@@ -1,0 +1,549 @@
+"""The one lookup/render path, shared by every tag, engine and helper.
+
+:class:`FragmentCache` owns a backend and the rules of a lookup: versions,
+digests, soft expiry with a stale grace, the re-render lock, fail-open and
+statistics.  The rules are written once, as a generator that *yields* each
+piece of I/O (a backend call, a render, a sleep) and is driven by a sync or
+an async driver.  That is how ``render`` and ``render_async`` share every
+line of logic without either one blocking the other's way of doing I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .breaker import CircuitBreaker
+from .entry import CorruptEntryError, Entry
+from .keys import (
+    check_prefix,
+    lock_key,
+    make_fragment_key,
+    name_version_key,
+    tag_version_key,
+    variant_version_key,
+)
+from .stats import FragmentStats
+from .timeouts import Timeout
+
+logger = logging.getLogger("jinja_fragcache")
+
+#: What a backend call returns to the flow when the backend failed or the
+#: circuit breaker is open.
+_FAILED: Any = object()
+
+#: The versions the fragments rendered so far inside an enclosing fragment
+#: depend on; ``None`` outside any fragment.
+_collector: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "jinja_fragcache_collector", default=None
+)
+
+# An instruction from the flow to its driver: ("get_many", keys),
+# ("add_many", mapping, timeout), ("set_many", mapping, timeout),
+# ("delete", key), ("render", indices) or ("sleep", seconds).
+_Op = tuple[Any, ...]
+_Gen = Generator[_Op, Any, Any]
+
+
+class _Rendered(NamedTuple):
+    body: str
+    versions: dict[str, str]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentRequest:
+    """One variant of one fragment, as a tag asks for it.
+
+    :param name: the fragment name.
+    :param vary: the vary values, already as strings (see
+        :func:`~jinja_fragcache.keys.vary_strings`).
+    :param timeout: checked seconds; ``None`` never expires, ``0`` bypasses
+        the cache.
+    :param tags: invalidation tags.
+    :param template: the template that holds the block.
+    :param digest: the digest of the block's source (and what it includes).
+    """
+
+    name: str
+    vary: tuple[str, ...] = ()
+    timeout: Timeout = None
+    tags: tuple[str, ...] = ()
+    template: str = ""
+    digest: str = ""
+
+
+def _new_version() -> bytes:
+    # Unpredictable, so a counter lost to eviction and created again can
+    # never match the version an old entry recorded.
+    return str(secrets.randbits(62)).encode("ascii")
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("ascii", "replace")
+
+
+def _report(versions: dict[str, str]) -> None:
+    """Tell the enclosing fragment, if any, what this one depends on."""
+    collected = _collector.get()
+    if collected is not None:
+        collected.update(versions)
+
+
+class FragmentCache:
+    """A backend plus the rules of fragment caching.
+
+    :param backend: where entries live; a fresh :class:`MemoryBackend` when
+        ``None``.
+    :param prefix: starts every key, so several sites can share a server.
+    :param stale_grace: seconds an entry is kept past its timeout, to be
+        served while one renderer refreshes it.
+    :param lock_timeout: seconds the re-render lock lives if its holder dies.
+    :param lock_wait: seconds a request with no stale copy waits for another
+        renderer before rendering itself.
+    :param breaker_cooldown: seconds a failing backend is left alone.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        prefix: str = "fragcache",
+        stale_grace: float = 60.0,
+        lock_timeout: float = 30.0,
+        lock_wait: float = 2.0,
+        poll_interval: float = 0.05,
+        breaker_cooldown: float = 5.0,
+    ) -> None:
+        self.backend: Backend = MemoryBackend() if backend is None else backend
+        self.prefix = check_prefix(prefix)
+        if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
+            raise ValueError(
+                "stale_grace and lock_wait must be >= 0, "
+                "lock_timeout and poll_interval > 0"
+            )
+        self.stale_grace = stale_grace
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+        self.poll_interval = poll_interval
+        self.breaker = CircuitBreaker(breaker_cooldown)
+        self.statistics = FragmentStats()
+
+    def __repr__(self) -> str:
+        return f"<FragmentCache {type(self.backend).__name__} prefix={self.prefix!r}>"
+
+    # -- keys --------------------------------------------------------------
+
+    def key_for(self, name: str, *vary: object) -> str:
+        """The entry key of one variant: what ``cache_key_for`` shows."""
+        return make_fragment_key(name, vary, prefix=self.prefix)
+
+    # -- rendering ---------------------------------------------------------
+
+    def render(self, request: FragmentRequest, render: Callable[[], str]) -> str:
+        """Return the cached output of *request*, rendering it if needed."""
+        return self.render_many([request], lambda _: render(), wait=True)[0]
+
+    async def render_async(
+        self, request: FragmentRequest, render: Callable[[], Awaitable[str]]
+    ) -> str:
+        """Async :meth:`render`; *render* returns an awaitable."""
+        results = await self.render_many_async([request], lambda _: render(), wait=True)
+        return results[0]
+
+    def render_many(
+        self,
+        requests: Sequence[FragmentRequest],
+        render: Callable[[int], str],
+        *,
+        wait: bool = False,
+    ) -> list[str]:
+        """Return the output of every request, in order, fetched together.
+
+        All entries are read in one round trip; only the misses are rendered
+        (``render(i)`` renders request ``i``) and they are written back in one
+        round trip.  With *wait*, a miss whose re-render lock another request
+        holds waits up to ``lock_wait`` for it; collections do not wait.
+        """
+        results: list[str] = self._drive(
+            self._flow(requests, wait), requests[0].name, render
+        )
+        return results
+
+    async def render_many_async(
+        self,
+        requests: Sequence[FragmentRequest],
+        render: Callable[[int], Awaitable[str]],
+        *,
+        wait: bool = False,
+    ) -> list[str]:
+        """Async :meth:`render_many`; *render* returns an awaitable."""
+        results: list[str] = await self._adrive(
+            self._flow(requests, wait), requests[0].name, render
+        )
+        return results
+
+    # -- invalidation ----------------------------------------------------------
+
+    def invalidate(self, name: str, *vary: object) -> bool:
+        """Clear one variant of fragment *name*, and every fragment nesting it.
+
+        Like every ``invalidate*`` method it fails open: when the backend is
+        down it logs the error and returns ``False`` instead of raising.
+        """
+        return bool(self._drive(self._invalidate_flow(name, vary), name))
+
+    def invalidate_all(self, name: str) -> bool:
+        """Clear every variant of fragment *name* in O(1): one counter bump."""
+        return bool(self._drive(self._bump_flow([self._name_key(name)]), name))
+
+    def invalidate_tags(self, *tags: str) -> bool:
+        """Clear every fragment tagged with any of *tags*: a bump per tag."""
+        return bool(self._drive(self._bump_flow(self._tag_keys(tags)), "(tags)"))
+
+    async def ainvalidate(self, name: str, *vary: object) -> bool:
+        """Async :meth:`invalidate`."""
+        return bool(await self._adrive(self._invalidate_flow(name, vary), name))
+
+    async def ainvalidate_all(self, name: str) -> bool:
+        """Async :meth:`invalidate_all`."""
+        return bool(await self._adrive(self._bump_flow([self._name_key(name)]), name))
+
+    async def ainvalidate_tags(self, *tags: str) -> bool:
+        """Async :meth:`invalidate_tags`."""
+        flow = self._bump_flow(self._tag_keys(tags))
+        return bool(await self._adrive(flow, "(tags)"))
+
+    def stats(self) -> dict[str, dict[str, float | int | bool]]:
+        """Per-fragment counters as plain data; see :class:`FragmentStats`."""
+        return self.statistics.as_dict()
+
+    def _name_key(self, name: str) -> str:
+        return name_version_key(name, prefix=self.prefix)
+
+    def _tag_keys(self, tags: Sequence[str]) -> list[str]:
+        return [tag_version_key(tag, prefix=self.prefix) for tag in tags]
+
+    def _invalidate_flow(self, name: str, vary: Sequence[object]) -> _Gen:
+        key = self.key_for(name, *vary)
+        if not (yield from self._bump_flow([variant_version_key(key)])):
+            return False
+        return (yield ("delete", key)) is not _FAILED
+
+    def _bump_flow(self, counters: Sequence[str]) -> _Gen:
+        for counter in counters:
+            bumped = yield ("incr", counter, 1)
+            if bumped is None:
+                # Never create a counter at a predictable value: a fresh
+                # random one invalidates just as well.
+                created = yield ("add", counter, _new_version(), None)
+                if created is False:  # created meanwhile by someone else
+                    bumped = yield ("incr", counter, 1)
+                else:
+                    bumped = created
+            if bumped is _FAILED:
+                return False
+        return True
+
+    # -- drivers: carry out what a flow yields -----------------------------------
+
+    def _drive(
+        self, flow: _Gen, name: str, render: Callable[[int], str] | None = None
+    ) -> Any:
+        op = next(flow)
+        while True:
+            kind = op[0]
+            try:
+                if kind == "render":
+                    assert render is not None
+                    result: Any = [self._collect(render, i) for i in op[1]]
+                elif kind == "sleep":
+                    time.sleep(op[1])
+                    result = None
+                else:
+                    result = self._call(name, op)
+            except BaseException as exc:
+                op = flow.throw(exc)  # lets the flow clean up, then re-raises
+                continue
+            try:
+                op = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+
+    async def _adrive(
+        self,
+        flow: _Gen,
+        name: str,
+        render: Callable[[int], Awaitable[str]] | None = None,
+    ) -> Any:
+        op = next(flow)
+        while True:
+            kind = op[0]
+            try:
+                if kind == "render":
+                    assert render is not None
+                    result: Any = [await self._acollect(render, i) for i in op[1]]
+                elif kind == "sleep":
+                    await asyncio.sleep(op[1])
+                    result = None
+                else:
+                    result = await self._acall(name, op)
+            except BaseException as exc:
+                op = flow.throw(exc)
+                continue
+            try:
+                op = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+
+    def _collect(self, render: Callable[[int], str], index: int) -> _Rendered:
+        collected: dict[str, str] = {}
+        token = _collector.set(collected)
+        start = time.perf_counter()
+        try:
+            body = str(render(index))
+        finally:
+            _collector.reset(token)
+        return _Rendered(body, collected, time.perf_counter() - start)
+
+    async def _acollect(
+        self, render: Callable[[int], Awaitable[str]], index: int
+    ) -> _Rendered:
+        collected: dict[str, str] = {}
+        token = _collector.set(collected)
+        start = time.perf_counter()
+        try:
+            body = str(await render(index))
+        finally:
+            _collector.reset(token)
+        return _Rendered(body, collected, time.perf_counter() - start)
+
+    # -- backend calls: fail open behind a circuit breaker -------------------
+
+    def _call(self, name: str, op: _Op) -> Any:
+        if not self.breaker.allow():
+            return _FAILED
+        try:
+            result = getattr(self.backend, op[0])(*op[1:])
+        except Exception:
+            self._failed(name, op)
+            return _FAILED
+        self.breaker.succeeded()
+        return result
+
+    async def _acall(self, name: str, op: _Op) -> Any:
+        if not self.breaker.allow():
+            return _FAILED
+        try:
+            result = await getattr(self.backend, "a" + op[0])(*op[1:])
+        except Exception:
+            self._failed(name, op)
+            return _FAILED
+        self.breaker.succeeded()
+        return result
+
+    def _failed(self, name: str, op: _Op) -> None:
+        self.breaker.failed()
+        self.statistics.record_error(name)
+        logger.exception(
+            "fragment cache backend %s failed in %s for fragment %r; rendering "
+            "uncached for the next %.1f s",
+            type(self.backend).__name__,
+            op[0],
+            name,
+            self.breaker.cooldown,
+        )
+
+    # -- the rules -----------------------------------------------------------
+
+    def _flow(self, requests: Sequence[FragmentRequest], wait: bool) -> _Gen:
+        first = requests[0]
+        if first.timeout == 0:
+            return (yield from self._render_uncached(requests))
+
+        prefix = self.prefix
+        shared = [name_version_key(first.name, prefix=prefix)]
+        shared += [tag_version_key(tag, prefix=prefix) for tag in first.tags]
+        keys = [make_fragment_key(r.name, r.vary, prefix=prefix) for r in requests]
+        own = [[variant_version_key(key), *shared] for key in keys]
+        versions: dict[str, str | None] = {}
+
+        start = time.perf_counter()
+        entries = yield from self._lookup(requests, keys, own, versions)
+        if entries is _FAILED:
+            return (yield from self._render_uncached(requests))
+
+        now = time.time()
+        results: list[str | None] = [None] * len(requests)
+        stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
+        cold = [i for i, e in enumerate(entries) if e is None]
+        writable = True
+        won: list[int] = []
+        contested = stale + cold if wait else stale
+        if contested:
+            token = _new_version()
+            claimed = yield (
+                "add_many",
+                {lock_key(keys[i]): token for i in contested},
+                self.lock_timeout,
+            )
+            if claimed is _FAILED:
+                writable = False
+            else:
+                won = [i for i, ok in zip(contested, claimed, strict=True) if ok]
+
+        waiting = [i for i in cold if wait and writable and i not in won]
+        deadline = time.monotonic() + self.lock_wait
+        while waiting and time.monotonic() < deadline:
+            yield ("sleep", self.poll_interval)
+            subset = [requests[i] for i in waiting]
+            found = yield from self._lookup(
+                subset, [keys[i] for i in waiting], [own[i] for i in waiting], versions
+            )
+            if found is _FAILED:
+                writable = False
+                break
+            for i, entry in zip(waiting, found, strict=True):
+                if entry is not None and entry.is_fresh(time.time()):
+                    entries[i] = entry
+            waiting = [i for i in waiting if entries[i] is None]
+
+        to_render = [i for i, e in enumerate(entries) if e is None or i in won]
+        served_stale = 0
+        for i, entry in enumerate(entries):
+            if entry is not None and i not in won:
+                results[i] = entry.body
+                served_stale += not entry.is_fresh(now)
+                _report(entry.versions)
+        self.statistics.record_fetch(
+            first.name,
+            time.perf_counter() - start,
+            hits=len(requests) - len(to_render) - served_stale,
+            misses=len(to_render),
+            stale=served_stale,
+        )
+        if not to_render:
+            return results
+
+        # Snapshot every version before rendering, creating the missing
+        # counters, so an invalidation during the render makes this entry
+        # invalid instead of being lost.
+        missing = {k: _new_version() for i in to_render for k in own[i]}
+        missing = {k: v for k, v in missing.items() if versions.get(k) is None}
+        if missing and writable:
+            created = yield ("add_many", missing, None)
+            if created is _FAILED:
+                writable = False
+            else:
+                lost = [k for k, ok in zip(missing, created, strict=True) if not ok]
+                versions.update((k, _text(missing[k])) for k in missing)
+                if lost:
+                    current = yield ("get_many", lost)
+                    if current is _FAILED:
+                        writable = False
+                    else:
+                        versions.update(zip(lost, map(_text, current), strict=True))
+
+        try:
+            rendered = yield ("render", to_render)
+        except BaseException:
+            if writable:  # let the next request render instead of waiting
+                for i in won:
+                    yield ("delete", lock_key(keys[i]))
+            raise
+        self._record_renders(first.name, rendered)
+        timeout = first.timeout
+        soft_expiry = None if timeout is None else time.time() + timeout
+        writes: dict[str, bytes] = {}
+        for i, (body, nested, _) in zip(to_render, rendered, strict=True):
+            results[i] = body
+            snapshot = {k: versions.get(k) or "" for k in own[i]}
+            snapshot.update(nested)
+            _report(snapshot)
+            entry = Entry(body, soft_expiry, first.template, first.digest, snapshot)
+            writes[keys[i]] = entry.encode()
+        if writable:
+            hard_ttl = None if timeout is None else timeout + self.stale_grace
+            yield ("set_many", writes, hard_ttl)
+            for i in won:
+                yield ("delete", lock_key(keys[i]))
+        return results
+
+    def _lookup(
+        self,
+        requests: Sequence[FragmentRequest],
+        keys: list[str],
+        own: list[list[str]],
+        versions: dict[str, str | None],
+    ) -> Generator[_Op, Any, list[Entry | None]]:
+        """Read entries and their versions; keep only the usable entries.
+
+        One round trip reads every entry and the counters it depends on
+        directly; one more, at most, reads the counters of the fragments
+        nested inside them, however deep.  Fills *versions* as it reads.
+        """
+        counter_keys = dict.fromkeys(k for keys_ in own for k in keys_)
+        read = [*keys, *counter_keys]
+        values = yield ("get_many", read)
+        if values is _FAILED:
+            return _FAILED  # type: ignore[no-any-return]
+        raw = values[: len(keys)]
+        versions.update(zip(counter_keys, map(_text, values[len(keys) :]), strict=True))
+
+        entries: list[Entry | None] = []
+        for request, key, data, own_keys in zip(requests, keys, raw, own, strict=True):
+            entry = self._decode(request.name, key, data)
+            if entry is not None and not (
+                all(versions[k] is not None for k in own_keys)
+                and all(entry.versions.get(k) == versions[k] for k in own_keys)
+                and (
+                    entry.template != request.template or entry.digest == request.digest
+                )
+            ):
+                entry = None
+            entries.append(entry)
+
+        nested = {k for e in entries if e for k in e.versions if k not in versions}
+        if nested:
+            nested_keys = list(nested)
+            values = yield ("get_many", nested_keys)
+            if values is _FAILED:
+                return _FAILED  # type: ignore[no-any-return]
+            versions.update(zip(nested_keys, map(_text, values), strict=True))
+        return [
+            e
+            if e and all(versions.get(k) == v for k, v in e.versions.items())
+            else None
+            for e in entries
+        ]
+
+    def _decode(self, name: str, key: str, data: bytes | None) -> Entry | None:
+        if data is None:
+            return None
+        try:
+            return Entry.decode(data if isinstance(data, bytes) else data.encode())
+        except CorruptEntryError as exc:
+            self.statistics.record_error(name)
+            logger.warning(
+                "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
+            )
+            return None
+
+    def _render_uncached(self, requests: Sequence[FragmentRequest]) -> _Gen:
+        rendered = yield ("render", range(len(requests)))
+        self._record_renders(requests[0].name, rendered)
+        return [r.body for r in rendered]
+
+    def _record_renders(self, name: str, rendered: list[_Rendered]) -> None:
+        seconds = sum(r.seconds for r in rendered)
+        self.statistics.record_render(name, seconds, len(rendered))

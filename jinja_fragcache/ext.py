@@ -1,0 +1,413 @@
+"""The Jinja2 extension: ``cache_fragment``, ``cache_each`` and friends.
+
+The tags only parse and evaluate their arguments; every lookup goes through
+:class:`~jinja_fragcache.cache.FragmentCache`, the one render path.
+The block delimiters are the environment's own, so ``<% cache_fragment %>``
+works wherever ``block_start_string="<%"`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.exceptions import (
+    TemplateNotFound,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+)
+from jinja2.ext import Extension
+from jinja2.parser import Parser
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+from .api import get_default_cache
+from .cache import FragmentCache, FragmentRequest
+from .keys import vary_strings, warn_if_unstable
+from .timeouts import Timeout, check_timeout
+
+_VARY_PARAM = "_fragcache_vary"
+
+Caller = Callable[..., Any]
+
+
+class _VaryCapture:
+    """Receives the vary values of one ``cache_each`` item from the template."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: tuple[object, ...] = ()
+
+    def capture(self, values: tuple[object, ...]) -> str:
+        self.values = values
+        return ""
+
+
+class FragmentCacheExtension(Extension):
+    """Caches the output of template blocks.
+
+    Usage::
+
+        {% cache_fragment TIMEOUT NAME [VARY ...] [tags=EXPR] [if COND] %}
+            ...
+        {% endcache_fragment %}
+        {% cache_each TIMEOUT NAME ITEM in ITERABLE VARY ... [tags=EXPR] %}
+            ...
+        {% endcache_each %}
+        {% invalidate_fragment NAME [VARY ...] %}
+        {% cache_key_for NAME [VARY ...] %}
+
+    The environment's ``fragment_cache`` attribute picks the
+    :class:`FragmentCache`; when it is ``None`` the process default (an
+    in-process :class:`MemoryBackend`) is used::
+
+        env = Environment(extensions=[FragmentCacheExtension])
+        env.fragment_cache = FragmentCache(RedisBackend.from_url(url))
+    """
+
+    tags = {"cache_fragment", "cache_each", "invalidate_fragment", "cache_key_for"}
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        environment.extend(fragment_cache=None)
+
+    @property
+    def cache(self) -> FragmentCache:
+        """The cache this environment renders with, read on every use."""
+        configured: FragmentCache | None = self.environment.fragment_cache  # type: ignore[attr-defined]
+        return configured or get_default_cache()
+
+    # -- parsing -------------------------------------------------------------
+
+    def parse(self, parser: Parser) -> nodes.Node | list[nodes.Node]:
+        token = next(parser.stream)
+        lineno = token.lineno
+        tag = str(token.value)
+        if tag in ("invalidate_fragment", "cache_key_for"):
+            name = self._parse_name(parser, tag, lineno)
+            vary, _, _ = self._parse_options(parser, tag, keywords=False)
+            method = "_invalidate" if tag == "invalidate_fragment" else "_key_for"
+            call = self.call_method(
+                method, [nodes.Const(name), nodes.List(vary)], lineno=lineno
+            )
+            return nodes.Output([call], lineno=lineno)
+
+        timeout = self._parse_timeout(parser, tag, lineno)
+        name = self._parse_name(parser, tag, lineno)
+        if tag == "cache_each":
+            target = parser.parse_assign_target(name_only=True)
+            parser.stream.expect("name:in")
+            iterable = parser.parse_expression(with_condexpr=False)
+        vary, tags, condition = self._parse_options(parser, tag, keywords=True)
+        body = self._parse_body(parser, tag, lineno)
+        common = [
+            nodes.ContextReference(),
+            nodes.Const(lineno),
+            nodes.Const(name),
+            nodes.Const(self._digest(parser, body)),
+            timeout,
+            tags,
+            condition,
+        ]
+        if tag == "cache_fragment":
+            call = self.call_method(
+                "_cache_fragment", [*common, nodes.List(vary)], lineno=lineno
+            )
+            return nodes.CallBlock(call, [], [], body, lineno=lineno)
+
+        if not vary:
+            parser.fail(
+                f"cache_each {name!r} needs at least one VARY value that identifies "
+                f"the item, such as {target.name}.id",
+                lineno,
+            )
+        # The caller renders the item's body, or, given a capture object,
+        # only evaluates the item's vary values into it: VARY is evaluated
+        # per item, in the same scope as the body.
+        capture = nodes.Name(_VARY_PARAM, "load")
+        body = [
+            nodes.If(
+                nodes.Test(capture, "none", [], [], None, None),
+                body,
+                [],
+                [
+                    nodes.Output(
+                        [
+                            nodes.Call(
+                                nodes.Getattr(capture, "capture", "load"),
+                                [nodes.Tuple(vary, "load")],
+                                [],
+                                None,
+                                None,
+                            )
+                        ]
+                    )
+                ],
+            )
+        ]
+        call = self.call_method("_cache_each", [*common, iterable], lineno=lineno)
+        params = [nodes.Name(target.name, "param"), nodes.Name(_VARY_PARAM, "param")]
+        return nodes.CallBlock(call, params, [], body, lineno=lineno)
+
+    def _parse_timeout(self, parser: Parser, tag: str, lineno: int) -> nodes.Expr:
+        if parser.stream.current.type == "block_end":
+            parser.fail(f"{tag} needs a TIMEOUT and a NAME", lineno)
+        timeout = parser.parse_expression(with_condexpr=False)
+        try:
+            value = timeout.as_const(nodes.EvalContext(self.environment))
+        except nodes.Impossible:
+            return timeout  # computed: checked at render time
+        try:
+            check_timeout(value)
+        except ValueError as exc:
+            parser.fail(f"{tag}: {exc}", lineno)
+        return timeout
+
+    def _parse_name(self, parser: Parser, tag: str, lineno: int) -> str:
+        token = parser.stream.current
+        if token.type == "name" and parser.stream.look().type != "assign":
+            next(parser.stream)
+            return str(token.value)  # a bare name is literal, as in Django
+        if token.type == "string":
+            next(parser.stream)
+            return str(token.value)
+        parser.fail(
+            f"{tag} needs a fragment NAME (an identifier or a string literal) "
+            f"after the timeout, got {token.value!r}"
+            if tag in ("cache_fragment", "cache_each")
+            else f"{tag} needs a fragment NAME (an identifier or a string literal), "
+            f"got {token.value!r}",
+            lineno,
+        )
+
+    def _parse_options(
+        self, parser: Parser, tag: str, *, keywords: bool
+    ) -> tuple[list[nodes.Expr], nodes.Expr, nodes.Expr]:
+        """Parse ``VARY... [tags=EXPR] [if COND]`` up to the block end."""
+        vary: list[nodes.Expr] = []
+        tags: nodes.Expr = nodes.Const(None)
+        condition: nodes.Expr = nodes.Const(True)
+        stream = parser.stream
+        while stream.current.type != "block_end":
+            token = stream.current
+            if token.type == "comma":
+                next(stream)
+            elif token.type == "name" and stream.look().type == "assign":
+                if not keywords or token.value != "tags":
+                    known = "tags=" if keywords else "none"
+                    parser.fail(
+                        f"{tag} got an unknown keyword {token.value!r} "
+                        f"(accepted: {known})",
+                        token.lineno,
+                    )
+                if not isinstance(tags, nodes.Const) or tags.value is not None:
+                    parser.fail(f"{tag} got tags= twice", token.lineno)
+                next(stream)
+                next(stream)
+                tags = parser.parse_expression(with_condexpr=False)
+            elif token.test("name:if") and keywords:
+                next(stream)
+                condition = parser.parse_expression()
+                if stream.current.type != "block_end":
+                    parser.fail(
+                        f"{tag}: 'if COND' must come last", stream.current.lineno
+                    )
+            else:
+                vary.append(parser.parse_expression(with_condexpr=False))
+        return vary, tags, condition
+
+    def _parse_body(self, parser: Parser, tag: str, lineno: int) -> list[nodes.Node]:
+        end = f"end{tag}"
+        try:
+            return parser.parse_statements((f"name:{end}",), drop_needle=True)
+        except TemplateSyntaxError as exc:
+            if "Unexpected end of template" in str(exc.message) and end in str(
+                exc.message
+            ):
+                parser.fail(
+                    f"{tag} on line {lineno} is never closed: missing {end}", lineno
+                )
+            raise
+
+    def _digest(self, parser: Parser, body: list[nodes.Node]) -> str:
+        """Fingerprint the block: its parsed source and what it includes.
+
+        A node's repr holds its content but not its line number, so editing
+        the template elsewhere leaves the digest alone.
+        """
+        digest = hashlib.blake2b(repr(body).encode(), digest_size=12)
+        loader = self.environment.loader
+        for node in body:
+            for ref in node.find_all((nodes.Include, nodes.Import, nodes.FromImport)):
+                template = getattr(ref, "template", None)
+                if loader is None or not isinstance(template, nodes.Const):
+                    continue
+                name = str(template.value)
+                try:
+                    source = loader.get_source(self.environment, name)[0]
+                except TemplateNotFound:
+                    source = "\0missing"
+                digest.update(f"\0{name}\0{source}".encode())
+        return digest.hexdigest()
+
+    # -- rendering ---------------------------------------------------------------
+
+    def _request(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        vary: Iterable[object],
+    ) -> FragmentRequest:
+        strings = vary_strings(vary)
+        warn_if_unstable(name, strings)
+        return FragmentRequest(
+            name,
+            strings,
+            _check_timeout(context, lineno, timeout),
+            _check_tags(context, lineno, tags),
+            context.name or "",
+            digest,
+        )
+
+    def _cache_fragment(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        vary: list[object],
+        caller: Caller,
+    ) -> Any:
+        request = self._request(context, lineno, name, digest, timeout, tags, vary)
+        if not condition:
+            return caller()
+        if self.environment.is_async:
+            return self._cache_fragment_async(context, request, caller)
+        return _markup(context, self.cache.render(request, caller))
+
+    async def _cache_fragment_async(
+        self, context: Context, request: FragmentRequest, caller: Caller
+    ) -> str:
+        return _markup(context, await self.cache.render_async(request, caller))
+
+    def _cache_each(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        iterable: Iterable[object],
+        caller: Caller,
+    ) -> Any:
+        items = list(iterable)
+        # Checked even when nothing is cached, so a bad value shows at once.
+        _check_timeout(context, lineno, timeout)
+        if self.environment.is_async:
+            return self._cache_each_async(
+                context, lineno, name, digest, timeout, tags, condition, items, caller
+            )
+        if not condition:
+            return _markup(context, "".join(caller(item, None) for item in items))
+        requests = []
+        for item in items:
+            capture = _VaryCapture()
+            caller(item, capture)
+            requests.append(
+                self._request(
+                    context, lineno, name, digest, timeout, tags, capture.values
+                )
+            )
+        if not requests:
+            return _markup(context, "")
+        bodies = self.cache.render_many(requests, lambda i: caller(items[i], None))
+        return _markup(context, "".join(bodies))
+
+    async def _cache_each_async(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        items: list[object],
+        caller: Callable[..., Awaitable[str]],
+    ) -> str:
+        if not condition:
+            return _markup(
+                context, "".join([await caller(item, None) for item in items])
+            )
+        requests = []
+        for item in items:
+            capture = _VaryCapture()
+            await caller(item, capture)
+            requests.append(
+                self._request(
+                    context, lineno, name, digest, timeout, tags, capture.values
+                )
+            )
+        if not requests:
+            return _markup(context, "")
+        bodies = await self.cache.render_many_async(
+            requests, lambda i: caller(items[i], None)
+        )
+        return _markup(context, "".join(bodies))
+
+    def _invalidate(self, name: str, vary: list[object]) -> Any:
+        if self.environment.is_async:
+            return self._invalidate_async(name, vary)
+        self.cache.invalidate(name, *vary)
+        return ""
+
+    async def _invalidate_async(self, name: str, vary: list[object]) -> str:
+        await self.cache.ainvalidate(name, *vary)
+        return ""
+
+    def _key_for(self, name: str, vary: list[object]) -> str:
+        return self.cache.key_for(name, *vary)
+
+
+def _markup(context: Context, body: str) -> str:
+    # The body was rendered once already: under autoescape it is safe markup
+    # and must not be escaped a second time.
+    return Markup(body) if context.eval_ctx.autoescape else body
+
+
+def _where(context: Context, lineno: int) -> str:
+    return f"template {context.name or '<string>'!r}, line {lineno}"
+
+
+def _check_timeout(context: Context, lineno: int, value: object) -> Timeout:
+    try:
+        return check_timeout(value)
+    except ValueError as exc:
+        raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
+
+
+def _check_tags(context: Context, lineno: int, tags: object) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    if isinstance(tags, Iterable):
+        found = tuple(tags)
+        if all(isinstance(tag, str) for tag in found):
+            return found
+    raise TemplateRuntimeError(
+        f"tags= must be a string or a list of strings, got {tags!r} "
+        f"({_where(context, lineno)})"
+    )

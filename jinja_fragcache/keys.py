@@ -1,0 +1,151 @@
+"""The one key scheme.
+
+Every key this library writes is built here: fragment entries by
+:func:`make_fragment_key`, and the version counters that invalidation bumps
+by :func:`name_version_key`, :func:`tag_version_key` and
+:func:`variant_version_key`.  The format is described in ``docs/design.md``.
+
+Layout (``KEY_FORMAT`` is the ``1`` after the prefix)::
+
+    fragcache:1:f:sidebar:3f0c...e2     a fragment entry
+    fragcache:1:f:sidebar:3f0c...e2:v   that variant's version counter
+    fragcache:1:n:sidebar:9ab1...07     the version counter of every "sidebar"
+    fragcache:1:t:products:41d2...c8    the version counter of tag "products"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Iterable
+
+#: Bumped whenever the layout of keys changes, so old and new never mix.
+KEY_FORMAT = "1"
+
+#: The longest key any function here returns.
+MAX_KEY_LENGTH = 200
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_READABLE_NAME_LENGTH = 48
+_ADDRESS_REPR_RE = re.compile(r" at 0x[0-9A-Fa-f]+>")
+
+
+class FragmentCacheWarning(UserWarning):
+    """Something that silently makes a fragment cache useless or unsafe."""
+
+
+def _encode_parts(parts: Iterable[str]) -> bytes:
+    """Length-prefix each part so that no separator can collide.
+
+    ``("a:b",)`` becomes ``b"3:a:b"`` and ``("a", "b")`` becomes
+    ``b"1:a1:b"``; decoding is unambiguous, so the encoding is injective.
+    """
+    chunks = []
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        chunks.append(b"%d:" % len(data))
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def _digest(parts: Iterable[str]) -> str:
+    # 160 bits of BLAKE2b: collisions are out of reach, and it is fast.
+    return hashlib.blake2b(_encode_parts(parts), digest_size=20).hexdigest()
+
+
+def _readable(name: str) -> str:
+    return _UNSAFE_RE.sub("_", name)[:_READABLE_NAME_LENGTH] or "_"
+
+
+def check_prefix(prefix: str) -> str:
+    """Return *prefix* if it can start a key, else raise :class:`ValueError`."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ValueError(
+            "fragment cache prefix must be 1-64 characters of [A-Za-z0-9._-], "
+            f"got {prefix!r}"
+        )
+    return prefix
+
+
+def _key(prefix: str, kind: str, name: str, parts: Iterable[str]) -> str:
+    check_prefix(prefix)
+    return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:{_digest(parts)}"
+
+
+def vary_strings(vary_on: Iterable[object]) -> tuple[str, ...]:
+    """Vary values as the key sees them: by ``str()``, as Django does."""
+    return tuple(str(value) for value in vary_on)
+
+
+def make_fragment_key(
+    name: str, vary_on: Iterable[object] = (), *, prefix: str = "fragcache"
+) -> str:
+    """Return the cache key of fragment *name* for the values *vary_on*.
+
+    The only key function: the Jinja tags, the Django tags, every
+    ``invalidate_*`` helper and ``cache_key_for`` call it.  Vary values are
+    compared by ``str()``, so ``42`` and ``"42"`` are the same variant.  The
+    key is deterministic across processes, injective over
+    ``(name, tuple(str(v) for v in vary_on))``, at most 200 characters and
+    made of ``[A-Za-z0-9._:-]`` only, so memcached takes it as it is.
+
+    >>> make_fragment_key("sidebar", [42])[:23]
+    'fragcache:1:f:sidebar:f'
+    """
+    strings = vary_strings(vary_on)
+    # The name goes first and the count second, so a vary value can never
+    # pass for a name.
+    return _key(prefix, "f", name, (name, str(len(strings)), *strings))
+
+
+def variant_version_key(fragment_key: str) -> str:
+    """The counter that ``invalidate(name, *vary)`` bumps for one variant."""
+    return fragment_key + ":v"
+
+
+def name_version_key(name: str, *, prefix: str = "fragcache") -> str:
+    """The counter that ``invalidate_all(name)`` bumps."""
+    return _key(prefix, "n", name, (name,))
+
+
+def tag_version_key(tag: str, *, prefix: str = "fragcache") -> str:
+    """The counter that ``invalidate_tags(tag)`` bumps."""
+    return _key(prefix, "t", tag, (tag,))
+
+
+def lock_key(fragment_key: str) -> str:
+    """The key whose holder re-renders an expired fragment."""
+    return fragment_key + ":lock"
+
+
+def unstable_vary_value(strings: Iterable[str]) -> str | None:
+    """Return the first vary string that names a memory address, if any.
+
+    Such a value (the default ``object.__repr__``) differs between processes
+    and between requests, so the fragment would never be found again.
+    """
+    for text in strings:
+        if _ADDRESS_REPR_RE.search(text):
+            return text
+    return None
+
+
+_warned_names: set[str] = set()
+
+
+def warn_if_unstable(name: str, strings: Iterable[str]) -> None:
+    """Warn once per fragment name about a vary value that cannot hit."""
+    if name in _warned_names:
+        return
+    bad = unstable_vary_value(strings)
+    if bad is not None:
+        _warned_names.add(name)
+        warnings.warn(
+            f"fragment {name!r} varies on {bad!r}, whose str() contains a memory "
+            "address: it differs in every process, so this fragment will never "
+            "be a hit. Vary on a stable value such as an id.",
+            FragmentCacheWarning,
+            stacklevel=3,
+        )
