@@ -93,6 +93,16 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode("ascii", "replace")
 
 
+def _edited(entry: Entry, request: FragmentRequest) -> bool:
+    """Whether *entry* was written by this very block before it was edited.
+
+    Entries of another template (or of an unnamed one) are shared as usual.
+    """
+    return bool(request.template) and (
+        entry.template == request.template and entry.digest != request.digest
+    )
+
+
 def _report(versions: dict[str, str]) -> None:
     """Tell the enclosing fragment, if any, what this one depends on."""
     collected = _collector.get()
@@ -506,9 +516,7 @@ class FragmentCache:
             if entry is not None and not (
                 all(versions[k] is not None for k in own_keys)
                 and all(entry.versions.get(k) == versions[k] for k in own_keys)
-                and (
-                    entry.template != request.template or entry.digest == request.digest
-                )
+                and not _edited(entry, request)
             ):
                 entry = None
             entries.append(entry)

@@ -240,17 +240,19 @@ class FragmentCacheExtension(Extension):
         """
         digest = hashlib.blake2b(repr(body).encode(), digest_size=12)
         loader = self.environment.loader
-        for node in body:
-            for ref in node.find_all((nodes.Include, nodes.Import, nodes.FromImport)):
-                template = getattr(ref, "template", None)
-                if loader is None or not isinstance(template, nodes.Const):
-                    continue
-                name = str(template.value)
-                try:
-                    source = loader.get_source(self.environment, name)[0]
-                except TemplateNotFound:
-                    source = "\0missing"
-                digest.update(f"\0{name}\0{source}".encode())
+        refs = nodes.Scope(body).find_all(
+            (nodes.Include, nodes.Import, nodes.FromImport)
+        )
+        for ref in refs:
+            template = getattr(ref, "template", None)
+            if loader is None or not isinstance(template, nodes.Const):
+                continue
+            name = str(template.value)
+            try:
+                source = loader.get_source(self.environment, name)[0]
+            except TemplateNotFound:
+                source = "\0missing"
+            digest.update(f"\0{name}\0{source}".encode())
         return digest.hexdigest()
 
     # -- rendering ---------------------------------------------------------------

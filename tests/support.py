@@ -1,0 +1,85 @@
+"""Test helpers: rendering both ways, and backends that count or fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jinja2 import Template
+
+from jinja_fragcache.backends.base import Timeout
+
+
+def render(template: Template, **context: Any) -> str:
+    """Render sync or async, as the template's environment is set up."""
+    if template.environment.is_async:
+        return asyncio.run(template.render_async(**context))
+    return template.render(**context)
+
+
+SYNC_METHODS = ("get_many", "set", "set_many", "add", "add_many", "delete", "incr")
+ASYNC_METHODS = {"a" + name: name for name in SYNC_METHODS}
+
+
+class CountingBackend:
+    """Wraps a real backend and counts the calls that reach it.
+
+    Async calls count under their sync name, so a test reads the same
+    numbers whichever way the template rendered.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self.keys_read: list[list[str]] = []
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.keys_read.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        sync_name = ASYNC_METHODS.get(name, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls[sync_name] += 1
+            if sync_name == "get_many":
+                self.keys_read.append(list(args[0]))
+            return method(*args)
+
+        return counted
+
+
+class BrokenBackend:
+    """A backend whose server is unreachable: every call raises."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.broken = True
+        self.inner: Any = None
+
+    def _fail(self) -> None:
+        # ``broken = False`` with an ``inner`` backend: the server came back.
+        self.attempts += 1
+        if self.broken:
+            raise ConnectionError("connection refused")
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> Any:
+            self._fail()
+            return getattr(self.inner, name)(*args)
+
+        async def acall(*args: Any) -> Any:
+            self._fail()
+            return await getattr(self.inner, name)(*args)
+
+        return acall if name in ASYNC_METHODS else call
+
+
+def entries(backend: Any, keys: Sequence[str]) -> Mapping[str, bytes | None]:
+    return dict(zip(keys, backend.get_many(list(keys)), strict=True))
+
+
+__all__ = ["BrokenBackend", "CountingBackend", "Timeout", "entries", "render"]

@@ -1,0 +1,636 @@
+"""The Jinja tags, rendered sync and async, with {% %} and <% %>, on every backend."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from jinja2 import DictLoader, Environment, Template, TemplateRuntimeError
+from jinja2.exceptions import TemplateSyntaxError
+
+from jinja_fragcache import (
+    FragmentCache,
+    FragmentCacheExtension,
+    FragmentCacheWarning,
+    MemoryBackend,
+    get_default_cache,
+    invalidate_fragment,
+    make_fragment_key,
+    set_default_cache,
+)
+from jinja_fragcache.entry import Entry
+
+from .support import CountingBackend, render
+
+MakeEnv = Callable[..., Environment]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> CountingBackend:
+    if request.param == "memory":
+        return CountingBackend(MemoryBackend())
+    return CountingBackend(request.getfixturevalue("redis_backend"))
+
+
+@pytest.fixture
+def cache(backend: CountingBackend, unique_prefix: str) -> FragmentCache:
+    return FragmentCache(backend, prefix=unique_prefix, lock_wait=0.5)
+
+
+@pytest.fixture
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    import uuid
+
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "async"])
+def enable_async(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture(params=["{%", "<%"], ids=["braces", "angle"])
+def delimiters(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_env(enable_async: bool, delimiters: str, cache: FragmentCache) -> MakeEnv:
+    """Build an environment; templates are written with {% %} and translated."""
+
+    def translate(source: str) -> str:
+        if delimiters == "{%":
+            return source
+        return source.replace("{%", "<%").replace("%}", "%>")
+
+    def make(templates: dict[str, str] | None = None, **options: Any) -> Environment:
+        if delimiters == "<%":
+            options.update(block_start_string="<%", block_end_string="%>")
+        env = Environment(
+            loader=DictLoader({k: translate(v) for k, v in (templates or {}).items()}),
+            extensions=[FragmentCacheExtension],
+            enable_async=enable_async,
+            **options,
+        )
+        env.fragment_cache = cache  # type: ignore[attr-defined]
+        env.globals["translate"] = translate
+        return env
+
+    return make
+
+
+def template(env: Environment, source: str) -> Template:
+    return env.from_string(env.globals["translate"](source))  # type: ignore[operator]
+
+
+class Tick:
+    """Counts how often a block's body really rendered."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def __call__(self, label: str) -> str:
+        self.count[label] = self.count.get(label, 0) + 1
+        return label
+
+
+@pytest.fixture
+def tick() -> Tick:
+    return Tick()
+
+
+# -- syntax ---------------------------------------------------------------------
+
+
+def test_miss_then_hit(make_env: MakeEnv, tick: Tick, backend: CountingBackend) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 sidebar %}{{ tick('s') }}{% endcache_fragment %}",
+    )
+    assert render(t, tick=tick) == "s"
+    backend.reset()
+    assert render(t, tick=tick) == "s"
+    assert tick.count == {"s": 1}
+    assert backend.calls == {"get_many": 1}  # a hit is one round trip
+
+
+def test_bare_and_quoted_names_are_the_same_fragment(
+    make_env: MakeEnv, tick: Tick
+) -> None:
+    env = make_env()
+    bare = template(
+        env, "{% cache_fragment 300 sidebar 1 %}{{ tick('a') }}{% endcache_fragment %}"
+    )
+    quoted = template(
+        env,
+        '{% cache_fragment 300 "sidebar" 1 %}{{ tick("b") }}{% endcache_fragment %}',
+    )
+    assert render(bare, tick=tick) == "a"
+    assert render(quoted, tick=tick) == "a"
+
+
+def test_vary_by_whitespace_or_commas_and_by_str(make_env: MakeEnv, tick: Tick) -> None:
+    env = make_env()
+    spaces = template(
+        env, "{% cache_fragment 300 card a b %}{{ tick('x') }}{% endcache_fragment %}"
+    )
+    commas = template(
+        env, "{% cache_fragment 300 card a, b %}{{ tick('y') }}{% endcache_fragment %}"
+    )
+    assert render(spaces, tick=tick, a=42, b="en") == "x"
+    assert render(commas, tick=tick, a="42", b="en") == "x"
+    assert render(commas, tick=tick, a=43, b="en") == "y"
+
+
+def test_vary_expressions(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 card user.id, lang|upper, n + 1 %}{{ tick('x') }}{% endcache_fragment %}",
+    )
+    render(t, tick=tick, user={"id": 1}, lang="en", n=1)
+    render(t, tick=tick, user={"id": 1}, lang="en", n=1)
+    render(t, tick=tick, user={"id": 2}, lang="en", n=1)
+    assert tick.count == {"x": 2}
+
+
+def test_same_syntax_under_both_delimiters(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(make_env(), "{% cache_key_for sidebar 42 %}")
+    assert render(t) == make_fragment_key("sidebar", [42], prefix=cache.prefix)
+
+
+def test_timeout_none_never_expires(
+    make_env: MakeEnv, tick: Tick, cache: FragmentCache
+) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment None forever %}{{ tick('x') }}{% endcache_fragment %}",
+    )
+    render(t, tick=tick)
+    entry = Entry.decode(cache.backend.get_many([cache.key_for("forever")])[0] or b"")
+    assert entry.soft_expiry is None
+    assert render(t, tick=tick) == "x"
+    assert tick.count == {"x": 1}
+
+
+def test_timeout_zero_does_not_cache(
+    make_env: MakeEnv, tick: Tick, backend: CountingBackend
+) -> None:
+    t = template(
+        make_env(), "{% cache_fragment 0 live %}{{ tick('x') }}{% endcache_fragment %}"
+    )
+    render(t, tick=tick)
+    render(t, tick=tick)
+    assert tick.count == {"x": 2}
+    assert backend.calls == {}
+
+
+def test_computed_timeout_and_float(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(), "{% cache_fragment t * 2 f %}{{ tick('x') }}{% endcache_fragment %}"
+    )
+    render(t, tick=tick, t=0.25)
+    render(t, tick=tick, t=0.25)
+    assert tick.count == {"x": 1}
+
+
+@pytest.mark.parametrize("timeout", ["-1", "'300'", "'soon'", "true", "-0.5"])
+def test_bad_literal_timeout_fails_at_compile_time(
+    make_env: MakeEnv, timeout: str
+) -> None:
+    env = make_env(
+        {
+            "page.html": "line one\n\n{% cache_fragment "
+            + timeout
+            + " x %}{% endcache_fragment %}"
+        }
+    )
+    with pytest.raises(TemplateSyntaxError, match="timeout") as info:
+        env.get_template("page.html")
+    assert info.value.lineno == 3
+    assert info.value.name == "page.html"
+
+
+@pytest.mark.parametrize("value", [-5, "300", True, [1]])
+def test_bad_computed_timeout_fails_at_render_time(
+    make_env: MakeEnv, value: object
+) -> None:
+    env = make_env(
+        {"page.html": "\n{% cache_fragment t x %}body{% endcache_fragment %}"}
+    )
+    with pytest.raises(TemplateRuntimeError) as info:
+        render(env.get_template("page.html"), t=value)
+    message = str(info.value)
+    assert "page.html" in message
+    assert "line 2" in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "message"),
+    [
+        ("\n{% cache_fragment %}{% endcache_fragment %}", 2, "TIMEOUT and a NAME"),
+        ("\n\n{% cache_fragment 300 %}{% endcache_fragment %}", 3, "NAME"),
+        (
+            "{% cache_fragment 300 x a bogus=1 %}{% endcache_fragment %}",
+            1,
+            "unknown keyword 'bogus'",
+        ),
+        (
+            "\n{% cache_fragment 300 x tags=1 tags=2 %}{% endcache_fragment %}",
+            2,
+            "twice",
+        ),
+        (
+            "a\n{% cache_fragment 300 x %}\nb\n\nc",
+            2,
+            "never closed: missing endcache_fragment",
+        ),
+        ("{% cache_each 300 card p in items %}{% endcache_each %}", 1, "VARY"),
+        ("\n{% cache_each 300 card p in items p.id %}", 2, "missing endcache_each"),
+        ("{% cache_each 300 card %}{% endcache_each %}", 1, "expected token"),
+        ("\n{% invalidate_fragment %}", 2, "NAME"),
+        ("{% cache_key_for x tags=1 %}", 1, "unknown keyword 'tags'"),
+        (
+            "{% cache_fragment 300 x if a b %}{% endcache_fragment %}",
+            1,
+            "must come last",
+        ),
+    ],
+)
+def test_syntax_errors_name_template_and_line(
+    make_env: MakeEnv, source: str, line: int, message: str
+) -> None:
+    env = make_env({"bad.html": source})
+    with pytest.raises(TemplateSyntaxError) as info:
+        env.get_template("bad.html")
+    assert message in info.value.message  # type: ignore[operator]
+    assert info.value.lineno == line
+    assert info.value.name == "bad.html"
+
+
+def test_if_condition_caches_only_when_true(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 menu if not staff %}{{ tick(who) }}{% endcache_fragment %}",
+    )
+    for _ in range(2):
+        assert render(t, tick=tick, staff=False, who="user") == "user"
+        assert render(t, tick=tick, staff=True, who="staff") == "staff"
+    assert tick.count == {"user": 1, "staff": 2}
+
+
+def test_condition_can_use_full_expressions(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 menu u if u and not (preview or u == 'x') %}{{ tick(u) }}{% endcache_fragment %}",
+    )
+    for _ in range(2):
+        render(t, tick=tick, u="a", preview=False)
+        render(t, tick=tick, u="b", preview=True)
+    assert tick.count == {"a": 1, "b": 2}
+
+
+# -- markup ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("autoescape", [True, False])
+def test_hit_is_byte_identical_to_the_render(
+    make_env: MakeEnv, autoescape: bool, tick: Tick
+) -> None:
+    t = template(
+        make_env(autoescape=autoescape),
+        "<p>{% cache_fragment 300 m %}{{ raw }}|{{ raw|safe }}|{{ tick('x') }}&amp;{% endcache_fragment %}</p>{{ raw }}",
+    )
+    first = render(t, raw="<b>&</b>", tick=tick)
+    second = render(t, raw="<b>&</b>", tick=tick)
+    assert first == second
+    assert tick.count == {"x": 1}
+    inner = "&lt;b&gt;&amp;&lt;/b&gt;" if autoescape else "<b>&</b>"
+    assert first == f"<p>{inner}|<b>&</b>|x&amp;</p>{inner}"
+
+
+# -- cache_each ----------------------------------------------------------------
+
+
+def test_cache_each_keeps_order_and_renders_only_misses(
+    make_env: MakeEnv, tick: Tick, backend: CountingBackend
+) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 card p in items p.id %}[{{ tick(p.id) }}]{% endcache_each %}",
+    )
+    items = [{"id": i} for i in (3, 1, 2)]
+    assert render(t, items=items, tick=tick) == "[3][1][2]"
+    items.insert(1, {"id": 4})
+    backend.reset()
+    assert render(t, items=items, tick=tick) == "[3][4][1][2]"
+    assert tick.count == {3: 1, 1: 1, 2: 1, 4: 1}
+    assert backend.calls["get_many"] == 1  # every key in one round trip
+    assert backend.calls["set_many"] == 1  # the one miss written back in one
+    backend.reset()
+    render(t, items=items, tick=tick)
+    assert backend.calls == {"get_many": 1}
+
+
+def test_cache_each_shares_keys_with_cache_fragment_in_a_loop(
+    make_env: MakeEnv, tick: Tick, cache: FragmentCache
+) -> None:
+    env = make_env()
+    each = template(
+        env,
+        "{% cache_each 300 card p in items p %}{{ tick('each') }}{% endcache_each %}",
+    )
+    loop = template(
+        env,
+        "{% for p in items %}{% cache_fragment 300 card p %}{{ tick('loop') }}{% endcache_fragment %}{% endfor %}",
+    )
+    assert render(each, items=[5, 6], tick=tick) == "eacheach"
+    assert render(loop, items=[5, 6], tick=tick) == "eacheach"
+    invalidate_fragment("card", "5", cache=cache)  # a URL kwarg is a string
+    assert render(loop, items=[5, 6], tick=tick) == "loopeach"
+    invalidate_fragment("card", 6, cache=cache)
+    assert render(each, items=[5, 6], tick=tick) == "loopeach"
+
+
+def test_cache_each_many_vary_values_and_empty(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 row r in rows r.id, lang tags='rows' %}{{ r.id }}{{ lang }}{% endcache_each %}.",
+    )
+    assert render(t, rows=[{"id": 1}, {"id": 2}], lang="en") == "1en2en."
+    assert render(t, rows=[{"id": 1}], lang="fr") == "1fr."
+    assert render(t, rows=[], lang="fr") == "."
+
+
+def test_cache_each_if_false_renders_uncached(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 c p in items p if cached %}{{ tick(p) }}{% endcache_each %}",
+    )
+    render(t, items=[1, 2], tick=tick, cached=False)
+    render(t, items=[1, 2], tick=tick, cached=False)
+    assert tick.count == {1: 2, 2: 2}
+
+
+# -- invalidation -----------------------------------------------------------------
+
+
+def test_invalidate_tag_and_key_for(
+    make_env: MakeEnv, tick: Tick, cache: FragmentCache
+) -> None:
+    env = make_env()
+    page = template(
+        env, "{% cache_fragment 300 card pid %}{{ tick(pid) }}{% endcache_fragment %}"
+    )
+    clear = template(env, "[{% invalidate_fragment card pid %}]")
+    key = template(env, "{% cache_key_for card pid %}")
+    render(page, pid=1, tick=tick)
+    render(page, pid=2, tick=tick)
+    assert render(clear, pid=1) == "[]"
+    render(page, pid=1, tick=tick)
+    render(page, pid=2, tick=tick)
+    assert tick.count == {1: 2, 2: 1}
+    assert render(key, pid=1) == cache.key_for("card", "1")
+
+
+def test_invalidate_all_and_tags(
+    make_env: MakeEnv, tick: Tick, cache: FragmentCache
+) -> None:
+    env = make_env()
+    card = template(
+        env,
+        "{% cache_fragment 300 card p tags=['products', 'p-' ~ p] %}{{ tick('card' ~ p) }}{% endcache_fragment %}",
+    )
+    menu = template(
+        env,
+        "{% cache_fragment 300 menu tags='nav' %}{{ tick('menu') }}{% endcache_fragment %}",
+    )
+
+    def all_pages() -> None:
+        for p in (1, 2):
+            render(card, p=p, tick=tick)
+        render(menu, tick=tick)
+
+    all_pages()
+    assert cache.invalidate_all("card")
+    all_pages()
+    assert tick.count == {"card1": 2, "card2": 2, "menu": 1}
+    assert cache.invalidate_tags("p-2")
+    all_pages()
+    assert tick.count == {"card1": 2, "card2": 3, "menu": 1}
+    assert cache.invalidate_tags("products", "nav")
+    all_pages()
+    assert tick.count == {"card1": 3, "card2": 4, "menu": 2}
+
+
+def test_bad_tags_value_is_a_clear_error(make_env: MakeEnv) -> None:
+    env = make_env(
+        {"t.html": "{% cache_fragment 300 x tags=tags %}{% endcache_fragment %}"}
+    )
+    with pytest.raises(
+        TemplateRuntimeError, match=r"tags= must be .* 't.html', line 1"
+    ):
+        render(env.get_template("t.html"), tags=[1, 2])
+
+
+def test_a_counter_lost_to_eviction_never_revives_an_old_entry(
+    make_env: MakeEnv, tick: Tick, cache: FragmentCache
+) -> None:
+    from jinja_fragcache.keys import name_version_key, variant_version_key
+
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 card 1 %}{{ tick('x') }}{% endcache_fragment %}",
+    )
+    render(t, tick=tick)
+    cache.backend.delete(name_version_key("card", prefix=cache.prefix))
+    render(t, tick=tick)
+    cache.backend.delete(variant_version_key(cache.key_for("card", 1)))
+    render(t, tick=tick)
+    render(t, tick=tick)
+    assert tick.count == {"x": 3}
+
+
+def test_invalidation_racing_a_render_is_not_lost(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    # The data changes and is invalidated while the old data is rendering:
+    # the entry written afterwards must not be served.
+    data = {"v": "old"}
+
+    def read() -> str:
+        value = data["v"]
+        data["v"] = "new"
+        cache.invalidate_all("racy")
+        return value
+
+    t = template(
+        make_env(), "{% cache_fragment 300 racy %}{{ read() }}{% endcache_fragment %}"
+    )
+    assert render(t, read=read) == "old"
+    assert render(t, read=lambda: data["v"]) == "new"
+
+
+# -- Russian dolls ----------------------------------------------------------------
+
+NESTED = {
+    "page.html": (
+        "{% cache_fragment 300 page %}<{{ tick('page') }}"
+        "{% for p in products %}"
+        "{% cache_fragment 300 product p.id tags='p-' ~ p.id %}({{ tick('product' ~ p.id) }}"
+        "{% cache_fragment 300 price p.id %}{{ tick('price' ~ p.id) }}{% endcache_fragment %}"
+        "){% endcache_fragment %}"
+        "{% endfor %}>{% endcache_fragment %}"
+    )
+}
+PRODUCTS = [{"id": 1}, {"id": 2}]
+
+
+@pytest.mark.parametrize(
+    ("invalidate", "rerendered"),
+    [
+        (lambda c: c.invalidate("price", 1), {"page", "product1", "price1"}),
+        (
+            lambda c: c.invalidate_all("price"),
+            {"page", "product1", "product2", "price1", "price2"},
+        ),
+        (lambda c: c.invalidate_tags("p-1"), {"page", "product1"}),
+    ],
+    ids=["variant", "name", "tag"],
+)
+def test_outer_fragment_rerenders_after_inner_is_invalidated(
+    make_env: MakeEnv,
+    tick: Tick,
+    cache: FragmentCache,
+    backend: CountingBackend,
+    invalidate: Callable[[FragmentCache], object],
+    rerendered: set[str],
+) -> None:
+    page = make_env(NESTED).get_template("page.html")
+    expected = "<page(product1price1)(product2price2)>"
+    assert render(page, products=PRODUCTS, tick=tick) == expected
+    backend.reset()
+    assert render(page, products=PRODUCTS, tick=tick) == expected
+    assert backend.calls == {"get_many": 2}  # entry + own counters, then nested ones
+    invalidate(cache)
+    assert render(page, products=PRODUCTS, tick=tick) == expected
+    assert render(page, products=PRODUCTS, tick=tick) == expected
+    # Exactly the invalidated fragments and those around them rendered again;
+    # the untouched ones stayed cached.
+    assert {label for label, n in tick.count.items() if n == 2} == rerendered
+    assert set(tick.count.values()) <= {1, 2}
+
+
+def test_nested_checks_stay_at_two_round_trips_however_deep(
+    make_env: MakeEnv, tick: Tick, backend: CountingBackend, cache: FragmentCache
+) -> None:
+    source = "{{ tick('core') }}"
+    for depth in range(6):
+        source = f"{{% cache_fragment 300 level{depth} %}}[{source}]{{% endcache_fragment %}}"
+    t = template(make_env(), source)
+    render(t, tick=tick)
+    backend.reset()
+    assert render(t, tick=tick) == "[" * 6 + "core" + "]" * 6
+    assert backend.calls == {"get_many": 2}
+    cache.invalidate_all("level0")  # the innermost
+    render(t, tick=tick)
+    assert tick.count == {"core": 2}
+
+
+# -- template digests -------------------------------------------------------------
+
+
+def test_editing_a_block_invalidates_its_own_entries(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    before = make_env(
+        {"p.html": "{% cache_fragment 300 box %}old{% endcache_fragment %}"}
+    )
+    assert render(before.get_template("p.html")) == "old"
+    outside = make_env(
+        {"p.html": "intro\n{% cache_fragment 300 box %}old{% endcache_fragment %}"}
+    )
+    assert (
+        render(outside.get_template("p.html")) == "intro\nold"
+    )  # rest edited: still a hit
+    after = make_env(
+        {"p.html": "{% cache_fragment 300 box %}new{% endcache_fragment %}"}
+    )
+    assert render(after.get_template("p.html")) == "new"
+
+
+def test_another_template_shares_the_entry(make_env: MakeEnv) -> None:
+    env = make_env(
+        {
+            "a.html": "{% cache_fragment 300 box %}from a{% endcache_fragment %}",
+            "b.html": "{% cache_fragment 300 box %}from b{% endcache_fragment %}",
+        }
+    )
+    assert render(env.get_template("a.html")) == "from a"
+    assert render(env.get_template("b.html")) == "from a"
+
+
+def test_editing_an_included_template_invalidates(make_env: MakeEnv) -> None:
+    page = (
+        "{% cache_fragment 300 box %}{% include 'part.html' %}{% endcache_fragment %}"
+    )
+    before = make_env({"p.html": page, "part.html": "v1"})
+    assert render(before.get_template("p.html")) == "v1"
+    same = make_env({"p.html": page, "part.html": "v1"})
+    assert render(same.get_template("p.html")) == "v1"
+    after = make_env({"p.html": page, "part.html": "v2"})
+    assert render(after.get_template("p.html")) == "v2"
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_default() -> Iterator[FragmentCache]:
+    set_default_cache(None)
+    yield get_default_cache()
+    set_default_cache(None)
+
+
+def test_unconfigured_environment_uses_the_process_default(
+    enable_async: bool, fresh_default: FragmentCache, tick: Tick
+) -> None:
+    env = Environment(extensions=[FragmentCacheExtension], enable_async=enable_async)
+    assert env.fragment_cache is None  # type: ignore[attr-defined]
+    t = env.from_string(
+        "{% cache_fragment 300 card p %}{{ tick(p) }}{% endcache_fragment %}"
+    )
+    render(t, p=1, tick=tick)
+    render(t, p=1, tick=tick)
+    assert isinstance(fresh_default.backend, MemoryBackend)
+    assert invalidate_fragment("card", 1)  # no cache argument needed
+    render(t, p=1, tick=tick)
+    assert tick.count == {1: 2}
+    assert fresh_default.stats()["card"]["hits"] == 1
+
+
+def test_unstable_vary_value_warns_once(make_env: MakeEnv, unique_prefix: str) -> None:
+    name = f"unstable_{unique_prefix}"  # warnings are once per name per process
+    t = template(
+        make_env(), f"{{% cache_fragment 300 {name} obj %}}x{{% endcache_fragment %}}"
+    )
+    with pytest.warns(FragmentCacheWarning, match=name):
+        render(t, obj=object())
+    render(t, obj=object())  # a second warning would be an error here
+
+
+def test_async_never_stores_a_coroutine(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(
+        make_env(), "{% cache_fragment 300 a %}{{ 6 * 7 }}{% endcache_fragment %}"
+    )
+    render(t)
+    raw = cache.backend.get_many([cache.key_for("a")])[0] or b""
+    assert Entry.decode(raw).body == "42"
+    assert render(t) == "42"
+    assert not re.search(rb"coroutine|generator", raw)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jinja_fragcache import FragmentCacheWarning, make_fragment_key
+from jinja_fragcache.keys import (
+    MAX_KEY_LENGTH,
+    _encode_parts,
+    lock_key,
+    name_version_key,
+    tag_version_key,
+    variant_version_key,
+    warn_if_unstable,
+)
+
+SAFE = re.compile(r"[A-Za-z0-9._:-]+\Z")
+names = st.text(min_size=1, max_size=300)
+varies = st.lists(st.text(max_size=80), max_size=6)
+
+
+def decode_parts(data: bytes) -> list[str]:
+    """Invert _encode_parts: proof that the encoding is injective."""
+    parts = []
+    while data:
+        length, _, rest = data.partition(b":")
+        size = int(length)
+        parts.append(rest[:size].decode("utf-8", "surrogatepass"))
+        data = rest[size:]
+    return parts
+
+
+@given(st.lists(st.text(max_size=50), max_size=8))
+def test_encoding_of_parts_can_be_decoded(parts: list[str]) -> None:
+    assert decode_parts(_encode_parts(parts)) == parts
+
+
+@given(names, varies, names, varies)
+def test_distinct_inputs_give_distinct_keys(
+    name_a: str, vary_a: list[str], name_b: str, vary_b: list[str]
+) -> None:
+    same = (name_a, tuple(vary_a)) == (name_b, tuple(vary_b))
+    assert (
+        make_fragment_key(name_a, vary_a) == make_fragment_key(name_b, vary_b)
+    ) == same
+
+
+@given(names, varies)
+def test_keys_are_short_and_memcached_safe(name: str, vary: list[str]) -> None:
+    for key in (
+        make_fragment_key(name, vary, prefix="p" * 64),
+        lock_key(make_fragment_key(name, vary, prefix="p" * 64)),
+        variant_version_key(make_fragment_key(name, vary)),
+        name_version_key(name),
+        tag_version_key(name),
+    ):
+        assert len(key) <= MAX_KEY_LENGTH
+        assert SAFE.match(key), key
+
+
+def test_separators_in_values_do_not_collide() -> None:
+    # Django and Flask-Caching both collide on these.
+    assert make_fragment_key("f", ["a:b"]) != make_fragment_key("f", ["a", "b"])
+    assert make_fragment_key("f", ["a.b"]) != make_fragment_key("f", ["a", "b"])
+    assert make_fragment_key("f:a", []) != make_fragment_key("f", ["a"])
+    assert make_fragment_key("f", [""]) != make_fragment_key("f", [])
+
+
+def test_vary_values_compare_by_str() -> None:
+    assert make_fragment_key("card", [42]) == make_fragment_key("card", ["42"])
+    assert make_fragment_key("card", [None]) == make_fragment_key("card", ["None"])
+
+
+def test_key_is_readable_and_versioned() -> None:
+    key = make_fragment_key("product sidebar/é", [1], prefix="site")
+    assert key.startswith("site:1:f:product_sidebar_:")
+
+
+def test_key_format_is_the_documented_one() -> None:
+    # docs/design.md: BLAKE2b-160 of the length-prefixed (name, count, *vary).
+    # A change here orphans every entry in production: bump KEY_FORMAT.
+    encoded = b"7:sidebar" + b"1:2" + b"2:42" + b"2:en"
+    digest = hashlib.blake2b(encoded, digest_size=20).hexdigest()
+    assert make_fragment_key("sidebar", [42, "en"]) == f"fragcache:1:f:sidebar:{digest}"
+    assert digest == "7f8225a2646c51c0257ddc626bb919fbcb763132"
+
+
+def test_key_is_the_same_in_another_process() -> None:
+    code = (
+        "from jinja_fragcache import make_fragment_key as k;"
+        "print(k('sidebar', [42, 'en']))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    )
+    assert other.stdout.strip() == make_fragment_key("sidebar", [42, "en"])
+
+
+@pytest.mark.parametrize("prefix", ["", "has space", "colon:", "x" * 65, "é"])
+def test_bad_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        make_fragment_key("a", prefix=prefix)
+
+
+def test_address_repr_warns_once_per_fragment() -> None:
+    class Thing:
+        pass
+
+    with pytest.warns(FragmentCacheWarning, match="memory address"):
+        warn_if_unstable("unstable-one", [str(Thing())])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_unstable("unstable-one", [str(Thing())])  # already warned
+        warn_if_unstable("stable", ["42", "<b>at home</b>"])
