@@ -11,7 +11,11 @@ import time
 
 from jinja2 import DictLoader, Environment
 
-from jinja_fragcache import FragmentCacheExtension, get_default_cache, invalidate_fragment
+from jinja_fragcache import (
+    FragmentCacheExtension,
+    get_default_cache,
+    invalidate_fragment,
+)
 
 # The product is specified with <% %> block delimiters; {% %} works the same.
 TEMPLATES = {

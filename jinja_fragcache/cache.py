@@ -16,7 +16,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .backends.base import Backend
@@ -59,8 +58,7 @@ class _Rendered(NamedTuple):
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class FragmentRequest:
+class FragmentRequest(NamedTuple):
     """One variant of one fragment, as a tag asks for it.
 
     :param name: the fragment name.
@@ -394,6 +392,15 @@ class FragmentCache:
             return (yield from self._render_uncached(requests))
 
         now = time.time()
+        if all(entry and entry.is_fresh(now) for entry in entries):
+            # Every entry is a hit: the path that matters for speed.
+            for entry in entries:
+                _report(entry.versions)
+            self.statistics.record_fetch(
+                first.name, time.perf_counter() - start, hits=len(entries)
+            )
+            return [entry.body for entry in entries]
+
         results: list[str | None] = [None] * len(requests)
         stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
         cold = [i for i, e in enumerate(entries) if e is None]

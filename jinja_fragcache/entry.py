@@ -1,57 +1,56 @@
 """The stored form of a fragment, and the versions it depends on.
 
-An entry is bytes this library wrote itself, never a pickle::
+An entry is bytes this library wrote itself, never a pickle: one ASCII
+header line, then the body::
 
-    FC1\\n{"e": 1732420000.5, "t": "page.html", "d": "9f…", "v": {…}}\\n<body>
+    FC1 <soft expiry> <digest> <template> [<counter key> <version>]...\\n<body>
 
-- ``e``: the soft expiry, in Unix seconds (``null``: never).  Past it the
-  entry is *stale*: served while one renderer refreshes it.
-- ``t``, ``d``: the template that wrote it and the digest of its block.
-- ``v``: every version counter the entry depends on, its own and those of the
-  fragments nested inside it, with the value each had before the render.
-- the body: the rendered output, UTF-8.
+- soft expiry: Unix seconds as a float, ``-`` for never.  Past it the entry
+  is *stale*: served while one renderer refreshes it.
+- digest, template: the digest of the block and the template that wrote it,
+  ``-`` when empty; the template name is percent-encoded.
+- counter key / version pairs: every version counter the entry depends on,
+  its own and those of the fragments nested inside it, with the value each
+  had before the render.  Keys and versions never contain spaces.
+- the body: the rendered output, UTF-8, as it was.
 
-The header is JSON on one line (JSON escapes newlines), so the body needs no
-escaping and a hit decodes without copying it through a parser.
+The header is split on spaces, not parsed as JSON: a hit decodes in about a
+microsecond, and the body is never copied through a parser.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from typing import NamedTuple
+from urllib.parse import quote, unquote
 
-MAGIC = b"FC1\n"
+MAGIC = b"FC1 "
+_EMPTY = "-"
 
 
 class CorruptEntryError(ValueError):
     """A value under a fragment key that this version did not write."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     body: str
     soft_expiry: float | None
     template: str = ""
     digest: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = {}  # noqa: RUF012 - never mutated
 
     def is_fresh(self, now: float) -> bool:
         return self.soft_expiry is None or now < self.soft_expiry
 
     def encode(self) -> bytes:
-        header = json.dumps(
-            {
-                "e": self.soft_expiry,
-                "t": self.template,
-                "d": self.digest,
-                "v": self.versions,
-            },
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
-        return b"".join(
-            (MAGIC, header.encode("ascii"), b"\n", self.body.encode("utf-8"))
-        )
+        fields = [
+            _EMPTY if self.soft_expiry is None else repr(float(self.soft_expiry)),
+            self.digest or _EMPTY,
+            quote(self.template, safe="/._") or _EMPTY,
+        ]
+        for key, version in self.versions.items():
+            fields += (key, version)
+        header = " ".join(fields).encode("ascii")
+        return b"".join((MAGIC, header, b"\n", self.body.encode("utf-8")))
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
@@ -61,24 +60,23 @@ class Entry:
         """
         if not data.startswith(MAGIC):
             raise CorruptEntryError("not a fragment cache entry")
-        end = data.find(b"\n", len(MAGIC))
+        end = data.find(b"\n")
         if end < 0:
             raise CorruptEntryError("truncated fragment cache entry")
         try:
-            header = json.loads(data[len(MAGIC) : end])
+            fields = data[len(MAGIC) : end].decode("ascii").split(" ")
+            expiry, digest, template = fields[:3]
+            soft_expiry = None if expiry == _EMPTY else float(expiry)
             body = data[end + 1 :].decode("utf-8")
-            soft_expiry = header["e"]
-            template = header["t"]
-            digest = header["d"]
-            versions = header["v"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # includes UnicodeDecodeError
             raise CorruptEntryError(f"unreadable fragment cache entry: {exc}") from exc
-        if not (
-            (soft_expiry is None or isinstance(soft_expiry, int | float))
-            and isinstance(template, str)
-            and isinstance(digest, str)
-            and isinstance(versions, dict)
-            and all(isinstance(v, str) for v in versions.values())
-        ):
+        pairs = fields[3:]
+        if len(pairs) % 2:
             raise CorruptEntryError("malformed fragment cache entry header")
-        return cls(body, soft_expiry, template, digest, versions)
+        return cls(
+            body,
+            soft_expiry,
+            "" if template == _EMPTY else unquote(template),
+            "" if digest == _EMPTY else digest,
+            dict(zip(pairs[::2], pairs[1::2], strict=True)),
+        )

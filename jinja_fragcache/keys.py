@@ -15,6 +15,7 @@ Layout (``KEY_FORMAT`` is the ``1`` after the prefix)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -69,7 +70,9 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _key(prefix: str, kind: str, name: str, parts: Iterable[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+    # Cached: a page asks for the same few keys on every request.
     check_prefix(prefix)
     return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:{_digest(parts)}"
 
@@ -127,7 +130,7 @@ def unstable_vary_value(strings: Iterable[str]) -> str | None:
     and between requests, so the fragment would never be found again.
     """
     for text in strings:
-        if _ADDRESS_REPR_RE.search(text):
+        if " at 0x" in text and _ADDRESS_REPR_RE.search(text):
             return text
     return None
 

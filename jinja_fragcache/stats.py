@@ -33,7 +33,7 @@ class FragmentStats:
         return counters
 
     def record_fetch(
-        self, name: str, seconds: float, *, hits: int, misses: int, stale: int
+        self, name: str, seconds: float, *, hits: int, misses: int = 0, stale: int = 0
     ) -> None:
         """Record one round of lookups for *name*."""
         with self._lock:

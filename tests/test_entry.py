@@ -7,8 +7,9 @@ import pytest
 from jinja_fragcache.entry import CorruptEntryError, Entry
 
 
-def test_entry_round_trips() -> None:
-    entry = Entry("héllo\n<b>\x00", 1234.5, "page.html", "abc", {"k": "1"})
+@pytest.mark.parametrize("template", ["", "page.html", "dir/a b\n%é.html", "-x"])
+def test_entry_round_trips(template: str) -> None:
+    entry = Entry("héllo\n<b>\x00", 1234.5, template, "abc", {"k:1": "1", "k:2": "2"})
     assert Entry.decode(entry.encode()) == entry
 
 
@@ -30,12 +31,12 @@ class Boom:
         b"plain text",
         pickle.dumps(Boom()),
         b"!" + pickle.dumps(Boom()),
-        b"FC1\n",
-        b"FC1\n{not json}\nbody",
-        b'FC1\n{"e":null}\nbody',
-        b'FC1\n{"e":"soon","t":"","d":"","v":{}}\nbody',
-        b'FC1\n{"e":null,"t":"","d":"","v":{"k":1}}\nbody',
-        b'FC1\n{"e":null,"t":"","d":"","v":{}}\n\xff\xfe',
+        b"FC1 ",
+        b"FC1 -\nbody",
+        b"FC1 soon - -\nbody",
+        b"FC1 - - - key\nbody",
+        b"FC1 - - - \xff\nbody",
+        b"FC1 - - -\n\xff\xfe",
     ],
 )
 def test_anything_else_is_a_corrupt_entry(data: bytes) -> None:
