@@ -455,8 +455,8 @@ class FragmentCache:
         # Snapshot every version before rendering, creating the missing
         # counters, so an invalidation during the render makes this entry
         # invalid instead of being lost.
-        missing = {k: _new_version() for i in to_render for k in own[i]}
-        missing = {k: v for k, v in missing.items() if versions.get(k) is None}
+        needed = dict.fromkeys(k for i in to_render for k in own[i])
+        missing = {k: _new_version() for k in needed if versions.get(k) is None}
         if missing and writable:
             created = yield ("add_many", missing, None)
             if created is _FAILED:

@@ -33,10 +33,12 @@ class CountingBackend:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.called_async: Counter[bool] = Counter()  # True: an a… method
         self.keys_read: list[list[str]] = []
 
     def reset(self) -> None:
         self.calls.clear()
+        self.called_async.clear()
         self.keys_read.clear()
 
     def __getattr__(self, name: str) -> Any:
@@ -45,6 +47,7 @@ class CountingBackend:
 
         def counted(*args: Any) -> Any:
             self.calls[sync_name] += 1
+            self.called_async[name in ASYNC_METHODS] += 1
             if sync_name == "get_many":
                 self.keys_read.append(list(args[0]))
             return method(*args)

@@ -634,3 +634,16 @@ def test_async_never_stores_a_coroutine(
     assert Entry.decode(raw).body == "42"
     assert render(t) == "42"
     assert not re.search(rb"coroutine|generator", raw)
+
+
+def test_async_rendering_uses_only_async_backend_methods(
+    make_env: MakeEnv, enable_async: bool, backend: CountingBackend, cache: FragmentCache
+) -> None:
+    env = make_env(NESTED)
+    page = env.get_template("page.html")
+    render(page, products=PRODUCTS, tick=Tick())
+    cache.invalidate_all("price")
+    backend.reset()
+    render(page, products=PRODUCTS, tick=Tick())
+    render(template(env, "{% invalidate_fragment price 1 %}"))
+    assert set(backend.called_async) == {enable_async}
