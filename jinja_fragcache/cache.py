@@ -392,14 +392,15 @@ class FragmentCache:
             return (yield from self._render_uncached(requests))
 
         now = time.time()
-        if all(entry and entry.is_fresh(now) for entry in entries):
+        hits = [entry for entry in entries if entry and entry.is_fresh(now)]
+        if len(hits) == len(entries):
             # Every entry is a hit: the path that matters for speed.
-            for entry in entries:
+            for entry in hits:
                 _report(entry.versions)
             self.statistics.record_fetch(
-                first.name, time.perf_counter() - start, hits=len(entries)
+                first.name, time.perf_counter() - start, hits=len(hits)
             )
-            return [entry.body for entry in entries]
+            return [entry.body for entry in hits]
 
         results: list[str | None] = [None] * len(requests)
         stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
@@ -430,18 +431,18 @@ class FragmentCache:
             if found is _FAILED:
                 writable = False
                 break
-            for i, entry in zip(waiting, found, strict=True):
-                if entry is not None and entry.is_fresh(time.time()):
-                    entries[i] = entry
+            for i, arrived in zip(waiting, found, strict=True):
+                if arrived is not None and arrived.is_fresh(time.time()):
+                    entries[i] = arrived
             waiting = [i for i in waiting if entries[i] is None]
 
         to_render = [i for i, e in enumerate(entries) if e is None or i in won]
         served_stale = 0
-        for i, entry in enumerate(entries):
-            if entry is not None and i not in won:
-                results[i] = entry.body
-                served_stale += not entry.is_fresh(now)
-                _report(entry.versions)
+        for i, usable in enumerate(entries):
+            if usable is not None and i not in won:
+                results[i] = usable.body
+                served_stale += not usable.is_fresh(now)
+                _report(usable.versions)
         self.statistics.record_fetch(
             first.name,
             time.perf_counter() - start,

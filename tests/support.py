@@ -4,19 +4,42 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from jinja2 import Template
 
 from jinja_fragcache.backends.base import Timeout
 
+T = TypeVar("T")
+
 
 def render(template: Template, **context: Any) -> str:
     """Render sync or async, as the template's environment is set up."""
     if template.environment.is_async:
-        return asyncio.run(template.render_async(**context))
+        cache = getattr(template.environment, "fragment_cache", None)
+        return run(template.render_async(**context), getattr(cache, "backend", None))
     return template.render(**context)
+
+
+def run(coroutine: Awaitable[T], *backends: Any) -> T:
+    """``asyncio.run``, then close what the backends opened for that loop.
+
+    Each ``asyncio.run`` is a new event loop, and an asyncio Redis client
+    belongs to one loop; a long-lived application closes it at shutdown.
+    """
+
+    async def main() -> T:
+        try:
+            return await coroutine
+        finally:
+            for backend in backends:
+                while backend is not None and not hasattr(backend, "aclose"):
+                    backend = getattr(backend, "inner", None)
+                if backend is not None:
+                    await backend.aclose()
+
+    return asyncio.run(main())
 
 
 SYNC_METHODS = ("get_many", "set", "set_many", "add", "add_many", "delete", "incr")
@@ -43,6 +66,8 @@ class CountingBackend:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
+        if name not in SYNC_METHODS and name not in ASYNC_METHODS:
+            return method  # close(), aclose(), info(): not cache traffic
         sync_name = ASYNC_METHODS.get(name, name)
 
         def counted(*args: Any) -> Any:
@@ -85,4 +110,4 @@ def entries(backend: Any, keys: Sequence[str]) -> Mapping[str, bytes | None]:
     return dict(zip(keys, backend.get_many(list(keys)), strict=True))
 
 
-__all__ = ["BrokenBackend", "CountingBackend", "Timeout", "entries", "render"]
+__all__ = ["BrokenBackend", "CountingBackend", "Timeout", "entries", "render", "run"]

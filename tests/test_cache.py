@@ -20,7 +20,7 @@ from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import lock_key
 
-from .support import BrokenBackend, CountingBackend
+from .support import BrokenBackend, CountingBackend, run
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -147,7 +147,7 @@ def test_async_waiters_get_the_winners_render(backend: Any) -> None:
             *(cache.render_async(request, body) for _ in range(5))
         )
 
-    assert asyncio.run(main()) == ["done"] * 5
+    assert run(main(), backend) == ["done"] * 5
     assert renders == 1
 
 

@@ -39,13 +39,6 @@ def cache(backend: CountingBackend, unique_prefix: str) -> FragmentCache:
     return FragmentCache(backend, prefix=unique_prefix, lock_wait=0.5)
 
 
-@pytest.fixture
-def unique_prefix(request: pytest.FixtureRequest) -> str:
-    import uuid
-
-    return "t" + uuid.uuid4().hex[:12]
-
-
 @pytest.fixture(params=[False, True], ids=["sync", "async"])
 def enable_async(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
@@ -637,7 +630,10 @@ def test_async_never_stores_a_coroutine(
 
 
 def test_async_rendering_uses_only_async_backend_methods(
-    make_env: MakeEnv, enable_async: bool, backend: CountingBackend, cache: FragmentCache
+    make_env: MakeEnv,
+    enable_async: bool,
+    backend: CountingBackend,
+    cache: FragmentCache,
 ) -> None:
     env = make_env(NESTED)
     page = env.get_template("page.html")

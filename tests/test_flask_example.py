@@ -20,13 +20,6 @@ def cache(request: pytest.FixtureRequest, unique_prefix: str) -> FragmentCache:
     return FragmentCache(backend, prefix=unique_prefix)
 
 
-@pytest.fixture
-def unique_prefix() -> str:
-    import uuid
-
-    return "flask" + uuid.uuid4().hex[:10]
-
-
 def test_pages_are_cached_and_a_save_invalidates_one_card(cache: FragmentCache) -> None:
     app = create_app(cache)
     client = app.test_client()

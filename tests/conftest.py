@@ -1,0 +1,104 @@
+"""Shared fixtures: a redis-server of our own, and the backends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jinja_fragcache import MemoryBackend
+
+REDIS_URL_VARIABLE = "FRAGCACHE_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis the tests may write to.
+
+    ``FRAGCACHE_TEST_REDIS_URL`` when set (never flushed: tests use unique
+    keys), otherwise a ``redis-server`` of the session's own on a unix socket.
+    """
+    url = os.environ.get(REDIS_URL_VARIABLE)
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "The Redis tests need a redis-server: install it "
+            f"(apt-get install redis-server) or set {REDIS_URL_VARIABLE}."
+        )
+    folder = tmp_path_factory.mktemp("redis")
+    socket_path = folder / "redis.sock"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for(socket_path, process)
+        yield f"unix://{socket_path}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _wait_for(socket_path: Path, process: subprocess.Popen[bytes]) -> None:
+    import redis
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"redis-server exited with status {process.returncode}")
+        if socket_path.exists():
+            client = redis.Redis(unix_socket_path=str(socket_path))
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            finally:
+                client.close()
+        time.sleep(0.05)
+    pytest.fail("redis-server did not answer PING within 10 s")
+
+
+@pytest.fixture
+def redis_backend(redis_url: str) -> Iterator[Any]:
+    from jinja_fragcache import RedisBackend
+
+    backend = RedisBackend.from_url(redis_url)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def memory_backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A key prefix of the test's own, so tests never need to flush a server."""
+    return "t" + uuid.uuid4().hex[:12]
