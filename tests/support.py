@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -106,8 +107,23 @@ class BrokenBackend:
         return acall if name in ASYNC_METHODS else call
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def entries(backend: Any, keys: Sequence[str]) -> Mapping[str, bytes | None]:
     return dict(zip(keys, backend.get_many(list(keys)), strict=True))
 
 
-__all__ = ["BrokenBackend", "CountingBackend", "Timeout", "entries", "render", "run"]
+__all__ = [
+    "BrokenBackend",
+    "CountingBackend",
+    "Timeout",
+    "entries",
+    "free_port",
+    "render",
+    "run",
+]

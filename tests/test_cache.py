@@ -20,7 +20,7 @@ from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import lock_key
 
-from .support import BrokenBackend, CountingBackend, run
+from .support import BrokenBackend, CountingBackend, free_port, run
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -232,12 +232,6 @@ def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(
     assert cache.render(request, body) == "body1"
     assert cache.stats()["box"]["errors"] == 1
     assert Entry.decode(backend.get_many([cache.key_for("box")])[0]).body == "body1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

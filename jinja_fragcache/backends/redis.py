@@ -201,4 +201,4 @@ class RedisBackend:
         """Close the asyncio client of the running loop."""
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)

@@ -1,0 +1,246 @@
+"""One contract, run against every backend; then what is particular to each."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cachelib import FileSystemCache, RedisCache, SimpleCache
+
+from jinja_fragcache import Backend, CachelibBackend, MemoryBackend, RedisBackend
+
+from .support import free_port, run
+
+
+@pytest.fixture(params=["memory", "redis", "cachelib"])
+def backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "memory":
+        return MemoryBackend()
+    if request.param == "cachelib":
+        return CachelibBackend(SimpleCache())
+    return request.getfixturevalue("redis_backend")
+
+
+@pytest.fixture
+def key() -> Callable[[], str]:
+    """Keys of this test's own: a shared server is never flushed."""
+    prefix = uuid.uuid4().hex
+    return lambda: f"{prefix}:{uuid.uuid4().hex[:8]}"
+
+
+class Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (pytest.fail, ("a backend unpickled a value",))
+
+
+def test_keeps_the_protocol(backend: Any) -> None:
+    assert isinstance(backend, Backend)
+
+
+def test_get_many_keeps_order_and_reports_missing(backend: Any, key: Any) -> None:
+    a, b, c = key(), key(), key()
+    backend.set(a, b"A", 60)
+    backend.set(c, b"C", None)
+    assert backend.get_many([c, b, a]) == [b"C", None, b"A"]
+    assert backend.get_many([]) == []
+
+
+def test_set_many_overwrites(backend: Any, key: Any) -> None:
+    a, b = key(), key()
+    backend.set(a, b"old", 60)
+    backend.set_many({a: b"new", b: b"B"}, 60)
+    assert backend.get_many([a, b]) == [b"new", b"B"]
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"\x80\x00!\xff", b"!" + pickle.dumps(Boom()), pickle.dumps(Boom())]
+)
+def test_values_are_raw_bytes_never_unpickled(
+    backend: Any, key: Any, value: bytes
+) -> None:
+    k = key()
+    backend.set(k, value, 60)
+    assert backend.get_many([k]) == [value]
+
+
+def test_timeouts_expire_and_none_does_not(backend: Any, key: Any) -> None:
+    short, forever = key(), key()
+    # cachelib counts whole seconds, the others milliseconds.
+    seconds = 1.0 if isinstance(backend, CachelibBackend) else 0.2
+    backend.set_many({short: b"s"}, seconds)
+    backend.set(forever, b"f", None)
+    time.sleep(seconds + 0.15)
+    assert backend.get_many([short, forever]) == [None, b"f"]
+
+
+def test_add_only_when_missing(backend: Any, key: Any) -> None:
+    k = key()
+    seconds = 1.0 if isinstance(backend, CachelibBackend) else 0.2
+    assert backend.add(k, b"first", seconds) is True
+    assert backend.add(k, b"second", seconds) is False
+    assert backend.get_many([k]) == [b"first"]
+    time.sleep(seconds + 0.15)
+    assert backend.add(k, b"third", 60) is True
+    assert backend.get_many([k]) == [b"third"]
+
+
+def test_add_many(backend: Any, key: Any) -> None:
+    a, b = key(), key()
+    backend.set(a, b"taken", 60)
+    assert backend.add_many({a: b"x", b: b"y"}, 60) == [False, True]
+    assert backend.get_many([a, b]) == [b"taken", b"y"]
+
+
+def test_delete(backend: Any, key: Any) -> None:
+    k = key()
+    backend.set(k, b"x", 60)
+    backend.delete(k)
+    backend.delete(k)  # missing: not an error
+    assert backend.get_many([k]) == [None]
+
+
+def test_incr_never_creates(backend: Any, key: Any) -> None:
+    k, missing = key(), key()
+    backend.set(k, b"41", None)
+    assert backend.incr(k) == 42
+    assert backend.incr(k, 8) == 50
+    assert backend.get_many([k]) == [b"50"]
+    assert backend.incr(missing) is None
+    assert backend.get_many([missing]) == [None]
+
+
+def test_async_twins(backend: Any, key: Any) -> None:
+    async def scenario() -> None:
+        a, b, c = key(), key(), key()
+        await backend.aset(a, b"A", 60)
+        await backend.aset_many({b: b"B"}, 60)
+        assert await backend.aget_many([a, b, c]) == [b"A", b"B", None]
+        assert await backend.aadd(c, b"5", None) is True
+        assert await backend.aadd(c, b"6", None) is False
+        assert await backend.aadd_many({c: b"7", key(): b"8"}, 60) == [False, True]
+        assert await backend.aincr(c, 2) == 7
+        assert await backend.aincr(key()) is None
+        await backend.adelete(a)
+        assert await backend.aget_many([a]) == [None]
+
+    run(scenario(), backend)
+    run(scenario(), backend)  # a second event loop
+
+
+# -- MemoryBackend ------------------------------------------------------------------
+
+
+def test_memory_evicts_least_recently_used_by_count() -> None:
+    backend = MemoryBackend(max_entries=3)
+    backend.set_many({"a": b"1", "b": b"2", "c": b"3"}, None)
+    backend.get_many(["a"])  # a is used again: b is now the oldest
+    backend.set("d", b"4", None)
+    assert backend.get_many(["a", "b", "c", "d"]) == [b"1", None, b"3", b"4"]
+    assert len(backend) == 3
+
+
+def test_memory_evicts_by_bytes() -> None:
+    backend = MemoryBackend(max_bytes=100)
+    backend.set("a", b"x" * 40, None)
+    backend.set("b", b"x" * 40, None)
+    backend.set("c", b"x" * 40, None)
+    assert backend.get_many(["a", "b", "c"]) == [None, b"x" * 40, b"x" * 40]
+    assert backend.bytes_used <= 100
+    backend.set("huge", b"x" * 200, None)  # can never fit: not stored
+    assert backend.get_many(["huge", "b"]) == [None, b"x" * 40]
+
+
+def test_memory_add_is_atomic_under_threads() -> None:
+    backend = MemoryBackend()
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def contend() -> None:
+        barrier.wait()
+        wins.append(backend.add("lock", b"x", 60))
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+# -- RedisBackend ---------------------------------------------------------------------
+
+
+def test_redis_get_many_is_one_round_trip(
+    redis_backend: RedisBackend, key: Any
+) -> None:
+    keys = [key() for _ in range(50)]
+    redis_backend.set_many(dict.fromkeys(keys, b"v"), 60)
+    sent: list[tuple[Any, ...]] = []
+    original = redis_backend.client.execute_command
+
+    def spy(*args: Any, **options: Any) -> Any:
+        sent.append(args)
+        return original(*args, **options)
+
+    redis_backend.client.execute_command = spy  # type: ignore[method-assign]
+    assert redis_backend.get_many(keys) == [b"v"] * 50
+    assert [args[0] for args in sent] == ["MGET"]
+
+
+def test_redis_accepts_a_decoding_client(redis_url: str, key: Any) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    backend = RedisBackend(client)
+    try:
+        k = key()
+        backend.set(k, "héllo".encode(), 60)
+        assert backend.get_many([k]) == ["héllo".encode()]
+        assert run(backend.aget_many([k]), backend) == ["héllo".encode()]
+    finally:
+        client.close()
+
+
+def test_redis_down_fails_fast() -> None:
+    import redis
+
+    backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    start = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        backend.get_many(["k"])
+    with pytest.raises(redis.ConnectionError):
+        run(backend.aget_many(["k"]), backend)
+    assert time.monotonic() - start < 3
+    backend.close()
+
+
+def test_redis_info(redis_backend: RedisBackend) -> None:
+    info = redis_backend.info()
+    assert set(info) == {"keys", "memory_used", "memory_peak", "hits", "misses"}
+    assert isinstance(info["memory_used"], int)
+    assert info["memory_used"] > 0
+
+
+# -- CachelibBackend ---------------------------------------------------------------------
+
+
+def test_cachelib_refuses_caches_that_unpickle(tmp_path: Any) -> None:
+    for shared in (
+        RedisCache(host="127.0.0.1", port=1),
+        FileSystemCache(str(tmp_path)),
+    ):
+        with pytest.raises(TypeError, match="unpickle"):
+            CachelibBackend(shared)
+
+
+def test_cachelib_none_means_never_expire() -> None:
+    cache = SimpleCache(default_timeout=1)
+    backend = CachelibBackend(cache)
+    backend.set("k", b"v", None)
+    time.sleep(1.1)
+    assert backend.get_many(["k"]) == [b"v"]
