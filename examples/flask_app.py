@@ -26,7 +26,9 @@ def make_cache() -> FragmentCache:
 
     from jinja_fragcache import CachelibBackend
 
-    return FragmentCache(CachelibBackend(SimpleCache(threshold=5000)), prefix="flaskdemo")
+    return FragmentCache(
+        CachelibBackend(SimpleCache(threshold=5000)), prefix="flaskdemo"
+    )
 
 
 def create_app(cache: FragmentCache | None = None) -> Flask:
