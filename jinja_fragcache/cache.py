@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import itertools
 import logging
 import secrets
 import time
@@ -85,10 +87,20 @@ def _new_version() -> bytes:
     return str(secrets.randbits(62)).encode("ascii")
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return value.decode("ascii", "replace")
+def _texts(values: Sequence[bytes | None]) -> list[str | None]:
+    # latin-1 decodes any bytes: a garbled counter is a mismatch, not a crash.
+    return [None if v is None else v.decode("latin-1") for v in values]
+
+
+@functools.lru_cache(maxsize=8192)
+def _keys_for(
+    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """A variant's entry key and the keys of the counters it depends on."""
+    key = make_fragment_key(name, vary, prefix=prefix)
+    counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
+    counters += [tag_version_key(tag, prefix=prefix) for tag in tags]
+    return key, tuple(counters)
 
 
 def _edited(entry: Entry, request: FragmentRequest) -> bool:
@@ -380,10 +392,9 @@ class FragmentCache:
             return (yield from self._render_uncached(requests))
 
         prefix = self.prefix
-        shared = [name_version_key(first.name, prefix=prefix)]
-        shared += [tag_version_key(tag, prefix=prefix) for tag in first.tags]
-        keys = [make_fragment_key(r.name, r.vary, prefix=prefix) for r in requests]
-        own = [[variant_version_key(key), *shared] for key in keys]
+        pairs = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
+        keys = [key for key, _ in pairs]
+        own = [counters for _, counters in pairs]
         versions: dict[str, str | None] = {}
 
         start = time.perf_counter()
@@ -464,13 +475,13 @@ class FragmentCache:
                 writable = False
             else:
                 lost = [k for k, ok in zip(missing, created, strict=True) if not ok]
-                versions.update((k, _text(missing[k])) for k in missing)
+                versions.update((k, v.decode("latin-1")) for k, v in missing.items())
                 if lost:
                     current = yield ("get_many", lost)
                     if current is _FAILED:
                         writable = False
                     else:
-                        versions.update(zip(lost, map(_text, current), strict=True))
+                        versions.update(zip(lost, _texts(current), strict=True))
 
         try:
             rendered = yield ("render", to_render)
@@ -501,7 +512,7 @@ class FragmentCache:
         self,
         requests: Sequence[FragmentRequest],
         keys: list[str],
-        own: list[list[str]],
+        own: list[tuple[str, ...]],
         versions: dict[str, str | None],
     ) -> Generator[_Op, Any, list[Entry | None]]:
         """Read entries and their versions; keep only the usable entries.
@@ -510,21 +521,26 @@ class FragmentCache:
         directly; one more, at most, reads the counters of the fragments
         nested inside them, however deep.  Fills *versions* as it reads.
         """
-        counter_keys = dict.fromkeys(k for keys_ in own for k in keys_)
+        counter_keys = dict.fromkeys(itertools.chain.from_iterable(own))
         read = [*keys, *counter_keys]
         values = yield ("get_many", read)
         if values is _FAILED:
             return _FAILED  # type: ignore[no-any-return]
         raw = values[: len(keys)]
-        versions.update(zip(counter_keys, map(_text, values[len(keys) :]), strict=True))
+        versions.update(zip(counter_keys, _texts(values[len(keys) :]), strict=True))
 
         entries: list[Entry | None] = []
         for request, key, data, own_keys in zip(requests, keys, raw, own, strict=True):
             entry = self._decode(request.name, key, data)
-            if entry is not None and not (
-                all(versions[k] is not None for k in own_keys)
-                and all(entry.versions.get(k) == versions[k] for k in own_keys)
-                and not _edited(entry, request)
+            # Check the entry's own counters first: a mismatch spares the
+            # round trip for its nested ones.
+            if entry is not None and (
+                _edited(entry, request)
+                or not all(
+                    (current := versions[k]) is not None
+                    and entry.versions.get(k) == current
+                    for k in own_keys
+                )
             ):
                 entry = None
             entries.append(entry)
@@ -535,13 +551,14 @@ class FragmentCache:
             values = yield ("get_many", nested_keys)
             if values is _FAILED:
                 return _FAILED  # type: ignore[no-any-return]
-            versions.update(zip(nested_keys, map(_text, values), strict=True))
-        return [
-            e
-            if e and all(versions.get(k) == v for k, v in e.versions.items())
-            else None
-            for e in entries
-        ]
+            versions.update(zip(nested_keys, _texts(values), strict=True))
+            entries = [
+                e
+                if e and all(versions[k] == v for k, v in e.versions.items())
+                else None
+                for e in entries
+            ]
+        return entries
 
     def _decode(self, name: str, key: str, data: bytes | None) -> Entry | None:
         if data is None:

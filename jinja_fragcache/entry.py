@@ -70,13 +70,13 @@ class Entry(NamedTuple):
             body = data[end + 1 :].decode("utf-8")
         except (ValueError, TypeError) as exc:  # includes UnicodeDecodeError
             raise CorruptEntryError(f"unreadable fragment cache entry: {exc}") from exc
-        pairs = fields[3:]
-        if len(pairs) % 2:
+        if len(fields) % 2 == 0:
             raise CorruptEntryError("malformed fragment cache entry header")
+        pairs = iter(fields[3:])
         return cls(
             body,
             soft_expiry,
             "" if template == _EMPTY else unquote(template),
             "" if digest == _EMPTY else digest,
-            dict(zip(pairs[::2], pairs[1::2], strict=True)),
+            dict(zip(pairs, pairs, strict=False)),  # key, version; count checked
         )

@@ -28,22 +28,7 @@ from .cache import FragmentCache, FragmentRequest
 from .keys import vary_strings, warn_if_unstable
 from .timeouts import Timeout, check_timeout
 
-_VARY_PARAM = "_fragcache_vary"
-
 Caller = Callable[..., Any]
-
-
-class _VaryCapture:
-    """Receives the vary values of one ``cache_each`` item from the template."""
-
-    __slots__ = ("values",)
-
-    def __init__(self) -> None:
-        self.values: tuple[object, ...] = ()
-
-    def capture(self, values: tuple[object, ...]) -> str:
-        self.values = values
-        return ""
 
 
 class FragmentCacheExtension(Extension):
@@ -124,33 +109,41 @@ class FragmentCacheExtension(Extension):
                 f"the item, such as {target.name}.id",
                 lineno,
             )
-        # The caller renders the item's body, or, given a capture object,
-        # only evaluates the item's vary values into it: VARY is evaluated
-        # per item, in the same scope as the body.
-        capture = nodes.Name(_VARY_PARAM, "load")
-        body = [
-            nodes.If(
-                nodes.Test(capture, "none", [], [], None, None),
-                body,
-                [],
-                [
-                    nodes.Output(
-                        [
-                            nodes.Call(
-                                nodes.Getattr(capture, "capture", "load"),
-                                [nodes.Tuple(vary, "load")],
-                                [],
-                                None,
-                                None,
-                            )
-                        ]
-                    )
-                ],
+        if any(n.name == "loop" for expr in vary for n in expr.find_all(nodes.Name)):
+            parser.fail(
+                f"cache_each {name!r}: VARY cannot use 'loop'; "
+                "{% set %} the value first",
+                lineno,
             )
+        # Evaluate every item's VARY up front, in an inline loop, so all keys
+        # can be read at once; the caller then renders only the misses.
+        ident = parser.free_identifier().name
+        items = nodes.Name(f"_fragcache_items_{ident}", "load")
+        varies = nodes.Name(f"_fragcache_varies_{ident}", "load")
+        collect = nodes.Call(
+            nodes.Getattr(varies, "append", "load"),
+            [nodes.Tuple(vary, "load")],
+            [],
+            None,
+            None,
+        )
+        call = self.call_method("_cache_each", [*common, items, varies], lineno=lineno)
+        return [
+            nodes.Assign(
+                nodes.Name(items.name, "store"),
+                self.call_method("_as_list", [iterable]),
+            ),
+            nodes.Assign(nodes.Name(varies.name, "store"), nodes.List([])),
+            nodes.For(
+                nodes.Name(target.name, "store"),
+                items,
+                [nodes.ExprStmt(collect)],
+                [],
+                None,
+                False,
+            ),
+            nodes.CallBlock(call, [nodes.Name(target.name, "param")], [], body),
         ]
-        call = self.call_method("_cache_each", [*common, iterable], lineno=lineno)
-        params = [nodes.Name(target.name, "param"), nodes.Name(_VARY_PARAM, "param")]
-        return nodes.CallBlock(call, params, [], body, lineno=lineno)
 
     def _parse_timeout(self, parser: Parser, tag: str, lineno: int) -> nodes.Expr:
         if parser.stream.current.type == "block_end":
@@ -257,7 +250,7 @@ class FragmentCacheExtension(Extension):
 
     # -- rendering ---------------------------------------------------------------
 
-    def _request(
+    def _requests(
         self,
         context: Context,
         lineno: int,
@@ -265,18 +258,20 @@ class FragmentCacheExtension(Extension):
         digest: str,
         timeout: object,
         tags: object,
-        vary: Iterable[object],
-    ) -> FragmentRequest:
-        strings = vary_strings(vary)
-        warn_if_unstable(name, strings)
-        return FragmentRequest(
-            name,
-            strings,
-            _check_timeout(context, lineno, timeout),
-            _check_tags(context, lineno, tags),
-            context.name or "",
-            digest,
-        )
+        varies: Iterable[Iterable[object]],
+    ) -> list[FragmentRequest]:
+        """One request per variant; the shared arguments checked once."""
+        seconds = _check_timeout(context, lineno, timeout)
+        tag_names = _check_tags(context, lineno, tags)
+        template = context.name or ""
+        requests = []
+        for vary in varies:
+            strings = vary_strings(vary)
+            warn_if_unstable(name, strings)
+            requests.append(
+                FragmentRequest(name, strings, seconds, tag_names, template, digest)
+            )
+        return requests
 
     def _cache_fragment(
         self,
@@ -290,7 +285,9 @@ class FragmentCacheExtension(Extension):
         vary: list[object],
         caller: Caller,
     ) -> Any:
-        request = self._request(context, lineno, name, digest, timeout, tags, vary)
+        (request,) = self._requests(
+            context, lineno, name, digest, timeout, tags, [vary]
+        )
         if not condition:
             return caller()
         if self.environment.is_async:
@@ -302,6 +299,10 @@ class FragmentCacheExtension(Extension):
     ) -> str:
         return _markup(context, await self.cache.render_async(request, caller))
 
+    @staticmethod
+    def _as_list(iterable: Iterable[object]) -> list[object]:
+        return list(iterable)
+
     def _cache_each(
         self,
         context: Context,
@@ -311,62 +312,37 @@ class FragmentCacheExtension(Extension):
         timeout: object,
         tags: object,
         condition: object,
-        iterable: Iterable[object],
+        items: list[object],
+        varies: list[tuple[object, ...]],
         caller: Caller,
     ) -> Any:
-        items = list(iterable)
-        # Checked even when nothing is cached, so a bad value shows at once.
-        _check_timeout(context, lineno, timeout)
+        requests = self._requests(context, lineno, name, digest, timeout, tags, varies)
         if self.environment.is_async:
-            return self._cache_each_async(
-                context, lineno, name, digest, timeout, tags, condition, items, caller
-            )
+            return self._cache_each_async(context, requests, condition, items, caller)
         if not condition:
-            return _markup(context, "".join(caller(item, None) for item in items))
-        requests = []
-        for item in items:
-            capture = _VaryCapture()
-            caller(item, capture)
-            requests.append(
-                self._request(
-                    context, lineno, name, digest, timeout, tags, capture.values
-                )
-            )
-        if not requests:
-            return _markup(context, "")
-        bodies = self.cache.render_many(requests, lambda i: caller(items[i], None))
+            bodies = [caller(item) for item in items]
+        elif requests:
+            bodies = self.cache.render_many(requests, lambda i: caller(items[i]))
+        else:
+            bodies = []
         return _markup(context, "".join(bodies))
 
     async def _cache_each_async(
         self,
         context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
+        requests: list[FragmentRequest],
         condition: object,
         items: list[object],
         caller: Callable[..., Awaitable[str]],
     ) -> str:
         if not condition:
-            return _markup(
-                context, "".join([await caller(item, None) for item in items])
+            bodies = [await caller(item) for item in items]
+        elif requests:
+            bodies = await self.cache.render_many_async(
+                requests, lambda i: caller(items[i])
             )
-        requests = []
-        for item in items:
-            capture = _VaryCapture()
-            await caller(item, capture)
-            requests.append(
-                self._request(
-                    context, lineno, name, digest, timeout, tags, capture.values
-                )
-            )
-        if not requests:
-            return _markup(context, "")
-        bodies = await self.cache.render_many_async(
-            requests, lambda i: caller(items[i], None)
-        )
+        else:
+            bodies = []
         return _markup(context, "".join(bodies))
 
     def _invalidate(self, name: str, vary: list[object]) -> Any:

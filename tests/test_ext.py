@@ -643,3 +643,45 @@ def test_async_rendering_uses_only_async_backend_methods(
     render(page, products=PRODUCTS, tick=Tick())
     render(template(env, "{% invalidate_fragment price 1 %}"))
     assert set(backend.called_async) == {enable_async}
+
+
+def test_cache_each_inside_loops_blocks_and_macros(
+    make_env: MakeEnv, tick: Tick
+) -> None:
+    env = make_env(
+        {
+            "base.html": "<{% block content %}{% endblock %}>",
+            "page.html": (
+                "{% extends 'base.html' %}{% block content %}"
+                "{% macro cards(xs) %}{% cache_each 300 card p in xs p %}{{ tick(p) }}{% endcache_each %}{% endmacro %}"
+                "{% for cat in cats %}{% cache_each 300 row p in cat p %}{{ loop.index }}.{{ p }} {% endcache_each %}{% endfor %}"
+                "|{{ cards([7, 8]) }}{{ p is defined }}{% endblock %}"
+            ),
+        }
+    )
+    page = env.get_template("page.html")
+    expected = "<1.a 1.b 2.c |78False>"
+    assert render(page, cats=[["a", "b"], ["c"]], tick=tick) == expected
+    assert render(page, cats=[["a", "b"], ["c"]], tick=tick) == expected
+    assert tick.count == {7: 1, 8: 1}
+
+
+def test_cache_each_vary_cannot_use_loop(make_env: MakeEnv) -> None:
+    env = make_env(
+        {
+            "t.html": "{% for c in cs %}\n{% cache_each 300 r p in c p, loop.index %}{% endcache_each %}{% endfor %}"
+        }
+    )
+    with pytest.raises(TemplateSyntaxError, match="cannot use 'loop'") as info:
+        env.get_template("t.html")
+    assert info.value.lineno == 2
+
+
+def test_cache_each_accepts_any_iterable_once(make_env: MakeEnv, tick: Tick) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 gen p in items p %}{{ tick(p) }}{% endcache_each %}",
+    )
+    assert render(t, items=iter([1, 2, 3]), tick=tick) == "123"
+    assert render(t, items=(n for n in [1, 2, 3]), tick=tick) == "123"
+    assert tick.count == {1: 1, 2: 1, 3: 1}
