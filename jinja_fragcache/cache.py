@@ -95,12 +95,57 @@ def _texts(values: Sequence[bytes | None]) -> list[str | None]:
 @functools.lru_cache(maxsize=8192)
 def _keys_for(
     prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
-) -> tuple[str, tuple[str, ...]]:
-    """A variant's entry key and the keys of the counters it depends on."""
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A variant's entry key, the keys of the counters it depends on, and
+    both together: what a lookup of that variant alone reads."""
     key = make_fragment_key(name, vary, prefix=prefix)
     counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
-    counters += [tag_version_key(tag, prefix=prefix) for tag in tags]
-    return key, tuple(counters)
+    counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
+    return key, tuple(counters), (key, *counters)
+
+
+class _DecodedEntries:
+    """Recently decoded entries, keyed by their bytes, bounded in size."""
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: dict[bytes, Entry] = {}
+        self._bytes = 0
+
+    def get(self, data: bytes) -> Entry | None:
+        return self._entries.get(data)
+
+    def put(self, data: bytes, entry: Entry) -> None:
+        if self._bytes + len(data) > self.max_bytes:
+            # Dropping all at once keeps this O(1) and lock-free; the next
+            # hits simply decode again.
+            self._entries = {}
+            self._bytes = 0
+        self._entries[data] = entry
+        self._bytes += len(data)
+
+
+class _Read:
+    """A batch's keys, and what its first read found."""
+
+    __slots__ = ("keys", "own", "keys_read", "versions", "entries", "start")
+
+    def __init__(self, requests: Sequence[FragmentRequest], prefix: str) -> None:
+        #: Every entry, then every counter they depend on directly.
+        self.keys_read: Sequence[str]
+        if len(requests) == 1:  # the common case, kept cheap
+            r = requests[0]
+            key, counters, self.keys_read = _keys_for(prefix, r.name, r.vary, r.tags)
+            self.keys, self.own = [key], [counters]
+        else:
+            plans = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
+            self.keys = [key for key, _, _ in plans]
+            self.own = [counters for _, counters, _ in plans]
+            unique = dict.fromkeys(itertools.chain.from_iterable(self.own))
+            self.keys_read = [*self.keys, *unique]
+        self.versions: dict[str, str | None] = {}
+        self.entries: list[Entry | None] = []
+        self.start = time.perf_counter()
 
 
 def _edited(entry: Entry, request: FragmentRequest) -> bool:
@@ -158,6 +203,9 @@ class FragmentCache:
         self.poll_interval = poll_interval
         self.breaker = CircuitBreaker(breaker_cooldown)
         self.statistics = FragmentStats()
+        # Entries are immutable bytes, so their decoded form can be kept:
+        # a hit on the same bytes skips the parse.
+        self._decoded = _DecodedEntries()
 
     def __repr__(self) -> str:
         return f"<FragmentCache {type(self.backend).__name__} prefix={self.prefix!r}>"
@@ -195,8 +243,20 @@ class FragmentCache:
         round trip.  With *wait*, a miss whose re-render lock another request
         holds waits up to ``lock_wait`` for it; collections do not wait.
         """
+        name = requests[0].name
+        if requests[0].timeout == 0:
+            uncached: list[str] = self._drive(
+                self._render_uncached(requests), name, render
+            )
+            return uncached
+        # The hit path is plain code; only the rest enters the flow.
+        read = _Read(requests, self.prefix)
+        found = self._call(name, ("get_many", read.keys_read))
+        hits = self._hits(requests, read, found)
+        if hits is not None:
+            return hits
         results: list[str] = self._drive(
-            self._flow(requests, wait), requests[0].name, render
+            self._flow(requests, wait, read, found), name, render
         )
         return results
 
@@ -208,10 +268,47 @@ class FragmentCache:
         wait: bool = False,
     ) -> list[str]:
         """Async :meth:`render_many`; *render* returns an awaitable."""
+        name = requests[0].name
+        if requests[0].timeout == 0:
+            flow = self._render_uncached(requests)
+            uncached: list[str] = await self._adrive(flow, name, render)
+            return uncached
+        read = _Read(requests, self.prefix)
+        found = await self._acall(name, ("get_many", read.keys_read))
+        hits = self._hits(requests, read, found)
+        if hits is not None:
+            return hits
         results: list[str] = await self._adrive(
-            self._flow(requests, wait), requests[0].name, render
+            self._flow(requests, wait, read, found), name, render
         )
         return results
+
+    def _hits(
+        self, requests: Sequence[FragmentRequest], read: _Read, found: Any
+    ) -> list[str] | None:
+        """The bodies, if the first read found every entry fresh and done.
+
+        Fills ``read.entries``; ``None`` sends the batch to :meth:`_flow`.
+        """
+        if found is _FAILED:
+            return None
+        versions = read.versions
+        read.entries = entries = self._check(requests, read, found)
+        now = time.time()
+        for entry in entries:
+            # Nested counters not read yet need the flow's second round trip.
+            if not (
+                entry
+                and entry.is_fresh(now)
+                and entry.versions.keys() <= versions.keys()
+            ):
+                return None
+        for entry in entries:
+            _report(entry.versions)  # type: ignore[union-attr]
+        self.statistics.record_fetch(
+            requests[0].name, time.perf_counter() - read.start, hits=len(entries)
+        )
+        return [entry.body for entry in entries]  # type: ignore[union-attr]
 
     # -- invalidation ----------------------------------------------------------
 
@@ -386,33 +483,20 @@ class FragmentCache:
 
     # -- the rules -----------------------------------------------------------
 
-    def _flow(self, requests: Sequence[FragmentRequest], wait: bool) -> _Gen:
-        first = requests[0]
-        if first.timeout == 0:
+    def _flow(
+        self, requests: Sequence[FragmentRequest], wait: bool, read: _Read, found: Any
+    ) -> _Gen:
+        """Everything but the plain hit: nested checks, stale serving, the
+        lock, waiting, rendering and writing back."""
+        if found is _FAILED:
             return (yield from self._render_uncached(requests))
-
-        prefix = self.prefix
-        pairs = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
-        keys = [key for key, _ in pairs]
-        own = [counters for _, counters in pairs]
-        versions: dict[str, str | None] = {}
-
-        start = time.perf_counter()
-        entries = yield from self._lookup(requests, keys, own, versions)
+        first = requests[0]
+        keys, own, versions, start = read.keys, read.own, read.versions, read.start
+        entries = yield from self._settle(read.entries, versions)
         if entries is _FAILED:
             return (yield from self._render_uncached(requests))
 
         now = time.time()
-        hits = [entry for entry in entries if entry and entry.is_fresh(now)]
-        if len(hits) == len(entries):
-            # Every entry is a hit: the path that matters for speed.
-            for entry in hits:
-                _report(entry.versions)
-            self.statistics.record_fetch(
-                first.name, time.perf_counter() - start, hits=len(hits)
-            )
-            return [entry.body for entry in hits]
-
         results: list[str | None] = [None] * len(requests)
         stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
         cold = [i for i, e in enumerate(entries) if e is None]
@@ -435,14 +519,13 @@ class FragmentCache:
         deadline = time.monotonic() + self.lock_wait
         while waiting and time.monotonic() < deadline:
             yield ("sleep", self.poll_interval)
-            subset = [requests[i] for i in waiting]
-            found = yield from self._lookup(
-                subset, [keys[i] for i in waiting], [own[i] for i in waiting], versions
-            )
-            if found is _FAILED:
+            again = _Read([requests[i] for i in waiting], self.prefix)
+            again.versions = versions
+            arrivals = yield from self._lookup([requests[i] for i in waiting], again)
+            if arrivals is _FAILED:
                 writable = False
                 break
-            for i, arrived in zip(waiting, found, strict=True):
+            for i, arrived in zip(waiting, arrivals, strict=True):
                 if arrived is not None and arrived.is_fresh(time.time()):
                     entries[i] = arrived
             waiting = [i for i in waiting if entries[i] is None]
@@ -508,69 +591,82 @@ class FragmentCache:
                 yield ("delete", lock_key(keys[i]))
         return results
 
-    def _lookup(
+    def _lookup(self, requests: Sequence[FragmentRequest], read: _Read) -> _Gen:
+        """Read entries and their versions again; keep the usable entries."""
+        found = yield ("get_many", read.keys_read)
+        if found is _FAILED:
+            return _FAILED
+        entries = self._check(requests, read, found)
+        return (yield from self._settle(entries, read.versions))
+
+    def _check(
         self,
         requests: Sequence[FragmentRequest],
-        keys: list[str],
-        own: list[tuple[str, ...]],
-        versions: dict[str, str | None],
-    ) -> Generator[_Op, Any, list[Entry | None]]:
-        """Read entries and their versions; keep only the usable entries.
+        read: _Read,
+        found: list[bytes | None],
+    ) -> list[Entry | None]:
+        """Decode what one read found; keep entries whose own counters match.
 
-        One round trip reads every entry and the counters it depends on
-        directly; one more, at most, reads the counters of the fragments
-        nested inside them, however deep.  Fills *versions* as it reads.
+        Fills ``read.versions`` with the counters read.
         """
-        counter_keys = dict.fromkeys(itertools.chain.from_iterable(own))
-        read = [*keys, *counter_keys]
-        values = yield ("get_many", read)
-        if values is _FAILED:
-            return _FAILED  # type: ignore[no-any-return]
-        raw = values[: len(keys)]
-        versions.update(zip(counter_keys, _texts(values[len(keys) :]), strict=True))
-
+        versions = read.versions
+        count = len(read.keys)
+        versions.update(zip(read.keys_read[count:], _texts(found[count:]), strict=True))
         entries: list[Entry | None] = []
-        for request, key, data, own_keys in zip(requests, keys, raw, own, strict=True):
+        for request, key, data, own_keys in zip(
+            requests,
+            read.keys,
+            found,
+            read.own,
+            strict=False,  # found: counters too
+        ):
             entry = self._decode(request.name, key, data)
-            # Check the entry's own counters first: a mismatch spares the
-            # round trip for its nested ones.
-            if entry is not None and (
-                _edited(entry, request)
-                or not all(
-                    (current := versions[k]) is not None
-                    and entry.versions.get(k) == current
-                    for k in own_keys
-                )
-            ):
-                entry = None
+            if entry is not None:
+                recorded = entry.versions
+                for k in own_keys:
+                    current = versions[k]
+                    if current is None or recorded.get(k) != current:
+                        entry = None
+                        break
+                else:
+                    if _edited(entry, request):
+                        entry = None
             entries.append(entry)
-
-        nested = {k for e in entries if e for k in e.versions if k not in versions}
-        if nested:
-            nested_keys = list(nested)
-            values = yield ("get_many", nested_keys)
-            if values is _FAILED:
-                return _FAILED  # type: ignore[no-any-return]
-            versions.update(zip(nested_keys, _texts(values), strict=True))
-            entries = [
-                e
-                if e and all(versions[k] == v for k, v in e.versions.items())
-                else None
-                for e in entries
-            ]
         return entries
+
+    def _settle(
+        self, entries: list[Entry | None], versions: dict[str, str | None]
+    ) -> _Gen:
+        """Check the counters of nested fragments: one round trip at most,
+        however deep the nesting, since entries record them flattened."""
+        nested = {k for e in entries if e for k in e.versions if k not in versions}
+        if not nested:
+            return entries
+        nested_keys = list(nested)
+        found = yield ("get_many", nested_keys)
+        if found is _FAILED:
+            return _FAILED
+        versions.update(zip(nested_keys, _texts(found), strict=True))
+        return [
+            e if e and all(versions[k] == v for k, v in e.versions.items()) else None
+            for e in entries
+        ]
 
     def _decode(self, name: str, key: str, data: bytes | None) -> Entry | None:
         if data is None:
             return None
-        try:
-            return Entry.decode(data if isinstance(data, bytes) else data.encode())
-        except CorruptEntryError as exc:
-            self.statistics.record_error(name)
-            logger.warning(
-                "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
-            )
-            return None
+        entry = self._decoded.get(data)
+        if entry is None:
+            try:
+                entry = Entry.decode(data)
+            except CorruptEntryError as exc:
+                self.statistics.record_error(name)
+                logger.warning(
+                    "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
+                )
+                return None
+            self._decoded.put(data, entry)
+        return entry
 
     def _render_uncached(self, requests: Sequence[FragmentRequest]) -> _Gen:
         rendered = yield ("render", range(len(requests)))
