@@ -358,3 +358,26 @@ def test_fragments_cheaper_to_render_than_to_fetch_are_flagged() -> None:
     assert stats["heavy"]["cheaper_to_render"] is False
     assert stats["heavy"]["avg_render_ms"] >= 50
     assert stats["tiny"]["avg_fetch_ms"] >= 5
+
+
+def test_a_server_that_never_answers_costs_one_short_timeout() -> None:
+    from jinja_fragcache import RedisBackend
+
+    silent = socket.socket()  # accepts connections, never replies
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    redis = RedisBackend.from_url(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    cache = new_cache(redis)
+    body = Body()
+    try:
+        began = time.monotonic()
+        for _ in range(10):
+            assert cache.render(FragmentRequest("box", timeout=300), body).startswith(
+                "body"
+            )
+        assert time.monotonic() - began < 2  # one 0.5 s socket timeout, not ten
+        assert body.renders == 10
+        assert cache.breaker.is_open
+    finally:
+        redis.close()
+        silent.close()
