@@ -177,6 +177,8 @@ class FragmentCache:
     :param lock_wait: seconds a request with no stale copy waits for another
         renderer before rendering itself.
     :param breaker_cooldown: seconds a failing backend is left alone.
+    :param fail_open: when true (the default), a backend error renders the
+        fragment uncached and is logged; when false it propagates.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class FragmentCache:
         lock_wait: float = 2.0,
         poll_interval: float = 0.05,
         breaker_cooldown: float = 5.0,
+        fail_open: bool = True,
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
@@ -202,6 +205,7 @@ class FragmentCache:
         self.lock_wait = lock_wait
         self.poll_interval = poll_interval
         self.breaker = CircuitBreaker(breaker_cooldown)
+        self.fail_open = fail_open
         self.statistics = FragmentStats()
         # Entries are immutable bytes, so their decoded form can be kept:
         # a hit on the same bytes skips the parse.
@@ -453,6 +457,9 @@ class FragmentCache:
         try:
             result = getattr(self.backend, op[0])(*op[1:])
         except Exception:
+            if not self.fail_open:
+                self.statistics.record_error(name)
+                raise
             self._failed(name, op)
             return _FAILED
         self.breaker.succeeded()
@@ -464,14 +471,17 @@ class FragmentCache:
         try:
             result = await getattr(self.backend, "a" + op[0])(*op[1:])
         except Exception:
+            if not self.fail_open:
+                self.statistics.record_error(name)
+                raise
             self._failed(name, op)
             return _FAILED
         self.breaker.succeeded()
         return result
 
     def _failed(self, name: str, op: _Op) -> None:
-        self.breaker.failed()
         self.statistics.record_error(name)
+        self.breaker.failed()
         logger.exception(
             "fragment cache backend %s failed in %s for fragment %r; rendering "
             "uncached for the next %.1f s",

@@ -61,8 +61,15 @@ class FragmentCacheExtension(Extension):
 
     @property
     def cache(self) -> FragmentCache:
-        """The cache this environment renders with, read on every use."""
-        configured: FragmentCache | None = self.environment.fragment_cache  # type: ignore[attr-defined]
+        """The cache this environment renders with, read on every use.
+
+        ``environment.fragment_cache`` is a :class:`FragmentCache`, a callable
+        returning one (read at every render, as Django reads its settings),
+        or ``None`` for the process default.
+        """
+        configured = self.environment.fragment_cache  # type: ignore[attr-defined]
+        if callable(configured):
+            configured = configured()
         return configured or get_default_cache()
 
     # -- parsing -------------------------------------------------------------

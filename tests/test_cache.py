@@ -381,3 +381,16 @@ def test_a_server_that_never_answers_costs_one_short_timeout() -> None:
     finally:
         redis.close()
         silent.close()
+
+
+def test_fail_open_can_be_turned_off() -> None:
+    cache = new_cache(BrokenBackend(), fail_open=False)
+    with pytest.raises(ConnectionError):
+        cache.render(FragmentRequest("box", timeout=300), Body())
+    with pytest.raises(ConnectionError):
+        run(cache.render_async(FragmentRequest("box", timeout=300), _async_body))
+    assert cache.stats()["box"]["errors"] == 2
+
+
+async def _async_body() -> str:
+    return "x"

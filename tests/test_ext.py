@@ -685,3 +685,21 @@ def test_cache_each_accepts_any_iterable_once(make_env: MakeEnv, tick: Tick) -> 
     assert render(t, items=iter([1, 2, 3]), tick=tick) == "123"
     assert render(t, items=(n for n in [1, 2, 3]), tick=tick) == "123"
     assert tick.count == {1: 1, 2: 1, 3: 1}
+
+
+def test_fragment_cache_may_be_a_callable_read_at_each_render(
+    enable_async: bool, tick: Tick
+) -> None:
+    caches = [FragmentCache(MemoryBackend()), FragmentCache(MemoryBackend())]
+    current = [caches[0]]
+    env = Environment(extensions=[FragmentCacheExtension], enable_async=enable_async)
+    env.fragment_cache = lambda: current[0]  # type: ignore[attr-defined]
+    t = env.from_string(
+        "{% cache_fragment 300 f %}{{ tick('x') }}{% endcache_fragment %}"
+    )
+    render(t, tick=tick)
+    render(t, tick=tick)
+    current[0] = caches[1]  # settings changed: the other cache, a miss
+    render(t, tick=tick)
+    assert tick.count == {"x": 2}
+    assert caches[1].stats()["f"]["misses"] == 1
