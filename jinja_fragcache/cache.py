@@ -17,7 +17,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .backends.base import Backend
@@ -31,9 +31,11 @@ from .keys import (
     name_version_key,
     tag_version_key,
     variant_version_key,
+    vary_strings,
+    warn_if_unstable,
 )
 from .stats import FragmentStats
-from .timeouts import Timeout
+from .timeouts import Timeout, check_timeout
 
 logger = logging.getLogger("jinja_fragcache")
 
@@ -79,6 +81,46 @@ class FragmentRequest(NamedTuple):
     tags: tuple[str, ...] = ()
     template: str = ""
     digest: str = ""
+
+
+def check_tags(tags: object) -> tuple[str, ...]:
+    """``tags=`` as a tuple: ``None``, a string, or strings; else ``ValueError``."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    if isinstance(tags, Iterable):
+        found = tuple(tags)
+        if all(isinstance(tag, str) for tag in found):
+            return found
+    raise ValueError(f"tags= must be a string or a list of strings, got {tags!r}")
+
+
+def build_requests(
+    name: str,
+    varies: Iterable[Iterable[object]],
+    *,
+    timeout: object,
+    tags: object = None,
+    template: str = "",
+    digest: str = "",
+) -> list[FragmentRequest]:
+    """One request per tuple of vary values, as every tag builds them.
+
+    The timeout and the tags are checked once; a vary value whose ``str()``
+    names a memory address warns.  :raises ValueError: naming the bad value;
+    the tag adds the template and the line.
+    """
+    seconds = check_timeout(timeout)
+    tag_names = check_tags(tags)
+    requests = []
+    for vary in varies:
+        strings = vary_strings(vary)
+        warn_if_unstable(name, strings)
+        requests.append(
+            FragmentRequest(name, strings, seconds, tag_names, template, digest)
+        )
+    return requests
 
 
 def _new_version() -> bytes:

@@ -24,9 +24,8 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 
 from .api import get_default_cache
-from .cache import FragmentCache, FragmentRequest
-from .keys import vary_strings, warn_if_unstable
-from .timeouts import Timeout, check_timeout
+from .cache import FragmentCache, FragmentRequest, build_requests
+from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
 
@@ -267,18 +266,18 @@ class FragmentCacheExtension(Extension):
         tags: object,
         varies: Iterable[Iterable[object]],
     ) -> list[FragmentRequest]:
-        """One request per variant; the shared arguments checked once."""
-        seconds = _check_timeout(context, lineno, timeout)
-        tag_names = _check_tags(context, lineno, tags)
-        template = context.name or ""
-        requests = []
-        for vary in varies:
-            strings = vary_strings(vary)
-            warn_if_unstable(name, strings)
-            requests.append(
-                FragmentRequest(name, strings, seconds, tag_names, template, digest)
+        """One request per variant; errors name the template and the line."""
+        try:
+            return build_requests(
+                name,
+                varies,
+                timeout=timeout,
+                tags=tags,
+                template=context.name or "",
+                digest=digest,
             )
-        return requests
+        except ValueError as exc:
+            raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
 
     def _cache_fragment(
         self,
@@ -374,25 +373,3 @@ def _markup(context: Context, body: str) -> str:
 
 def _where(context: Context, lineno: int) -> str:
     return f"template {context.name or '<string>'!r}, line {lineno}"
-
-
-def _check_timeout(context: Context, lineno: int, value: object) -> Timeout:
-    try:
-        return check_timeout(value)
-    except ValueError as exc:
-        raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
-
-
-def _check_tags(context: Context, lineno: int, tags: object) -> tuple[str, ...]:
-    if tags is None:
-        return ()
-    if isinstance(tags, str):
-        return (tags,)
-    if isinstance(tags, Iterable):
-        found = tuple(tags)
-        if all(isinstance(tag, str) for tag in found):
-            return found
-    raise TemplateRuntimeError(
-        f"tags= must be a string or a list of strings, got {tags!r} "
-        f"({_where(context, lineno)})"
-    )
