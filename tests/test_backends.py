@@ -17,13 +17,32 @@ from jinja_fragcache import Backend, CachelibBackend, MemoryBackend, RedisBacken
 from .support import free_port, run
 
 
-@pytest.fixture(params=["memory", "redis", "cachelib"])
+@pytest.fixture(params=["memory", "redis", "cachelib", "django-locmem", "django-redis"])
 def backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
         return MemoryBackend()
     if request.param == "cachelib":
         return CachelibBackend(SimpleCache())
+    if request.param.startswith("django"):
+        from django_bridge.backend import DjangoCacheBackend
+
+        if request.param == "django-redis":
+            settings = request.getfixturevalue("settings")
+            settings.CACHES = {
+                **settings.CACHES,
+                "shared": {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": request.getfixturevalue("redis_url"),
+                },
+            }
+            return DjangoCacheBackend("shared")
+        return DjangoCacheBackend("default")
     return request.getfixturevalue("redis_backend")
+
+
+def whole_seconds(backend: Any) -> bool:
+    """cachelib and Django's caches count whole seconds, the others less."""
+    return type(backend).__name__ in ("CachelibBackend", "DjangoCacheBackend")
 
 
 @pytest.fixture
@@ -71,7 +90,7 @@ def test_values_are_raw_bytes_never_unpickled(
 def test_timeouts_expire_and_none_does_not(backend: Any, key: Any) -> None:
     short, forever = key(), key()
     # cachelib counts whole seconds, the others milliseconds.
-    seconds = 1.0 if isinstance(backend, CachelibBackend) else 0.2
+    seconds = 1.0 if whole_seconds(backend) else 0.2
     backend.set_many({short: b"s"}, seconds)
     backend.set(forever, b"f", None)
     time.sleep(seconds + 0.15)
@@ -80,7 +99,7 @@ def test_timeouts_expire_and_none_does_not(backend: Any, key: Any) -> None:
 
 def test_add_only_when_missing(backend: Any, key: Any) -> None:
     k = key()
-    seconds = 1.0 if isinstance(backend, CachelibBackend) else 0.2
+    seconds = 1.0 if whole_seconds(backend) else 0.2
     assert backend.add(k, b"first", seconds) is True
     assert backend.add(k, b"second", seconds) is False
     assert backend.get_many([k]) == [b"first"]

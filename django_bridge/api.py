@@ -1,0 +1,79 @@
+"""Invalidation and statistics for views, signals and commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from .cache import get_fragment_cache
+
+
+def invalidate_fragment(name: str, *vary: object) -> bool:
+    """Clear one variant of fragment *name*, whichever engine rendered it.
+
+    Vary values compare by ``str()``: ``invalidate_fragment("card", "5")``
+    from a URL kwarg clears what a template stored under ``5``.  Fails open:
+    returns ``False`` (and logs) when the cache is down.
+    """
+    return get_fragment_cache().invalidate(name, *vary)
+
+
+def invalidate_fragments(name: str) -> bool:
+    """Clear every variant of fragment *name*: one version bump, no scan."""
+    return get_fragment_cache().invalidate_all(name)
+
+
+def invalidate_tags(*tags: str) -> bool:
+    """Clear every fragment tagged with any of *tags*."""
+    return get_fragment_cache().invalidate_tags(*tags)
+
+
+def get_cache_stats() -> dict[str, Any]:
+    """Hit rate and server figures, and the core's per-fragment counters.
+
+    ``keys``, ``memory_used`` and ``memory_peak`` come from Redis ``INFO``
+    and ``DBSIZE`` where the cache is Redis, and are ``None`` elsewhere.
+    ``hits``/``misses``/``hit_rate`` count this process's fragment lookups.
+    """
+    cache = get_fragment_cache()
+    fragments = cache.stats()
+    hits = sum(int(f["hits"]) + int(f["stale"]) for f in fragments.values())
+    misses = sum(int(f["misses"]) for f in fragments.values())
+    info = getattr(cache.backend, "info", None)
+    try:
+        server = info() if info else {}
+    except Exception:  # stats must not break on a down server
+        server = {}
+    return {
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": hits / (hits + misses) * 100 if hits + misses else 0.0,
+        "keys": server.get("keys"),
+        "memory_used": server.get("memory_used"),
+        "memory_peak": server.get("memory_peak"),
+        "fragments": fragments,
+    }
+
+
+def invalidate_on_save(
+    model: type[Any], *, tags: Callable[[Any], Iterable[str]]
+) -> None:
+    """Invalidate ``tags(instance)`` whenever an instance is saved or deleted.
+
+    The invalidation runs after the transaction commits, so a page rendered
+    meanwhile cannot cache the old data under the new version::
+
+        invalidate_on_save(Product, tags=lambda p: ["products", f"product-{p.pk}"])
+    """
+
+    def handler(sender: Any, instance: Any, **kwargs: Any) -> None:
+        names = list(tags(instance))
+        transaction.on_commit(lambda: invalidate_tags(*names))
+
+    # weak=False: the handler is a closure nobody else holds.
+    uid = f"fragcache-invalidate-{model._meta.label}"
+    post_save.connect(handler, sender=model, weak=False, dispatch_uid=uid + "-save")
+    post_delete.connect(handler, sender=model, weak=False, dispatch_uid=uid + "-delete")

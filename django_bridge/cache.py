@@ -1,0 +1,57 @@
+"""The :class:`FragmentCache` of the current settings, shared by both engines."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from jinja_fragcache import FragmentCache
+
+from .backend import DjangoCacheBackend
+from .conf import settings
+
+_caches: dict[tuple[Any, ...], FragmentCache] = {}
+_lock = threading.Lock()
+
+
+def get_fragment_cache() -> FragmentCache:
+    """The cache that Jinja2 and DTL templates, the decorators and the
+    ``invalidate_*`` helpers all use, built from ``FRAGCACHE`` at call time.
+
+    One instance per distinct configuration, so statistics accumulate.
+    """
+    config = (
+        settings.cache_alias,
+        settings.KEY_PREFIX,
+        settings.STALE_GRACE,
+        settings.LOCK_TIMEOUT,
+        settings.LOCK_WAIT,
+        settings.FAIL_OPEN,
+    )
+    cache = _caches.get(config)
+    if cache is None:
+        with _lock:
+            cache = _caches.get(config)
+            if cache is None:
+                alias, prefix, grace, lock_timeout, lock_wait, fail_open = config
+                cache = _caches[config] = FragmentCache(
+                    DjangoCacheBackend(alias),
+                    prefix=prefix,
+                    stale_grace=grace,
+                    lock_timeout=lock_timeout,
+                    lock_wait=lock_wait,
+                    fail_open=fail_open,
+                )
+    return cache
+
+
+@receiver(setting_changed)
+def _forget(setting: str, **kwargs: Any) -> None:
+    # Tests override CACHES and FRAGCACHE; a stale instance would keep
+    # pointing at the old alias.
+    if setting in ("FRAGCACHE", "CACHES"):
+        with _lock:
+            _caches.clear()

@@ -1,0 +1,51 @@
+"""System checks: a wrong alias, a typo in FRAGCACHE, a per-process cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, Warning, register
+
+from .conf import DEFAULTS, settings
+
+PER_PROCESS = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems: list[Any] = []
+    unknown = sorted(set(settings.user_settings) - set(DEFAULTS))
+    if unknown:
+        problems.append(
+            Error(
+                f"FRAGCACHE has unknown keys: {', '.join(unknown)}.",
+                hint=f"The keys are: {', '.join(DEFAULTS)}.",
+                id="fragcache.E001",
+            )
+        )
+    alias = settings.cache_alias
+    caches = django_settings.CACHES
+    if alias not in caches:
+        problems.append(
+            Error(
+                f"FRAGCACHE['CACHE'] names the cache alias {alias!r}, which "
+                "CACHES does not define.",
+                hint=f"Use one of: {', '.join(caches)}.",
+                id="fragcache.E002",
+            )
+        )
+    elif caches[alias].get("BACKEND") in PER_PROCESS and not django_settings.DEBUG:
+        problems.append(
+            Warning(
+                f"The fragment cache uses {caches[alias]['BACKEND']} (alias "
+                f"{alias!r}): each process has its own copy, so invalidation in "
+                "one process does not reach the others.",
+                hint="Use a shared cache such as django-redis in production.",
+                id="fragcache.W001",
+            )
+        )
+    return problems

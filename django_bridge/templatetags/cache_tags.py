@@ -1,0 +1,334 @@
+"""DTL twins of the Jinja tags, on the same keys and the same render path.
+
+Usage::
+
+    {% load cache_tags %}
+    {% cache_fragment TIMEOUT NAME [VARY ...] [tags=EXPR] [if COND] %}
+        …
+    {% endcache_fragment %}
+    {% cache_each TIMEOUT NAME ITEM in ITERABLE VARY ... [tags=EXPR] [if COND] %}
+        …
+    {% endcache_each %}
+    {% invalidate_fragment NAME [VARY ...] %}
+    {% cache_key_for NAME [VARY ...] %}
+
+A fragment cached by a Jinja2 template is a hit here for the same name and
+vary values, and the other way round: both call
+:func:`django_bridge.cache.get_fragment_cache` and the core's
+``make_fragment_key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django import template
+from django.template.base import (
+    FilterExpression,
+    Node,
+    NodeList,
+    Parser,
+    Token,
+    TokenType,
+)
+from django.template.context import Context
+from django.template.defaulttags import TemplateIfParser
+from django.utils.safestring import SafeString, mark_safe
+
+from jinja_fragcache import FragmentRequest
+from jinja_fragcache.cache import build_requests
+from jinja_fragcache.timeouts import check_timeout
+
+from ..api import invalidate_fragment
+from ..cache import get_fragment_cache
+
+register = template.Library()
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)\Z", re.S)
+
+__all__ = ["invalidate_fragment", "register"]
+
+
+def _fail(parser: Parser, token: Token, message: str) -> template.TemplateSyntaxError:
+    where = parser.origin.template_name if parser.origin else None
+    return template.TemplateSyntaxError(
+        f"{message} (template {where or '<string>'!r}, line {token.lineno})"
+    )
+
+
+def _name(parser: Parser, token: Token, tag: str, bits: list[str]) -> str:
+    if not bits:
+        raise _fail(parser, token, f"{tag} needs a fragment NAME")
+    bit = bits.pop(0)
+    if len(bit) >= 2 and bit[0] == bit[-1] and bit[0] in "'\"":
+        return bit[1:-1]
+    if _IDENTIFIER.match(bit):
+        return bit  # a bare name is literal, as in Django's {% cache %}
+    raise _fail(
+        parser,
+        token,
+        f"{tag} needs a fragment NAME (an identifier or a string), got {bit!r}",
+    )
+
+
+def _timeout(parser: Parser, token: Token, tag: str, bit: str) -> FilterExpression:
+    expression = parser.compile_filter(bit)
+    literal = _literal(expression)
+    if literal is not _NOT_LITERAL:
+        try:
+            check_timeout(literal)
+        except ValueError as exc:
+            raise _fail(parser, token, f"{tag}: {exc}") from None
+    return expression
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(expression: FilterExpression) -> object:
+    if expression.token == "None":
+        return None
+    variable = expression.var
+    if expression.filters:
+        return _NOT_LITERAL
+    if isinstance(variable, template.Variable):
+        return _NOT_LITERAL if variable.lookups is not None else variable.literal
+    return variable  # a literal string
+
+
+class _Options:
+    """``VARY... [tags=EXPR] [if COND]`` as compiled expressions."""
+
+    def __init__(
+        self, parser: Parser, token: Token, tag: str, bits: list[str], *, keywords: bool
+    ) -> None:
+        self.vary: list[FilterExpression] = []
+        self.tags: FilterExpression | None = None
+        self.condition: Any = None
+        while bits:
+            bit = bits.pop(0)
+            keyword = _KEYWORD.match(bit)
+            if bit == "if" and keywords:
+                if not bits:
+                    raise _fail(parser, token, f"{tag}: 'if' needs a condition")
+                self.condition = TemplateIfParser(parser, bits).parse()
+                break
+            if keyword and not (len(bit) >= 2 and bit[0] in "'\""):
+                if not keywords or keyword.group(1) != "tags":
+                    accepted = "tags=" if keywords else "none"
+                    raise _fail(
+                        parser,
+                        token,
+                        f"{tag} got an unknown keyword {keyword.group(1)!r} "
+                        f"(accepted: {accepted})",
+                    )
+                if self.tags is not None:
+                    raise _fail(parser, token, f"{tag} got tags= twice")
+                self.tags = parser.compile_filter(keyword.group(2))
+            else:
+                bit = bit.strip(",")  # "a, b": commas are accepted too
+                if bit:
+                    self.vary.append(parser.compile_filter(bit))
+
+    def resolve_vary(self, context: Context) -> list[object]:
+        return [expression.resolve(context) for expression in self.vary]
+
+    def cached(self, context: Context) -> bool:
+        return self.condition is None or bool(self.condition.eval(context))
+
+    def tag_values(self, context: Context) -> object:
+        return None if self.tags is None else self.tags.resolve(context)
+
+
+def _body(parser: Parser, token: Token, tag: str) -> tuple[NodeList, str]:
+    """Parse the block; digest the tokens it is made of (and what it includes)."""
+    before: list[Token] = list(parser.tokens)  # type: ignore[arg-type]
+    end = f"end{tag}"
+    try:
+        nodelist = parser.parse((end,))
+    except template.TemplateSyntaxError as exc:
+        if "Unclosed tag" in str(exc) or end in str(exc):
+            raise _fail(
+                parser, token, f"{tag} is never closed: missing {end}"
+            ) from None
+        raise
+    consumed = list(reversed(before[len(parser.tokens) :]))
+    parser.delete_first_token()
+    digest = hashlib.blake2b(digest_size=12)
+    for item in consumed:
+        digest.update(f"\0{item.token_type.value}:{item.contents}".encode())
+        bits = item.split_contents() if item.token_type == TokenType.BLOCK else []
+        if len(bits) >= 2 and bits[0] == "include" and bits[1][:1] in "'\"":
+            digest.update(_included_source(parser, bits[1][1:-1]).encode())
+    return nodelist, digest.hexdigest()
+
+
+def _included_source(parser: Parser, name: str) -> str:
+    try:
+        return str(parser.origin.loader.get_template(name).source)  # type: ignore[union-attr]
+    except Exception:  # not found, or no loader: the name alone counts
+        return "\0missing"
+
+
+class _FragmentNode(Node):
+    def __init__(
+        self,
+        tag: str,
+        token: Token,
+        name: str,
+        timeout: FilterExpression,
+        options: _Options,
+        nodelist: NodeList,
+        digest: str,
+        template_name: str,
+    ) -> None:
+        self.tag, self.token, self.name = tag, token, name
+        self.lineno = token.lineno
+        self.timeout, self.options, self.nodelist = timeout, options, nodelist
+        self.digest, self.template_name = digest, template_name
+
+    def requests(
+        self, context: Context, varies: Sequence[Sequence[object]]
+    ) -> list[FragmentRequest]:
+        try:
+            return build_requests(
+                self.name,
+                varies,
+                timeout=self.timeout.resolve(context),
+                tags=self.options.tag_values(context),
+                template=self.template_name,
+                digest=self.digest,
+            )
+        except ValueError as exc:
+            raise template.TemplateSyntaxError(
+                f"{self.tag} {self.name!r}: {exc} (template "
+                f"{self.template_name.removeprefix('django:') or '<string>'!r}, "
+                f"line {self.lineno})"
+            ) from None
+
+
+class CacheFragmentNode(_FragmentNode):
+    def render(self, context: Context) -> SafeString:
+        (request,) = self.requests(context, [self.options.resolve_vary(context)])
+        if not self.options.cached(context):
+            return self.nodelist.render(context)
+        return mark_safe(
+            get_fragment_cache().render(request, lambda: self.nodelist.render(context))
+        )
+
+
+class CacheEachNode(_FragmentNode):
+    def __init__(self, *args: Any, target: str, iterable: FilterExpression) -> None:
+        super().__init__(*args)
+        self.target, self.iterable = target, iterable
+
+    def render(self, context: Context) -> SafeString:
+        items = list(self.iterable.resolve(context) or ())
+        varies = []
+        for item in items:
+            with context.push({self.target: item}):
+                varies.append(self.options.resolve_vary(context))
+        requests = self.requests(context, varies)
+
+        def render_item(index: int) -> str:
+            with context.push({self.target: items[index]}):
+                return self.nodelist.render(context)
+
+        if not self.options.cached(context):
+            bodies = [render_item(i) for i in range(len(items))]
+        elif requests:
+            bodies = get_fragment_cache().render_many(requests, render_item)
+        else:
+            bodies = []
+        return mark_safe("".join(bodies))
+
+
+def _template_name(parser: Parser) -> str:
+    # "django:" keeps a DTL template from passing for a Jinja template of
+    # the same name in the digest check: twins share entries.
+    name = parser.origin.template_name if parser.origin else None
+    return f"django:{name!s}" if name else ""
+
+
+@register.tag("cache_fragment")
+def do_cache_fragment(parser: Parser, token: Token) -> CacheFragmentNode:
+    """Cache the block's output: ``{% cache_fragment 300 sidebar user.pk %}``."""
+    bits = token.split_contents()
+    tag = bits.pop(0)
+    if len(bits) < 2:
+        raise _fail(parser, token, f"{tag} needs a TIMEOUT and a NAME")
+    timeout = _timeout(parser, token, tag, bits.pop(0))
+    name = _name(parser, token, tag, bits)
+    options = _Options(parser, token, tag, bits, keywords=True)
+    nodelist, digest = _body(parser, token, tag)
+    return CacheFragmentNode(
+        tag, token, name, timeout, options, nodelist, digest, _template_name(parser)
+    )
+
+
+@register.tag("cache_each")
+def do_cache_each(parser: Parser, token: Token) -> CacheEachNode:
+    """Cache each item of a collection, all read at once:
+    ``{% cache_each 300 card p in products p.pk %}``."""
+    bits = token.split_contents()
+    tag = bits.pop(0)
+    if len(bits) < 4 or bits[3] != "in" or len(bits) < 5:
+        raise _fail(parser, token, f"{tag} needs TIMEOUT NAME ITEM in ITERABLE VARY...")
+    timeout = _timeout(parser, token, tag, bits.pop(0))
+    name = _name(parser, token, tag, bits)
+    target, _, iterable = bits.pop(0), bits.pop(0), parser.compile_filter(bits.pop(0))
+    options = _Options(parser, token, tag, bits, keywords=True)
+    if not options.vary:
+        raise _fail(
+            parser,
+            token,
+            f"{tag} {name!r} needs at least one VARY value that identifies the item, "
+            f"such as {target}.pk",
+        )
+    nodelist, digest = _body(parser, token, tag)
+    return CacheEachNode(
+        tag,
+        token,
+        name,
+        timeout,
+        options,
+        nodelist,
+        digest,
+        _template_name(parser),
+        target=target,
+        iterable=iterable,
+    )
+
+
+class _KeyNode(Node):
+    def __init__(self, name: str, options: _Options, invalidate: bool) -> None:
+        self.name, self.options, self.invalidate = name, options, invalidate
+
+    def render(self, context: Context) -> str:
+        vary = self.options.resolve_vary(context)
+        if self.invalidate:
+            invalidate_fragment(self.name, *vary)
+            return ""
+        return get_fragment_cache().key_for(self.name, *vary)
+
+
+@register.tag("invalidate_fragment")
+def do_invalidate_fragment(parser: Parser, token: Token) -> _KeyNode:
+    """Clear one variant: ``{% invalidate_fragment card product.pk %}``."""
+    bits = token.split_contents()
+    tag = bits.pop(0)
+    name = _name(parser, token, tag, bits)
+    return _KeyNode(name, _Options(parser, token, tag, bits, keywords=False), True)
+
+
+@register.tag("cache_key_for")
+def do_cache_key_for(parser: Parser, token: Token) -> _KeyNode:
+    """Render the key of one variant, for debugging."""
+    bits = token.split_contents()
+    tag = bits.pop(0)
+    name = _name(parser, token, tag, bits)
+    return _KeyNode(name, _Options(parser, token, tag, bits, keywords=False), False)

@@ -1,0 +1,310 @@
+"""The Django bridge: one tag-semantics suite run for each engine, shared
+keys across engines, the cache adapter, the Python API and the checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jinja2
+import pytest
+from django.core.checks import run_checks
+from django.template import TemplateSyntaxError, engines
+from django.test import AsyncClient, Client
+
+from django_bridge import (
+    get_cache_stats,
+    get_fragment_cache,
+    invalidate_fragment,
+    invalidate_fragments,
+    invalidate_on_save,
+    invalidate_tags,
+)
+from django_bridge.backend import DjangoCacheBackend
+from jinja_fragcache import make_fragment_key
+
+Render = Callable[..., str]
+SYNTAX_ERRORS = (TemplateSyntaxError, jinja2.TemplateSyntaxError)
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def cache_settings(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Point the fragment cache at a fresh prefix on LocMem or django-redis."""
+    prefix = "dj" + uuid.uuid4().hex[:10]
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "fragments": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": url,
+                "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            },
+        }
+        settings.FRAGCACHE = {"CACHE": "fragments", "KEY_PREFIX": prefix}
+    else:
+        settings.FRAGCACHE = {"KEY_PREFIX": prefix}
+    return prefix
+
+
+@pytest.fixture(params=["jinja2", "dtl"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def compile_source(engine: str, source: str) -> Any:
+    """Templates are written with {% %}; the Jinja2 engine here uses <% %>."""
+    if engine == "dtl":
+        return engines["django"].from_string("{% load cache_tags %}" + source)
+    return engines["jinja2"].from_string(source.replace("{%", "<%").replace("%}", "%>"))
+
+
+@pytest.fixture
+def render(engine: str, cache_settings: str) -> Render:
+    def render(source: str, **context: Any) -> str:
+        return str(compile_source(engine, source).render(context))
+
+    return render
+
+
+class Tick:
+    """``{{ tick.label }}`` counts a real render in both engines."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def __getitem__(self, label: str) -> str:
+        raise KeyError(label)  # DTL tries item lookup first
+
+    def __getattr__(self, label: str) -> str:
+        if label.startswith("_"):
+            raise AttributeError(label)
+        self.count[label] = self.count.get(label, 0) + 1
+        return label
+
+
+# -- one suite, both engines ---------------------------------------------------------
+
+
+def test_miss_then_hit(render: Render) -> None:
+    tick = Tick()
+    source = "{% cache_fragment 300 sidebar %}{{ tick.s }}{% endcache_fragment %}"
+    assert render(source, tick=tick) == "s"
+    assert render(source, tick=tick) == "s"
+    assert tick.count == {"s": 1}
+
+
+def test_names_and_vary_values(render: Render) -> None:
+    tick = Tick()
+    bare = "{% cache_fragment 300 card a b %}{{ tick.x }}{% endcache_fragment %}"
+    quoted = '{% cache_fragment 300 "card" a, b %}{{ tick.y }}{% endcache_fragment %}'
+    assert render(bare, tick=tick, a=42, b="en") == "x"
+    assert render(quoted, tick=tick, a="42", b="en") == "x"
+    assert render(quoted, tick=tick, a=43, b="en") == "y"
+
+
+def test_timeouts_zero_and_none(render: Render) -> None:
+    tick = Tick()
+    never = "{% cache_fragment 0 live %}{{ tick.z }}{% endcache_fragment %}"
+    forever = "{% cache_fragment None kept %}{{ tick.n }}{% endcache_fragment %}"
+    computed = "{% cache_fragment t computed %}{{ tick.c }}{% endcache_fragment %}"
+    for _ in range(2):
+        render(never, tick=tick)
+        render(forever, tick=tick)
+        render(computed, tick=tick, t=0.5)
+    assert tick.count == {"z": 2, "n": 1, "c": 1}
+
+
+@pytest.mark.parametrize("timeout", ["-1", "'300'"])
+def test_bad_literal_timeout_fails_at_compile_time(
+    engine: str, cache_settings: str, timeout: str
+) -> None:
+    with pytest.raises(SYNTAX_ERRORS, match="timeout"):
+        compile_source(
+            engine, f"{{% cache_fragment {timeout} x %}}{{% endcache_fragment %}}"
+        )
+
+
+def test_bad_computed_timeout_names_the_value_and_line(render: Render) -> None:
+    with pytest.raises(Exception, match=r"-5.*line 2|line 2.*-5") as info:
+        render("\n{% cache_fragment t x %}b{% endcache_fragment %}", t=-5)
+    assert "timeout" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% cache_fragment %}{% endcache_fragment %}",
+        "{% cache_fragment 300 x bogus=1 %}{% endcache_fragment %}",
+        "{% cache_fragment 300 x %}never closed",
+        "{% cache_each 300 card p in items %}{% endcache_each %}",
+    ],
+)
+def test_syntax_errors(engine: str, cache_settings: str, source: str) -> None:
+    with pytest.raises(SYNTAX_ERRORS):
+        compile_source(engine, source)
+
+
+def test_if_condition(render: Render) -> None:
+    tick = Tick()
+    source = (
+        "{% cache_fragment 300 menu if not staff %}{{ tick.m }}{% endcache_fragment %}"
+    )
+    for _ in range(2):
+        render(source, tick=tick, staff=False)
+        render(source, tick=tick, staff=True)
+    assert tick.count == {"m": 3}
+
+
+def test_tags_and_invalidation(render: Render) -> None:
+    tick = Tick()
+    card = '{% cache_fragment 300 card p tags="products" %}{{ tick.c }}{% endcache_fragment %}'
+    render(card, tick=tick, p=1)
+    render(card, tick=tick, p=2)
+    assert invalidate_tags("products")
+    render(card, tick=tick, p=1)
+    assert invalidate_fragment("card", "1")  # a URL kwarg is a string
+    render(card, tick=tick, p=1)
+    render(card, tick=tick, p=2)
+    assert invalidate_fragments("card")
+    render(card, tick=tick, p=2)
+    assert tick.count == {"c": 6}
+
+
+def test_cache_each_shares_keys_with_a_loop(render: Render) -> None:
+    tick = Tick()
+    each = (
+        "{% cache_each 300 card p in items p %}[{{ p }}{{ tick.e }}]{% endcache_each %}"
+    )
+    loop = "{% for p in items %}{% cache_fragment 300 card p %}[{{ p }}{{ tick.l }}]{% endcache_fragment %}{% endfor %}"
+    assert render(each, items=[3, 1, 2], tick=tick) == "[3e][1e][2e]"
+    assert render(loop, items=[1, 4], tick=tick) == "[1e][4l]"
+    assert render(each, items=[4, 3], tick=tick) == "[4l][3e]"
+    assert tick.count == {"e": 3, "l": 1}
+
+
+def test_invalidate_tag_and_key_for(render: Render, cache_settings: str) -> None:
+    tick = Tick()
+    card = "{% cache_fragment 300 card p %}{{ tick.c }}{% endcache_fragment %}"
+    render(card, tick=tick, p=7)
+    assert render("[{% invalidate_fragment card p %}]", p=7) == "[]"
+    render(card, tick=tick, p=7)
+    assert tick.count == {"c": 2}
+    key = render("{% cache_key_for card p %}", p=7)
+    assert key == make_fragment_key("card", [7], prefix=cache_settings)
+
+
+def test_russian_dolls(render: Render) -> None:
+    tick = Tick()
+    page = (
+        "{% cache_fragment 300 page %}<{{ tick.page }}"
+        "{% cache_fragment 300 price 1 %}{{ tick.price }}{% endcache_fragment %}"
+        "{% cache_fragment 300 stock 1 %}{{ tick.stock }}{% endcache_fragment %}>"
+        "{% endcache_fragment %}"
+    )
+    render(page, tick=tick)
+    render(page, tick=tick)
+    invalidate_fragment("price", 1)
+    assert render(page, tick=tick) == "<pagepricestock>"
+    assert tick.count == {"page": 2, "price": 2, "stock": 1}
+
+
+# -- across engines --------------------------------------------------------------------
+
+
+def test_one_entry_for_both_engines(cache_settings: str) -> None:
+    jinja = engines["jinja2"].get_template("card.jinja")
+    dtl = engines["django"].get_template("card.html")
+    assert jinja.render({"pk": 1}).strip() == "card 1 by jinja"
+    assert dtl.render({"pk": "1"}).strip() == "card 1 by jinja"  # a hit
+    invalidate_fragment("card", 1)
+    assert dtl.render({"pk": 1}).strip() == "card 1 by dtl"
+    assert jinja.render({"pk": "1"}).strip() == "card 1 by dtl"
+
+
+@pytest.mark.django_db
+def test_views_sync_and_async(cache_settings: str) -> None:
+    assert Client().get("/dtl/?pk=9").content.decode().strip() == "card 9 by dtl"
+
+    async def fetch(path: str) -> str:
+        response = await AsyncClient().get(path)
+        return response.content.decode().strip()
+
+    import asyncio
+
+    assert asyncio.run(fetch("/async/jinja/?pk=9")) == "card 9 by dtl"
+    assert asyncio.run(fetch("/async/dtl/?pk=8")) == "card 8 by dtl"
+    assert asyncio.run(fetch("/async/jinja/?pk=8")) == "card 8 by dtl"
+
+
+# -- Python API ---------------------------------------------------------------------------
+
+
+def test_stats(
+    engine: str, cache_settings: str, request: pytest.FixtureRequest
+) -> None:
+    source = "{% cache_fragment 300 statbox %}x{% endcache_fragment %}"
+    for _ in range(3):
+        compile_source(engine, source).render({})
+    stats = get_cache_stats()
+    assert stats["fragments"]["statbox"]["hits"] == 2
+    assert stats["fragments"]["statbox"]["misses"] == 1
+    assert stats["hit_rate"] == pytest.approx(200 / 3)
+    if "redis" in request.node.callspec.id:
+        assert isinstance(stats["keys"], int) and stats["keys"] > 0
+        assert isinstance(stats["memory_used"], int)
+    else:
+        assert stats["keys"] is stats["memory_used"] is stats["memory_peak"] is None
+
+
+def test_the_bridge_uses_the_configured_alias(
+    settings: Any, cache_settings: str
+) -> None:
+    backend = get_fragment_cache().backend
+    assert isinstance(backend, DjangoCacheBackend)
+    expected = "fragments" if "CACHE" in settings.FRAGCACHE else "default"
+    assert backend.alias == expected
+    settings.CACHES = {
+        **settings.CACHES,
+        "template_fragments": settings.CACHES["default"],
+    }
+    settings.FRAGCACHE = {"KEY_PREFIX": cache_settings}
+    assert get_fragment_cache().backend.alias == "template_fragments"  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_on_save_runs_after_commit(render: Render) -> None:
+    from django.db import transaction
+
+    from tests.djangoapp.models import Product
+
+    invalidate_on_save(Product, tags=lambda p: ["products", f"product-{p.pk}"])
+    tick = Tick()
+    card = '{% cache_fragment 300 card p tags="products" %}{{ tick.c }}{% endcache_fragment %}'
+    render(card, tick=tick, p=1)
+    with transaction.atomic():
+        Product.objects.create(name="cup")
+        render(card, tick=tick, p=1)  # not committed yet: still cached
+    render(card, tick=tick, p=1)
+    assert tick.count == {"c": 2}
+
+
+# -- system checks ------------------------------------------------------------------------
+
+
+def check_ids() -> set[str]:
+    return {
+        message.id for message in run_checks() if message.id.startswith("fragcache")
+    }
+
+
+def test_checks(settings: Any) -> None:
+    settings.SILENCED_SYSTEM_CHECKS = []
+    settings.FRAGCACHE = {"KEY_PRFIX": "typo"}
+    assert check_ids() == {"fragcache.E001", "fragcache.W001"}
+    settings.FRAGCACHE = {"CACHE": "nowhere"}
+    assert check_ids() == {"fragcache.E002"}
+    settings.DEBUG = True
+    settings.FRAGCACHE = {}
+    assert check_ids() == set()
