@@ -12,6 +12,7 @@ from jinja_fragcache import FragmentCache
 
 from .backend import DjangoCacheBackend
 from .conf import settings
+from .safety import refuse_csrf_tokens
 
 _caches: dict[tuple[Any, ...], FragmentCache] = {}
 _lock = threading.Lock()
@@ -44,6 +45,7 @@ def get_fragment_cache() -> FragmentCache:
                     lock_timeout=lock_timeout,
                     lock_wait=lock_wait,
                     fail_open=fail_open,
+                    store_filter=refuse_csrf_tokens,
                 )
     return cache
 

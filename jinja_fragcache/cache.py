@@ -73,6 +73,8 @@ class FragmentRequest(NamedTuple):
     :param tags: invalidation tags.
     :param template: the template that holds the block.
     :param digest: the digest of the block's source (and what it includes).
+    :param context: the template context the tag rendered in, for a
+        ``store_filter``; not part of the key.
     """
 
     name: str
@@ -81,6 +83,7 @@ class FragmentRequest(NamedTuple):
     tags: tuple[str, ...] = ()
     template: str = ""
     digest: str = ""
+    context: Any = None
 
 
 def check_tags(tags: object) -> tuple[str, ...]:
@@ -104,6 +107,7 @@ def build_requests(
     tags: object = None,
     template: str = "",
     digest: str = "",
+    context: Any = None,
 ) -> list[FragmentRequest]:
     """One request per tuple of vary values, as every tag builds them.
 
@@ -118,7 +122,9 @@ def build_requests(
         strings = vary_strings(vary)
         warn_if_unstable(name, strings)
         requests.append(
-            FragmentRequest(name, strings, seconds, tag_names, template, digest)
+            FragmentRequest(
+                name, strings, seconds, tag_names, template, digest, context
+            )
         )
     return requests
 
@@ -221,6 +227,9 @@ class FragmentCache:
     :param breaker_cooldown: seconds a failing backend is left alone.
     :param fail_open: when true (the default), a backend error renders the
         fragment uncached and is logged; when false it propagates.
+    :param store_filter: ``store_filter(request, body)`` is asked before a
+        rendered fragment is stored; false keeps it out of the cache (the
+        body is still served).  The Django bridge refuses CSRF tokens here.
     """
 
     def __init__(
@@ -234,6 +243,7 @@ class FragmentCache:
         poll_interval: float = 0.05,
         breaker_cooldown: float = 5.0,
         fail_open: bool = True,
+        store_filter: Callable[[FragmentRequest, str], bool] | None = None,
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
@@ -248,6 +258,7 @@ class FragmentCache:
         self.poll_interval = poll_interval
         self.breaker = CircuitBreaker(breaker_cooldown)
         self.fail_open = fail_open
+        self.store_filter = store_filter
         self.statistics = FragmentStats()
         # Entries are immutable bytes, so their decoded form can be kept:
         # a hit on the same bytes skips the parse.
@@ -622,26 +633,37 @@ class FragmentCache:
             rendered = yield ("render", to_render)
         except BaseException:
             if writable:  # let the next request render instead of waiting
-                for i in won:
-                    yield ("delete", lock_key(keys[i]))
+                yield from self._unlock(keys, won)
             raise
         self._record_renders(first.name, rendered)
         timeout = first.timeout
         soft_expiry = None if timeout is None else time.time() + timeout
         writes: dict[str, bytes] = {}
-        for i, (body, nested, _) in zip(to_render, rendered, strict=True):
-            results[i] = body
-            snapshot = {k: versions.get(k) or "" for k in own[i]}
-            snapshot.update(nested)
-            _report(snapshot)
-            entry = Entry(body, soft_expiry, first.template, first.digest, snapshot)
-            writes[keys[i]] = entry.encode()
+        try:
+            for i, (body, nested, _) in zip(to_render, rendered, strict=True):
+                results[i] = body
+                snapshot = {k: versions.get(k) or "" for k in own[i]}
+                snapshot.update(nested)
+                _report(snapshot)
+                if self.store_filter is None or self.store_filter(requests[i], body):
+                    entry = Entry(
+                        body, soft_expiry, first.template, first.digest, snapshot
+                    )
+                    writes[keys[i]] = entry.encode()
+        except BaseException:  # a store_filter that refuses loudly
+            if writable:
+                yield from self._unlock(keys, won)
+            raise
         if writable:
-            hard_ttl = None if timeout is None else timeout + self.stale_grace
-            yield ("set_many", writes, hard_ttl)
-            for i in won:
-                yield ("delete", lock_key(keys[i]))
+            if writes:
+                hard_ttl = None if timeout is None else timeout + self.stale_grace
+                yield ("set_many", writes, hard_ttl)
+            yield from self._unlock(keys, won)
         return results
+
+    def _unlock(self, keys: list[str], won: list[int]) -> _Gen:
+        for i in won:
+            yield ("delete", lock_key(keys[i]))
 
     def _lookup(self, requests: Sequence[FragmentRequest], read: _Read) -> _Gen:
         """Read entries and their versions again; keep the usable entries."""

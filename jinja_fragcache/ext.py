@@ -275,6 +275,7 @@ class FragmentCacheExtension(Extension):
                 tags=tags,
                 template=context.name or "",
                 digest=digest,
+                context=context,
             )
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None

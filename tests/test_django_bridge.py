@@ -308,3 +308,49 @@ def test_checks(settings: Any) -> None:
     settings.DEBUG = True
     settings.FRAGCACHE = {}
     assert check_ids() == set()
+
+
+# -- safety ---------------------------------------------------------------------------------
+
+
+def cached_form_entries(prefix: str, *vary: object) -> list[bytes | None]:
+    cache = get_fragment_cache()
+    return cache.backend.get_many([make_fragment_key("form", vary, prefix=prefix)])
+
+
+@pytest.mark.parametrize("engine", ["dtl", "jinja2", "jinja2-raw"])
+def test_a_shared_fragment_holding_a_csrf_token_is_not_stored(
+    cache_settings: str, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client()
+    first = client.get(f"/form/{engine}/").content
+    second = Client().get(f"/form/{engine}/").content
+    assert first != second  # each visitor got their own token
+    assert cached_form_entries(cache_settings) == [None]
+    assert "CSRF token" in caplog.text
+
+
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_in_debug_it_is_an_error_that_explains_the_fix(
+    cache_settings: str, engine: str, settings: Any
+) -> None:
+    from django_bridge.safety import CsrfTokenInFragment
+
+    settings.DEBUG = True
+    with pytest.raises(CsrfTokenInFragment, match="vary per user or session"):
+        Client(raise_request_exception=True).get(f"/form/{engine}/")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_a_per_user_fragment_may_hold_the_token(
+    cache_settings: str, engine: str
+) -> None:
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user("ann", password="pw")
+    client = Client()
+    client.force_login(user)
+    first = client.get(f"/form/{engine}/?vary=request.user.pk").content
+    assert client.get(f"/form/{engine}/?vary=request.user.pk").content == first
+    assert cached_form_entries(cache_settings, user.pk) != [None]

@@ -202,6 +202,7 @@ class _FragmentNode(Node):
                 tags=self.options.tag_values(context),
                 template=self.template_name,
                 digest=self.digest,
+                context=context,
             )
         except ValueError as exc:
             raise template.TemplateSyntaxError(

@@ -22,3 +22,22 @@ urlpatterns = [
     path("async/jinja/", async_jinja_page),
     path("async/dtl/", async_dtl_page),
 ]
+
+
+FORMS = {
+    "dtl": "{% load cache_tags %}{% cache_fragment 300 form VARY %}<form>{% csrf_token %}</form>{% endcache_fragment %}",
+    "jinja2": "<% cache_fragment 300 form VARY %><form>{{ csrf_input }}</form><% endcache_fragment %>",
+    "jinja2-raw": "<% cache_fragment 300 form VARY %><script>token='{{ csrf_token }}'</script><% endcache_fragment %>",
+}
+
+
+def form_page(request: HttpRequest, engine: str) -> HttpResponse:
+    from django.template import engines
+
+    vary = request.GET.get("vary", "")
+    source = FORMS[engine].replace("VARY", vary)
+    backend = engines["django" if engine == "dtl" else "jinja2"]
+    return HttpResponse(backend.from_string(source).render({}, request))
+
+
+urlpatterns.append(path("form/<str:engine>/", form_page))
