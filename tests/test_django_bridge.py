@@ -3,8 +3,10 @@ keys across engines, the cache adapter, the Python API and the checks."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
+from io import StringIO
 from typing import Any
 
 import jinja2
@@ -354,3 +356,76 @@ def test_a_per_user_fragment_may_hold_the_token(
     first = client.get(f"/form/{engine}/?vary=request.user.pk").content
     assert client.get(f"/form/{engine}/?vary=request.user.pk").content == first
     assert cached_form_entries(cache_settings, user.pk) != [None]
+
+
+# -- management commands -------------------------------------------------------------------
+
+
+def test_invalidate_fragment_command(render: Render) -> None:
+    from django.core.management import call_command
+
+    tick = Tick()
+    card = '{% cache_fragment 300 card p tags="products" %}{{ tick.c }}{% endcache_fragment %}'
+    render(card, tick=tick, p=1)
+    render(card, tick=tick, p=2)
+    out = StringIO()
+    call_command("invalidate_fragment", "card", "1", stdout=out)
+    assert "Invalidated 'card' ['1']" in out.getvalue()
+    render(card, tick=tick, p=1)
+    render(card, tick=tick, p=2)
+    assert tick.count == {"c": 3}
+    call_command("invalidate_fragment", "card", "--all", stdout=out)
+    render(card, tick=tick, p=2)
+    call_command("invalidate_fragment", "--tag", "products", stdout=out)
+    render(card, tick=tick, p=2)
+    assert tick.count == {"c": 5}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [((), "NAME, or --tag"), (("card", "1", "--all"), "no VARY values")],
+)
+def test_invalidate_fragment_command_errors(
+    cache_settings: str, argv: tuple[str, ...], message: str
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=message):
+        call_command("invalidate_fragment", *argv)
+
+
+def test_invalidate_fragment_command_fails_when_the_cache_is_down(
+    settings: Any,
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from .support import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    settings.FRAGCACHE = {"KEY_PREFIX": "down" + uuid.uuid4().hex[:8]}
+    with pytest.raises(CommandError, match="unreachable"):
+        call_command("invalidate_fragment", "card", "--all")
+
+
+def test_cache_stats_command(engine: str, cache_settings: str) -> None:
+    from django.core.management import call_command
+
+    for _ in range(2):
+        compile_source(
+            engine, "{% cache_fragment 300 tiny %}x{% endcache_fragment %}"
+        ).render({})
+    out = StringIO()
+    call_command("cache_stats", stdout=out)
+    table = out.getvalue()
+    assert "hit rate 50.0% (1 hits, 1 misses)" in table
+    assert "tiny" in table.splitlines()[2]
+    out = StringIO()
+    call_command("cache_stats", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["fragments"]["tiny"]["hits"] == 1
