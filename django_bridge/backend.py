@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
 from jinja_fragcache.backends.base import Timeout
@@ -113,6 +114,15 @@ class DjangoCacheBackend:
             return int(await self.cache.aincr(key, delta))
         except ValueError:
             return None
+
+    def close(self) -> None:
+        """Close this thread's connection (Django does it per request)."""
+        self.cache.close()
+
+    async def aclose(self) -> None:
+        """Close the connection of the thread Django's async cache API uses
+        (Django's own ``aclose`` does nothing)."""
+        await sync_to_async(self.close, thread_sensitive=True)()
 
     def info(self) -> dict[str, int | None]:
         """Server figures where the cache is Redis; ``None`` elsewhere."""

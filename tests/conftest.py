@@ -102,3 +102,60 @@ def memory_backend() -> MemoryBackend:
 def unique_prefix() -> str:
     """A key prefix of the test's own, so tests never need to flush a server."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def memcached_location() -> Iterator[str]:
+    """``host:port`` of a memcached of the session's own.
+
+    ``FRAGCACHE_TEST_MEMCACHED`` (``host:port``) when set, otherwise a
+    ``memcached`` started on a free loopback port.
+    """
+    location = os.environ.get("FRAGCACHE_TEST_MEMCACHED")
+    if location:
+        yield location
+        return
+    binary = shutil.which("memcached")
+    if binary is None:
+        pytest.fail(
+            "The memcached tests need memcached: install it (apt-get install "
+            "memcached) or set FRAGCACHE_TEST_MEMCACHED=host:port."
+        )
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            binary,
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "0",
+            "-u",
+            "root",
+            "-m",
+            "64",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"memcached exited with status {process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("memcached did not start within 10 s")
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)

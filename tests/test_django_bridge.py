@@ -30,11 +30,20 @@ Render = Callable[..., str]
 SYNTAX_ERRORS = (TemplateSyntaxError, jinja2.TemplateSyntaxError)
 
 
-@pytest.fixture(params=["locmem", "redis"])
+@pytest.fixture(params=["locmem", "redis", "memcached"])
 def cache_settings(request: pytest.FixtureRequest, settings: Any) -> str:
-    """Point the fragment cache at a fresh prefix on LocMem or django-redis."""
+    """Point the fragment cache at a fresh prefix on LocMem, django-redis or
+    memcached."""
     prefix = "dj" + uuid.uuid4().hex[:10]
-    if request.param == "redis":
+    if request.param == "memcached":
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+                "LOCATION": request.getfixturevalue("memcached_location"),
+            }
+        }
+        settings.FRAGCACHE = {"KEY_PREFIX": prefix}
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
         settings.CACHES = {
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
