@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 import pytest
 from django.core.checks import run_checks
-from django.template import TemplateSyntaxError, engines
+from django.template import Context, TemplateSyntaxError, engines
 from django.test import AsyncClient, Client
 
 from django_bridge import (
@@ -438,3 +438,95 @@ def test_cache_stats_command(engine: str, cache_settings: str) -> None:
     call_command("cache_stats", "--json", stdout=out)
     data = json.loads(out.getvalue())
     assert data["fragments"]["tiny"]["hits"] == 1
+
+
+# -- more of the same semantics, DTL side ---------------------------------------------------
+
+
+def dtl_engine(folder: Any) -> Any:
+    from django.template import Engine
+
+    return Engine(
+        dirs=[str(folder)],
+        libraries={"cache_tags": "django_bridge.templatetags.cache_tags"},
+    )
+
+
+def test_editing_a_dtl_block_or_its_include_invalidates(
+    cache_settings: str, tmp_path: Any
+) -> None:
+    page = tmp_path / "page.html"
+    (tmp_path / "part.html").write_text("v1")
+    page.write_text(
+        "{% load cache_tags %}{% cache_fragment 300 box %}old {% include 'part.html' %}{% endcache_fragment %}"
+    )
+    assert dtl_engine(tmp_path).get_template("page.html").render(Context()) == "old v1"
+    page.write_text(
+        "{% load cache_tags %}\n{% cache_fragment 300 box %}old {% include 'part.html' %}{% endcache_fragment %}"
+    )
+    assert (
+        dtl_engine(tmp_path).get_template("page.html").render(Context()) == "\nold v1"
+    )  # edited elsewhere: a hit
+    (tmp_path / "part.html").write_text("v2")
+    assert (
+        dtl_engine(tmp_path).get_template("page.html").render(Context()) == "\nold v2"
+    )
+    page.write_text(
+        "{% load cache_tags %}{% cache_fragment 300 box %}new{% endcache_fragment %}"
+    )
+    assert dtl_engine(tmp_path).get_template("page.html").render(Context()) == "new"
+
+
+def test_a_hit_is_one_round_trip(render: Render) -> None:
+    from .support import CountingBackend
+
+    cache = get_fragment_cache()
+    counting = CountingBackend(cache.backend)
+    cache.backend = counting
+    source = "{% cache_fragment 300 once p %}x{% endcache_fragment %}"
+    render(source, p=1)
+    counting.reset()
+    render(source, p=1)
+    assert counting.calls == {"get_many": 1}
+
+
+def test_pages_render_when_the_cache_server_is_down(engine: str, settings: Any) -> None:
+    from .support import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    settings.FRAGCACHE = {"KEY_PREFIX": "down" + uuid.uuid4().hex[:8]}
+    source = "{% cache_fragment 300 box p %}body {{ p }}{% endcache_fragment %}"
+    assert compile_source(engine, source).render({"p": 1}) == "body 1"
+    assert compile_source(engine, source).render({"p": 2}) == "body 2"
+
+
+@pytest.mark.django_db
+def test_users_never_share_what_varies_per_user(
+    cache_settings: str, engine: str
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+
+    source = "{% cache_fragment 300 profile request.user.pk %}{{ request.user.username }}{% endcache_fragment %}"
+    template = compile_source(engine, source)
+    for name in ("ann", "bob", "ann"):
+        request = RequestFactory().get("/")
+        request.user = User.objects.get_or_create(username=name)[0]
+        assert (
+            template.render(
+                {"request": request} if engine == "dtl" else {}, request
+            ).strip()
+            == name
+        )
+
+
+def test_invalidate_fragment_lives_where_the_spec_says() -> None:
+    from django_bridge.templatetags.cache_tags import invalidate_fragment as from_tags
+
+    assert from_tags is invalidate_fragment
