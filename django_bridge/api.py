@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .cache import get_fragment_cache
+from .stats import site_stats
 
 
 def invalidate_fragment(name: str, *vary: object) -> bool:
@@ -36,10 +37,14 @@ def get_cache_stats() -> dict[str, Any]:
 
     ``keys``, ``memory_used`` and ``memory_peak`` come from Redis ``INFO``
     and ``DBSIZE`` where the cache is Redis, and are ``None`` elsewhere.
-    ``hits``/``misses``/``hit_rate`` count this process's fragment lookups.
+    ``hits``/``misses``/``hit_rate`` and ``fragments`` add up the lookups of
+    every process that published its counters (see :mod:`django_bridge.stats`).
     """
     cache = get_fragment_cache()
-    fragments = cache.stats()
+    try:
+        fragments = site_stats()
+    except Exception:  # the server is down: this process's figures only
+        fragments = cache.stats()
     hits = sum(int(f["hits"]) + int(f["stale"]) for f in fragments.values())
     misses = sum(int(f["misses"]) for f in fragments.values())
     info = getattr(cache.backend, "info", None)

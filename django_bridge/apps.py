@@ -8,4 +8,4 @@ class FragmentCacheConfig(AppConfig):
     verbose_name = "Fragment cache"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import checks, stats  # noqa: F401 - register checks and signals

@@ -118,6 +118,11 @@ def tag_version_key(tag: str, *, prefix: str = "fragcache") -> str:
     return _key(prefix, "t", tag, (tag,))
 
 
+def stats_key(name: str, *, prefix: str = "fragcache") -> str:
+    """Where a process publishes its statistics (kind ``s``)."""
+    return _key(prefix, "s", name, (name,))
+
+
 def lock_key(fragment_key: str) -> str:
     """The key whose holder re-renders an expired fragment."""
     return fragment_key + ":lock"

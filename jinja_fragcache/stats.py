@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -64,27 +66,49 @@ class FragmentStats:
         """
         with self._lock:
             items = [(name, copy.copy(c)) for name, c in self._by_name.items()]
-        result: dict[str, dict[str, float | int | bool]] = {}
-        for name, c in items:
-            lookups = c.hits + c.misses + c.stale
-            avg_render = c.render_seconds / c.renders * 1000 if c.renders else 0.0
-            avg_fetch = c.fetch_seconds / c.fetches * 1000 if c.fetches else 0.0
-            result[name] = {
-                "hits": c.hits,
-                "misses": c.misses,
-                "stale": c.stale,
-                "renders": c.renders,
-                "errors": c.errors,
-                "hit_rate": (c.hits + c.stale) / lookups * 100 if lookups else 0.0,
-                "render_seconds": c.render_seconds,
-                "fetch_seconds": c.fetch_seconds,
-                "avg_render_ms": avg_render,
-                "avg_fetch_ms": avg_fetch,
-                "cheaper_to_render": bool(c.renders and c.fetches)
-                and avg_render < avg_fetch,
-            }
-        return result
+        return {name: _figures(c) for name, c in items}
 
     def reset(self) -> None:
         with self._lock:
             self._by_name.clear()
+
+
+_COUNTED = (
+    "hits",
+    "misses",
+    "stale",
+    "renders",
+    "errors",
+    "render_seconds",
+    "fetch_seconds",
+    "fetches",
+)
+
+
+def _figures(c: _Counters) -> dict[str, float | int | bool]:
+    lookups = c.hits + c.misses + c.stale
+    avg_render = c.render_seconds / c.renders * 1000 if c.renders else 0.0
+    avg_fetch = c.fetch_seconds / c.fetches * 1000 if c.fetches else 0.0
+    return {
+        **{field: getattr(c, field) for field in _COUNTED},
+        "hit_rate": (c.hits + c.stale) / lookups * 100 if lookups else 0.0,
+        "avg_render_ms": avg_render,
+        "avg_fetch_ms": avg_fetch,
+        "cheaper_to_render": bool(c.renders and c.fetches) and avg_render < avg_fetch,
+    }
+
+
+def combine(
+    snapshots: Iterable[dict[str, dict[str, Any]]],
+) -> dict[str, dict[str, float | int | bool]]:
+    """Add up :meth:`FragmentStats.as_dict` snapshots (of several processes,
+    say) and derive the rates and averages again."""
+    totals: dict[str, _Counters] = {}
+    for snapshot in snapshots:
+        for name, figures in snapshot.items():
+            counters = totals.setdefault(name, _Counters())
+            for field in _COUNTED:
+                setattr(
+                    counters, field, getattr(counters, field) + figures.get(field, 0)
+                )
+    return {name: _figures(c) for name, c in totals.items()}

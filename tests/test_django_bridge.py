@@ -530,3 +530,44 @@ def test_invalidate_fragment_lives_where_the_spec_says() -> None:
     from django_bridge.templatetags.cache_tags import invalidate_fragment as from_tags
 
     assert from_tags is invalidate_fragment
+
+
+def test_stats_add_up_every_process(cache_settings: str, engine: str) -> None:
+    from django.core.management import call_command
+
+    from django_bridge.stats import PROCESS, publish
+
+    source = "{% cache_fragment 300 shared_box %}x{% endcache_fragment %}"
+    for _ in range(2):
+        compile_source(engine, source).render({})
+    other = {
+        "shared_box": {
+            "hits": 3,
+            "misses": 1,
+            "renders": 1,
+            "fetches": 4,
+            "fetch_seconds": 0.004,
+            "render_seconds": 0.5,
+        }
+    }
+    publish("worker-2", other)
+    publish()  # this one too: its live figures are used, not counted twice
+    stats = get_cache_stats()
+    box = stats["fragments"]["shared_box"]
+    assert (box["hits"], box["misses"], box["renders"]) == (4, 2, 2)
+    assert stats["hits"] == 4
+    out = StringIO()
+    call_command("cache_stats", stdout=out)
+    assert "hit rate 66.7% (4 hits, 2 misses)" in out.getvalue()
+    assert PROCESS
+
+
+def test_a_request_publishes_this_process(cache_settings: str) -> None:
+    import django_bridge.stats as bridge_stats
+    from jinja_fragcache.keys import stats_key
+
+    bridge_stats._last_published = 0.0
+    Client().get("/dtl/?pk=3")
+    cache = get_fragment_cache()
+    key = stats_key(bridge_stats.PROCESS, prefix=cache.prefix)
+    assert json.loads(cache.backend.get_many([key])[0] or b"{}")["card"]["misses"] == 1

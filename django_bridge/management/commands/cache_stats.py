@@ -17,7 +17,7 @@ def _figure(value: object) -> str:
 class Command(BaseCommand):
     help = (
         "Show the fragment cache's hit rate, the server's keys and memory "
-        "(Redis), and per-fragment counters of this process."
+        "(Redis), and per-fragment counters added up over every web process."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         )
         fragments = stats["fragments"]
         if not fragments:
-            self.stdout.write("No fragment rendered in this process yet.")
+            self.stdout.write("No fragment has been rendered yet.")
             return
         header = (
             "fragment",
