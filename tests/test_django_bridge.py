@@ -571,3 +571,29 @@ def test_a_request_publishes_this_process(cache_settings: str) -> None:
     cache = get_fragment_cache()
     key = stats_key(bridge_stats.PROCESS, prefix=cache.prefix)
     assert json.loads(cache.backend.get_many([key])[0] or b"{}")["card"]["misses"] == 1
+
+
+def test_an_unclosed_tag_inside_is_blamed_on_itself(cache_settings: str) -> None:
+    with pytest.raises(TemplateSyntaxError) as info:
+        compile_source(
+            "dtl", "{% cache_fragment 300 x %}{% if a %}{% endcache_fragment %}"
+        )
+    assert "never closed" not in str(info.value)
+    with pytest.raises(
+        TemplateSyntaxError, match="never closed: missing endcache_fragment"
+    ):
+        compile_source("dtl", "{% cache_fragment 300 x %}{% if a %}{% endif %}")
+
+
+def test_dtl_collections_nested_in_a_fragment(render: Render) -> None:
+    tick = Tick()
+    page = (
+        "{% cache_fragment 300 listing %}<{{ tick.page }}"
+        '{% cache_each 300 row p in items p tags="rows" if cached %}[{{ p }}{{ tick.row }}]{% endcache_each %}'
+        ">{% endcache_fragment %}"
+    )
+    assert render(page, items=[1, 2], tick=tick, cached=True) == "<page[1row][2row]>"
+    assert render(page, items=[1, 2], tick=tick, cached=True) == "<page[1row][2row]>"
+    invalidate_fragment("row", 2)
+    assert render(page, items=[1, 2], tick=tick, cached=True) == "<page[1row][2row]>"
+    assert tick.count == {"page": 2, "row": 3}

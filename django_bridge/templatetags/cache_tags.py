@@ -151,7 +151,8 @@ def _body(parser: Parser, token: Token, tag: str) -> tuple[NodeList, str]:
     try:
         nodelist = parser.parse((end,))
     except template.TemplateSyntaxError as exc:
-        if "Unclosed tag" in str(exc) or end in str(exc):
+        message = str(exc)
+        if "Unclosed tag" in message and f"'{tag}'" in message:  # not an inner tag
             raise _fail(
                 parser, token, f"{tag} is never closed: missing {end}"
             ) from None
