@@ -597,3 +597,21 @@ def test_dtl_collections_nested_in_a_fragment(render: Render) -> None:
     invalidate_fragment("row", 2)
     assert render(page, items=[1, 2], tick=tick, cached=True) == "<page[1row][2row]>"
     assert tick.count == {"page": 2, "row": 3}
+
+
+def test_server_figures_from_djangos_own_redis_cache(
+    settings: Any, redis_url: str
+) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+        }
+    }
+    settings.FRAGCACHE = {"KEY_PREFIX": "own" + uuid.uuid4().hex[:8]}
+    compile_source("dtl", "{% cache_fragment 300 x %}x{% endcache_fragment %}").render(
+        {}
+    )
+    stats = get_cache_stats()
+    assert isinstance(stats["keys"], int) and stats["keys"] > 0
+    assert isinstance(stats["memory_peak"], int)
