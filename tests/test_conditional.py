@@ -1,0 +1,248 @@
+"""Conditional requests, table-driven from RFC 9110 §13, and the decorators."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, RequestFactory, override_settings
+from django.utils.decorators import method_decorator
+from django.views import View
+
+from django_bridge.conditional import (
+    condition_support,
+    etag_support,
+    evaluate,
+    last_modified_support,
+    parse_etags,
+)
+
+LM = 784111777  # Sun, 06 Nov 1994 08:49:37 GMT
+RFC1123 = "Sun, 06 Nov 1994 08:49:37 GMT"
+RFC850 = "Sunday, 06-Nov-94 08:49:37 GMT"
+ASCTIME = "Sun Nov  6 08:49:37 1994"
+EARLIER = "Sat, 05 Nov 1994 08:49:37 GMT"
+LATER = "Mon, 07 Nov 1994 08:49:37 GMT"
+
+
+def request(method: str, **headers: str) -> HttpRequest:
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}
+    return RequestFactory().generic(method, "/", **meta)
+
+
+CASES = [
+    # method, headers, etag, last_modified, expected
+    ("GET", {"If-None-Match": '"abc"'}, '"abc"', None, 304),
+    ("HEAD", {"If-None-Match": '"abc"'}, '"abc"', None, 304),
+    ("GET", {"If-None-Match": 'W/"abc"'}, '"abc"', None, 304),  # weak comparison
+    ("GET", {"If-None-Match": '"abc"'}, 'W/"abc"', None, 304),
+    ("GET", {"If-None-Match": '"x", W/"abc"'}, '"abc"', None, 304),  # a list
+    ("GET", {"If-None-Match": "*"}, '"abc"', None, 304),
+    ("GET", {"If-None-Match": '"x"'}, '"abc"', None, None),
+    ("POST", {"If-None-Match": '"abc"'}, '"abc"', None, 412),  # unsafe method
+    ("PUT", {"If-None-Match": "*"}, '"abc"', None, 412),
+    ("PUT", {"If-Match": '"abc"'}, '"abc"', None, None),
+    ("PUT", {"If-Match": 'W/"abc"'}, '"abc"', None, 412),  # strong comparison
+    ("PUT", {"If-Match": '"abc"'}, 'W/"abc"', None, 412),
+    ("PUT", {"If-Match": '"x", "y"'}, '"abc"', None, 412),
+    ("PUT", {"If-Match": "*"}, '"abc"', None, None),
+    ("GET", {"If-Modified-Since": RFC1123}, None, LM, 304),
+    ("GET", {"If-Modified-Since": RFC850}, None, LM, 304),  # all three date formats
+    ("GET", {"If-Modified-Since": ASCTIME}, None, LM, 304),
+    ("GET", {"If-Modified-Since": LATER}, None, LM, 304),
+    ("GET", {"If-Modified-Since": EARLIER}, None, LM, None),
+    ("POST", {"If-Modified-Since": LATER}, None, LM, None),  # only GET and HEAD
+    ("GET", {"If-None-Match": '"x"', "If-Modified-Since": LATER}, '"abc"', LM, None),
+    ("GET", {"If-None-Match": '"abc"', "If-Modified-Since": EARLIER}, '"abc"', LM, 304),
+    ("PUT", {"If-Unmodified-Since": EARLIER}, None, LM, 412),
+    ("PUT", {"If-Unmodified-Since": RFC1123}, None, LM, None),
+    ("PUT", {"If-Match": '"abc"', "If-Unmodified-Since": EARLIER}, '"abc"', LM, None),
+    (
+        "GET",
+        {"If-Match": '"x"', "If-None-Match": '"abc"'},
+        '"abc"',
+        None,
+        412,
+    ),  # If-Match first
+    # Malformed headers are ignored.
+    ("GET", {"If-None-Match": "abc"}, '"abc"', None, None),
+    ("GET", {"If-None-Match": "abc", "If-Modified-Since": LATER}, '"abc"', LM, 304),
+    ("GET", {"If-Modified-Since": "yesterday"}, None, LM, None),
+    ("PUT", {"If-Match": '"abc'}, '"zzz"', None, None),
+    ("PUT", {"If-Unmodified-Since": "soon"}, None, LM, None),
+    # Each condition is judged only where its validator exists.
+    ("PUT", {"If-Match": '"x"'}, None, LM, None),
+    ("PUT", {"If-Unmodified-Since": EARLIER}, '"abc"', None, None),
+    ("GET", {"If-None-Match": '"x"'}, None, LM, None),
+    ("GET", {"If-Modified-Since": LATER}, '"abc"', None, None),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "etag", "modified", "expected"), CASES)
+def test_rfc9110_preconditions(
+    method: str,
+    headers: dict[str, str],
+    etag: str | None,
+    modified: int | None,
+    expected: int | None,
+) -> None:
+    assert evaluate(request(method, **headers), etag, modified) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "tags"),
+    [
+        ('"a"', ['"a"']),
+        ('W/"a" , "b"', ['W/"a"', '"b"']),
+        ("*", ["*"]),
+        ("a", None),
+        ('"a" "b"', None),
+        ("", None),
+    ],
+)
+def test_parse_etags(value: str, tags: list[str] | None) -> None:
+    assert parse_etags(value) == tags
+
+
+# -- the decorators --------------------------------------------------------------------------
+
+calls: list[str] = []
+
+
+def page(request: HttpRequest, pk: int = 1) -> HttpResponse:
+    calls.append("view")
+    response = HttpResponse(f"page {pk} " * 50)
+    response["Cache-Control"] = "max-age=60"
+    response["Vary"] = "Accept-Language"
+    return response
+
+
+def missing(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("gone", status=404)
+
+
+def etag_of(request: HttpRequest, pk: int = 1) -> str:
+    return f"v{pk}"
+
+
+def changed(request: HttpRequest, pk: int = 1) -> int:
+    return LM
+
+
+def test_etag_func_answers_304_before_the_view() -> None:
+    view = etag_support(etag_of)(page)
+    calls.clear()
+    response = view(request("GET"), pk=2)
+    assert response.status_code == 200 and response["ETag"] == '"v2"'
+    not_modified = view(request("GET", **{"If-None-Match": '"v2"'}), pk=2)
+    assert not_modified.status_code == 304
+    assert not_modified["ETag"] == '"v2"'
+    assert not_modified.content == b""
+    assert calls == ["view"]  # the 304 skipped the view
+    assert view(request("PUT", **{"If-Match": '"v1"'}), pk=2).status_code == 412
+    assert calls == ["view"]
+
+
+def test_etag_from_the_body_and_a_304_keeps_the_headers() -> None:
+    view = etag_support()(page)
+    first = view(request("GET"))
+    etag = first["ETag"]
+    second = view(request("GET", **{"If-None-Match": etag}))
+    assert second.status_code == 304
+    for header in ("ETag", "Cache-Control", "Vary"):
+        assert second[header] == first[header]
+    assert second.content == b""
+
+
+def test_no_304_for_anything_but_a_2xx() -> None:
+    view = etag_support()(missing)
+    assert view(request("GET", **{"If-None-Match": "*"})).status_code == 404
+    view = last_modified_support(changed)(missing)
+    assert (
+        view(request("GET", **{"If-Modified-Since": LATER})).status_code == 304
+    )  # date known before
+
+
+@pytest.mark.parametrize(("method", "headers", "etag", "modified", "expected"), CASES)
+def test_stacking_behaves_exactly_like_the_combined_decorator(
+    method: str,
+    headers: dict[str, str],
+    etag: str | None,
+    modified: int | None,
+    expected: int | None,
+) -> None:
+    etag_func = (
+        (lambda r: etag.strip('"').removeprefix('W/"')) if etag else (lambda r: None)
+    )
+    date_func = (lambda r: modified) if modified is not None else (lambda r: None)
+    combined = condition_support(etag_func=etag_func, last_modified_func=date_func)(
+        page
+    )
+    stacked = etag_support(etag_func)(last_modified_support(date_func)(page))
+    stacked_other_way = last_modified_support(date_func)(etag_support(etag_func)(page))
+    statuses = {
+        view(request(method, **headers)).status_code
+        for view in (combined, stacked, stacked_other_way)
+    }
+    assert len(statuses) == 1
+
+
+def test_async_views() -> None:
+    async def async_page(request: HttpRequest, pk: int = 1) -> HttpResponse:
+        return HttpResponse(f"async {pk}")
+
+    view = condition_support(etag_func=etag_of, last_modified_func=changed)(async_page)
+    assert asyncio.iscoroutinefunction(view)
+    assert asyncio.run(view(request("GET"), pk=3)).status_code == 200
+    response = asyncio.run(view(request("GET", **{"If-None-Match": '"v3"'}), pk=3))
+    assert response.status_code == 304
+    body_etag = etag_support()(async_page)
+    etag = asyncio.run(body_etag(request("GET")))["ETag"]
+    assert (
+        asyncio.run(body_etag(request("GET", **{"If-None-Match": etag}))).status_code
+        == 304
+    )
+
+
+@etag_support(etag_of)
+class ClassPage(View):
+    def get(self, request: HttpRequest, pk: int = 1) -> HttpResponse:
+        return HttpResponse("class")
+
+
+class MethodPage(View):
+    @method_decorator(last_modified_support(changed))
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("method")
+
+
+def test_class_based_views() -> None:
+    view: Any = ClassPage.as_view()
+    assert view(request("GET", **{"If-None-Match": '"v1"'})).status_code == 304
+    assert view(request("GET")).status_code == 200
+    other: Any = MethodPage.as_view()
+    assert other(request("GET", **{"If-Modified-Since": RFC1123})).status_code == 304
+    assert (
+        other(request("GET", **{"If-Modified-Since": EARLIER}))["Last-Modified"]
+        == RFC1123
+    )
+
+
+@override_settings(
+    MIDDLEWARE=["django.middleware.gzip.GZipMiddleware"],
+    ROOT_URLCONF="tests.test_conditional",
+)
+def test_etags_still_match_under_gzip() -> None:
+    client = Client(headers={"Accept-Encoding": "gzip"})
+    first = client.get("/gz/")
+    assert first["Content-Encoding"] == "gzip"
+    assert first["ETag"].startswith('W/"')  # GZipMiddleware weakened it
+    second = client.get("/gz/", headers={"If-None-Match": first["ETag"]})
+    assert second.status_code == 304
+
+
+from django.urls import path  # noqa: E402 - the URLconf of the gzip test
+
+urlpatterns = [path("gz/", etag_support()(page))]
