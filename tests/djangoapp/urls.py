@@ -4,6 +4,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
 
+from django_bridge.conditional import condition_support
+
 
 def dtl_page(request: HttpRequest) -> HttpResponse:
     return render(request, "card.html", {"pk": request.GET.get("pk", "1")})
@@ -41,3 +43,16 @@ def form_page(request: HttpRequest, engine: str) -> HttpResponse:
 
 
 urlpatterns.append(path("form/<str:engine>/", form_page))
+
+
+def _article_etag(request: HttpRequest, pk: int) -> str:
+    return f"article-{pk}-v1"
+
+
+def _article(request: HttpRequest, pk: int) -> HttpResponse:
+    return HttpResponse(f"article {pk}")
+
+
+urlpatterns.append(
+    path("articles/<int:pk>/", condition_support(etag_func=_article_etag)(_article))
+)
