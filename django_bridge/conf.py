@@ -18,6 +18,10 @@ DEFAULTS: dict[str, Any] = {
     "FAIL_OPEN": True,
     # A dotted path or callable: request -> tenant id or None (decorators).
     "TENANT_RESOLVER": None,
+    # The response header that says HIT or MISS on cached views; None: none.
+    "VIEW_DEBUG_HEADER": "X-Cache",
+    # Query parameters that never split a cached view (fnmatch patterns).
+    "IGNORED_QUERY_PARAMS": ("utm_*", "fbclid", "gclid"),
 }
 
 

@@ -123,6 +123,11 @@ def stats_key(name: str, *, prefix: str = "fragcache") -> str:
     return _key(prefix, "s", name, (name,))
 
 
+def headers_key(name: str, path: str, *, prefix: str = "fragcache") -> str:
+    """Where the request headers a cached view's responses vary on are kept."""
+    return _key(prefix, "h", name, (name, path))
+
+
 def lock_key(fragment_key: str) -> str:
     """The key whose holder re-renders an expired fragment."""
     return fragment_key + ":lock"

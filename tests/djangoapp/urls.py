@@ -56,3 +56,21 @@ def _article(request: HttpRequest, pk: int) -> HttpResponse:
 urlpatterns.append(
     path("articles/<int:pk>/", condition_support(etag_func=_article_etag)(_article))
 )
+
+
+from . import views  # noqa: E402
+
+urlpatterns += [
+    path("home/", views.home, name="home"),
+    path("listing/", views.listing, name="listing"),
+    path("localized/", views.localized, name="localized"),
+    path("greeting/", views.greeting, name="greeting"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("reports/", views.reports, name="reports"),
+    path("refused/<str:kind>/", views.refused, name="refused"),
+    path("async-home/", views.async_home, name="async-home"),
+    path("class-home/", views.ClassHome.as_view(), name="class-home"),
+    path("method-home/", views.MethodHome.as_view(), name="method-home"),
+    path("unnamed/", views.home),
+    path("unnamed/again/", views.home),
+]

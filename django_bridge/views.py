@@ -1,0 +1,355 @@
+"""Whole-response caching for views, on the core's render path.
+
+Usage::
+
+    @cache_view(300)                 # one response for everyone
+    def home(request): ...
+
+    @cache_view_per_user(60)         # one per user; anonymous users share one
+    def dashboard(request): ...
+
+    @cache_view_per_tenant(600)      # one per tenant; no tenant: not cached
+    def reports(request): ...
+
+    invalidate_view_cache("home")               # every cached path of the view, O(1)
+    invalidate_view_cache("article", "/a/7/")   # one path, every variant of it
+
+A response is stored only when it is safe to share: a 200 to a GET, with no
+``Set-Cookie``, no ``Cache-Control: private/no-store/no-cache``, no
+``Vary: *`` and no streaming.  The key holds the path, the query string
+(without tracking parameters), the values of the request headers the
+response varies on (learned from earlier responses, as Django's
+``learn_cache_key`` does, including the ``Cookie`` and ``Accept-Language``
+that session and locale middleware add later) and the user or the tenant.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from django.conf import settings as django_settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.decorators import method_decorator
+from django.utils.module_loading import import_string
+
+from jinja_fragcache import FragmentCache, FragmentRequest
+from jinja_fragcache.cache import build_requests
+from jinja_fragcache.keys import headers_key
+
+from .cache import get_fragment_cache
+from .conf import settings
+
+logger = logging.getLogger("django_bridge")
+
+View = TypeVar("View", bound=Callable[..., Any])
+_NEVER_STORED = ("private", "no-store", "no-cache")
+_NOT_REPLAYED = {"set-cookie", "connection", "transfer-encoding", "keep-alive"}
+
+
+class _Uncacheable(Exception):
+    """The response must not be stored; it is served as it is."""
+
+    def __init__(self, response: HttpResponseBase) -> None:
+        self.response = response
+
+
+def cache_view(
+    timeout: float | None,
+    *,
+    key_prefix: str | None = None,
+    cache: FragmentCache | None = None,
+    query_params: Iterable[str] | None = None,
+    statuses: Iterable[int] = (200,),
+    per: str = "everyone",
+) -> Callable[[View], View]:
+    """Cache a view's whole response.
+
+    :param timeout: seconds, ``None`` for never; Django's meaning.
+    :param key_prefix: the name entries are kept under; by default the URL
+        name (``request.resolver_match.view_name``), else the view's path.
+    :param cache: a :class:`FragmentCache`; by default the bridge's.
+    :param query_params: when given, the only query parameters in the key;
+        otherwise all but ``FRAGCACHE["IGNORED_QUERY_PARAMS"]``.
+    :param statuses: the statuses that may be stored.
+    :param per: ``"everyone"``, ``"user"`` or ``"tenant"``.
+    """
+    if per not in ("everyone", "user", "tenant"):
+        raise ValueError(f"per must be 'everyone', 'user' or 'tenant', not {per!r}")
+    allowed = None if query_params is None else frozenset(query_params)
+    storable = frozenset(statuses)
+
+    def decorator(view: View) -> View:
+        if inspect.isclass(view):
+            return method_decorator(decorator, name="dispatch")(view)
+        identity = key_prefix or f"{view.__module__}.{view.__qualname__}"
+
+        def plan(request: HttpRequest) -> tuple[FragmentCache, FragmentRequest] | None:
+            """The request's cache entry, or None when it must not share one."""
+            if request.method not in ("GET", "HEAD"):
+                return None
+            fragments = cache or get_fragment_cache()
+            name = _name(request, key_prefix, identity)
+            learned = _learned(fragments, name, request.path)
+            scope = _scope(request, per, learned)
+            if scope is None:
+                return None
+            vary = [
+                request.path,
+                _query(request, allowed),
+                *(f"{h}={request.headers.get(h, '')}" for h in learned),
+                scope,
+            ]
+            (entry,) = build_requests(
+                name, [vary], timeout=timeout, tags=[_path_tag(name, request.path)]
+            )
+            return fragments, entry
+
+        def judge(
+            request: HttpRequest,
+            response: HttpResponseBase,
+            fragments: FragmentCache,
+            entry: FragmentRequest,
+        ) -> str:
+            """The stored form of *response*, or :class:`_Uncacheable`."""
+            if isinstance(response, HttpResponse) and hasattr(response, "render"):
+                response.render()  # a TemplateResponse
+            headers = _effective_vary(request, response)
+            learned = _learned(fragments, entry.name, request.path)
+            if headers != learned and "*" not in headers:
+                _learn(fragments, entry.name, request.path, headers)
+                raise _Uncacheable(response)  # keyed without them: next time
+            if request.method != "GET" or _refused(response, storable, headers):
+                raise _Uncacheable(response)
+            return _serialize(response)
+
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(
+                request: HttpRequest, *args: Any, **kwargs: Any
+            ) -> Any:
+                planned = plan(request)
+                if planned is None:
+                    return await view(request, *args, **kwargs)
+                fragments, entry = planned
+                fresh: list[HttpResponseBase] = []
+
+                async def render() -> str:
+                    fresh.append(await view(request, *args, **kwargs))
+                    return judge(request, fresh[0], fragments, entry)
+
+                try:
+                    stored = await fragments.render_async(entry, render)
+                except _Uncacheable as refused:
+                    return _mark(refused.response, "MISS")
+                return _respond(request, stored, fresh)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            planned = plan(request)
+            if planned is None:
+                return view(request, *args, **kwargs)
+            fragments, entry = planned
+            fresh: list[HttpResponseBase] = []
+
+            def render() -> str:
+                fresh.append(view(request, *args, **kwargs))
+                return judge(request, fresh[0], fragments, entry)
+
+            try:
+                stored = fragments.render(entry, render)
+            except _Uncacheable as refused:
+                return _mark(refused.response, "MISS")
+            return _respond(request, stored, fresh)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def cache_view_per_user(
+    timeout: float | None, **options: Any
+) -> Callable[[View], View]:
+    """:func:`cache_view` keyed by user id; anonymous users share one entry,
+    never an authenticated user's."""
+    return cache_view(timeout, per="user", **options)
+
+
+def cache_view_per_tenant(
+    timeout: float | None, **options: Any
+) -> Callable[[View], View]:
+    """:func:`cache_view` keyed by tenant: ``request.tenant`` (its ``pk`` or
+    ``schema_name``, as django-tenants has it) or ``FRAGCACHE["TENANT_RESOLVER"]``.
+    With no tenant the response is not cached, never shared."""
+    return cache_view(timeout, per="tenant", **options)
+
+
+def invalidate_view_cache(view_name: str, path: str | None = None) -> bool:
+    """Clear the cached responses of a view: every path (``path=None``), or
+    every variant of one path.  O(1): a version bump, no key scan.
+
+    *view_name* is what the entries are kept under: the URL name (with its
+    namespace) or, for a view without one, its dotted path.
+    """
+    fragments = get_fragment_cache()
+    if path is None:
+        return fragments.invalidate_all(view_name)
+    return fragments.invalidate_tags(_path_tag(view_name, path))
+
+
+# -- the parts ------------------------------------------------------------------
+
+
+def _name(request: HttpRequest, key_prefix: str | None, identity: str) -> str:
+    if key_prefix:
+        return key_prefix
+    match = getattr(request, "resolver_match", None)
+    return match.view_name if match is not None and match.url_name else identity
+
+
+def _path_tag(name: str, path: str) -> str:
+    return f"{name} {path}"
+
+
+def _query(request: HttpRequest, allowed: frozenset[str] | None) -> str:
+    ignored = settings.IGNORED_QUERY_PARAMS
+    pairs = sorted(
+        (key, value)
+        for key, values in request.GET.lists()
+        for value in values
+        if (
+            key in allowed
+            if allowed is not None
+            else not any(fnmatch.fnmatch(key, p) for p in ignored)
+        )
+    )
+    return json.dumps(pairs, separators=(",", ":"))
+
+
+def _authenticated(request: HttpRequest) -> bool:
+    """Whether the user is logged in, without counting as a use of the
+    session: the view's own use of it is what makes a response vary on
+    ``Cookie``."""
+    session = getattr(request, "session", None)
+    accessed = session.accessed if session is not None else True
+    user = getattr(request, "user", None)
+    authenticated = bool(user is not None and user.is_authenticated)
+    if not accessed:
+        session.accessed = False  # type: ignore[union-attr]
+    return authenticated
+
+
+def _scope(request: HttpRequest, per: str, learned: list[str]) -> str | None:
+    if per == "user":
+        return f"user:{request.user.pk}" if _authenticated(request) else "anonymous"
+    if per == "tenant":
+        tenant = _tenant(request)
+        if tenant is None:
+            logger.info("no tenant for %s: the response is not cached", request.path)
+        return None if tenant is None else f"tenant:{tenant}"
+    # Shared: a request with credentials gets its own page unless the
+    # response varies on those credentials.
+    if "authorization" in request.headers and "authorization" not in learned:
+        return None
+    if _authenticated(request) and "cookie" not in learned:
+        return None
+    return "everyone"
+
+
+def _tenant(request: HttpRequest) -> str | None:
+    resolver = settings.TENANT_RESOLVER
+    if resolver:
+        function = import_string(resolver) if isinstance(resolver, str) else resolver
+        found = function(request)
+        return None if found is None else str(found)
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        return None
+    value = getattr(tenant, "pk", None) or getattr(tenant, "schema_name", None)
+    return None if value is None else str(value)
+
+
+def _learned(fragments: FragmentCache, name: str, path: str) -> list[str]:
+    key = headers_key(name, path, prefix=fragments.prefix)
+    try:
+        raw = fragments.backend.get_many([key])[0]
+        headers = json.loads(raw) if raw else []
+    except Exception:  # unreachable or unreadable: learn again
+        return []
+    return [str(h) for h in headers] if isinstance(headers, list) else []
+
+
+def _learn(fragments: FragmentCache, name: str, path: str, headers: list[str]) -> None:
+    key = headers_key(name, path, prefix=fragments.prefix)
+    try:
+        fragments.backend.set(key, json.dumps(headers).encode(), None)
+    except Exception:
+        logger.exception("could not store the Vary headers of %s %s", name, path)
+
+
+def _effective_vary(request: HttpRequest, response: HttpResponseBase) -> list[str]:
+    """The headers the response varies on, with those middleware will add."""
+    headers = {
+        h.strip().lower() for h in response.get("Vary", "").split(",") if h.strip()
+    }
+    session = getattr(request, "session", None)
+    if session is not None and session.accessed:
+        headers.add("cookie")  # SessionMiddleware adds Vary: Cookie
+    if "django.middleware.locale.LocaleMiddleware" in django_settings.MIDDLEWARE:
+        headers.add("accept-language")
+    return sorted(headers)
+
+
+def _refused(
+    response: HttpResponseBase, statuses: frozenset[int], vary: list[str]
+) -> bool:
+    cache_control = response.get("Cache-Control", "").lower()
+    return bool(
+        response.status_code not in statuses
+        or response.streaming
+        or response.cookies
+        or "Set-Cookie" in response
+        or any(word in cache_control for word in _NEVER_STORED)
+        or "*" in vary
+    )
+
+
+def _serialize(response: HttpResponseBase) -> str:
+    content: bytes = response.content  # type: ignore[attr-defined]
+    try:
+        body, encoding = content.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = content.decode("latin-1"), "latin-1"
+    headers = [[k, v] for k, v in response.items() if k.lower() not in _NOT_REPLAYED]
+    meta = {"status": response.status_code, "headers": headers, "encoding": encoding}
+    return json.dumps(meta, separators=(",", ":")) + "\n" + body
+
+
+def _respond(
+    request: HttpRequest, stored: str, fresh: list[HttpResponseBase]
+) -> HttpResponseBase:
+    if fresh:  # rendered by this very request
+        return _mark(fresh[0], "MISS")
+    meta, _, body = stored.partition("\n")
+    data = json.loads(meta)
+    response = HttpResponse(body.encode(data["encoding"]), status=data["status"])
+    for key, value in data["headers"]:
+        response[key] = value
+    if request.method == "HEAD":
+        response.content = b""
+    return _mark(response, "HIT")
+
+
+def _mark(response: HttpResponseBase, state: str) -> HttpResponseBase:
+    header = settings.VIEW_DEBUG_HEADER
+    if header:
+        response[header] = state
+    return response

@@ -1,0 +1,189 @@
+"""Cached views: what is stored, for whom, under which key, and invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from django.test import AsyncClient, Client
+
+from django_bridge.views import invalidate_view_cache
+from tests.djangoapp.views import runs
+
+
+@pytest.fixture(autouse=True)
+def fresh(settings: Any, request: pytest.FixtureRequest) -> None:
+    settings.FRAGCACHE = {"KEY_PREFIX": "v" + uuid.uuid4().hex[:10]}
+    runs.clear()
+
+
+def body(response: Any) -> str:
+    return response.content.decode()
+
+
+def test_one_response_for_everyone() -> None:
+    first = Client().get("/home/")
+    second = Client().get("/home/")
+    assert body(first) == body(second) == "home 1 "
+    assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+    assert runs["home"] == 1
+
+
+def test_head_is_served_from_the_cached_get() -> None:
+    Client().get("/home/")
+    head = Client().head("/home/")
+    assert head.status_code == 200 and head.content == b"" and head["X-Cache"] == "HIT"
+    assert runs["home"] == 1
+
+
+def test_only_get_and_head() -> None:
+    Client().post("/home/")
+    Client().post("/home/")
+    assert runs["home"] == 2
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["404", "cookie", "private", "no-store", "no-cache", "vary-star", "streaming"],
+)
+def test_never_stored(kind: str) -> None:
+    Client().get(f"/refused/{kind}/")
+    second = Client().get(f"/refused/{kind}/")
+    assert runs[kind] == 2
+    assert second["X-Cache"] == "MISS"
+
+
+def test_the_query_string_is_in_the_key_without_tracking_parameters() -> None:
+    client = Client()
+    assert body(client.get("/home/?b=2&a=1")) == "home 1 b=2&a=1"
+    assert body(client.get("/home/?a=1&b=2")) == "home 1 b=2&a=1"  # same parameters
+    assert body(client.get("/home/?a=1&b=2&utm_source=x&fbclid=y")) == "home 1 b=2&a=1"
+    assert body(client.get("/home/?a=2")) == "home 2 a=2"
+
+
+def test_an_allow_list_of_query_parameters() -> None:
+    client = Client()
+    client.get("/listing/?page=1&sort=name")
+    client.get("/listing/?page=1&sort=price")
+    client.get("/listing/?page=2")
+    assert runs["listing"] == 2
+
+
+def test_the_key_follows_the_vary_headers_learned() -> None:
+    client = Client()
+    assert (
+        body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 1"
+    )  # learns
+    assert (
+        body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
+    )  # stored now
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="de")) == "de 3"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
+
+
+@pytest.mark.django_db
+def test_a_shared_page_is_never_served_to_or_stored_for_a_logged_in_user() -> None:
+    from django.contrib.auth.models import User
+
+    assert body(Client().get("/greeting/")) == "hello stranger 1"
+    member = Client()
+    member.force_login(User.objects.create_user("ann"))
+    assert body(member.get("/greeting/")).startswith("hello ann")
+    assert body(Client().get("/greeting/")).startswith("hello stranger")
+    assert (
+        body(Client().get("/greeting/", HTTP_AUTHORIZATION="Bearer x"))
+        != "hello stranger 1"
+    )
+
+
+@pytest.mark.django_db
+def test_per_user() -> None:
+    from django.contrib.auth.models import User
+
+    ann, bob = Client(), Client()
+    ann.force_login(User.objects.create_user("ann"))
+    bob.force_login(User.objects.create_user("bob"))
+    assert body(ann.get("/dashboard/")) == "dashboard of ann 1"
+    assert body(bob.get("/dashboard/")) == "dashboard of bob 2"
+    assert body(Client().get("/dashboard/")) == "dashboard of anonymous 3"
+    assert body(ann.get("/dashboard/")) == "dashboard of ann 1"
+    assert body(Client().get("/dashboard/")) == "dashboard of anonymous 3"
+
+
+def tenant_of(request: Any) -> str | None:
+    return request.headers.get("X-Tenant")
+
+
+def test_per_tenant(settings: Any) -> None:
+    settings.FRAGCACHE = {
+        **settings.FRAGCACHE,
+        "TENANT_RESOLVER": "tests.test_views.tenant_of",
+    }
+    assert body(Client().get("/reports/", HTTP_X_TENANT="a")) == "reports 1"
+    assert body(Client().get("/reports/", HTTP_X_TENANT="b")) == "reports 2"
+    assert body(Client().get("/reports/", HTTP_X_TENANT="a")) == "reports 1"
+    assert body(Client().get("/reports/")) == "reports 3"  # no tenant: not cached
+    assert body(Client().get("/reports/")) == "reports 4"
+
+
+def test_request_tenant_in_the_django_tenants_convention(settings: Any) -> None:
+    from django.test import RequestFactory
+
+    from tests.djangoapp import views
+
+    class Tenant:
+        pk = None
+        schema_name = "acme"
+
+    request = RequestFactory().get("/reports/")
+    request.tenant = Tenant()  # type: ignore[attr-defined]
+    views.reports(request)
+    views.reports(request)
+    assert runs["reports"] == 1
+
+
+def test_invalidate_by_url_name_and_path() -> None:
+    client = Client()
+    client.get("/home/?a=1")
+    client.get("/home/?a=2")
+    assert invalidate_view_cache("home", "/home/")
+    client.get("/home/?a=1")
+    client.get("/home/?a=2")
+    assert runs["home"] == 4
+    client.get("/unnamed/")
+    client.get("/unnamed/again/")
+    assert invalidate_view_cache("home")  # the named URL's every path
+    client.get("/home/?a=1")
+    client.get("/unnamed/")  # an unnamed URL: kept under the view's path
+    assert runs["home"] == 7
+    assert invalidate_view_cache("tests.djangoapp.views.home")
+    client.get("/unnamed/")
+    client.get("/unnamed/again/")
+    assert runs["home"] == 9
+
+
+def test_async_and_class_based_views() -> None:
+    async def fetch(path: str) -> str:
+        return body(await AsyncClient().get(path))
+
+    assert asyncio.run(fetch("/async-home/")) == "async 1"
+    assert asyncio.run(fetch("/async-home/")) == "async 1"
+    for path, label in (("/class-home/", "class"), ("/method-home/", "method")):
+        assert body(Client().get(path)) == body(Client().get(path)) == f"{label} 1"
+
+
+def test_a_down_cache_still_answers(settings: Any) -> None:
+    from .support import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    assert body(Client().get("/home/")) == "home 1 "
+    assert body(Client().get("/home/")) == "home 2 "
