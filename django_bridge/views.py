@@ -67,6 +67,9 @@ def cache_view(
     query_params: Iterable[str] | None = None,
     statuses: Iterable[int] = (200,),
     per: str = "everyone",
+    include_host: bool = False,
+    vary_on: Iterable[str] = (),
+    ignore_params: Iterable[str] = (),
 ) -> Callable[[View], View]:
     """Cache a view's whole response.
 
@@ -78,10 +81,18 @@ def cache_view(
         otherwise all but ``FRAGCACHE["IGNORED_QUERY_PARAMS"]``.
     :param statuses: the statuses that may be stored.
     :param per: ``"everyone"``, ``"user"`` or ``"tenant"``.
+    :param include_host: put the host in the key; off by default, so that
+        :func:`invalidate_view_cache` works outside a request.
+    :param vary_on: request headers always in the key, besides those the
+        responses' ``Vary`` teaches.
+    :param ignore_params: query parameters (fnmatch patterns) left out of
+        the key, besides ``FRAGCACHE["IGNORED_QUERY_PARAMS"]``.
     """
     if per not in ("everyone", "user", "tenant"):
         raise ValueError(f"per must be 'everyone', 'user' or 'tenant', not {per!r}")
     allowed = None if query_params is None else frozenset(query_params)
+    always = sorted({header.lower() for header in vary_on})
+    ignored = tuple(ignore_params)
     storable = frozenset(statuses)
 
     def decorator(view: View) -> View:
@@ -99,11 +110,13 @@ def cache_view(
             scope = _scope(request, per, learned)
             if scope is None:
                 return None
+            headers = sorted({*always, *learned})
             vary = [
                 request.path,
-                _query(request, allowed),
-                *(f"{h}={request.headers.get(h, '')}" for h in learned),
+                _query(request, allowed, ignored),
+                *(f"{h}={request.headers.get(h, '')}" for h in headers),
                 scope,
+                request.get_host() if include_host else "",
             ]
             (entry,) = build_requests(
                 name, [vary], timeout=timeout, tags=[_path_tag(name, request.path)]
@@ -121,8 +134,10 @@ def cache_view(
                 response.render()  # a TemplateResponse
             headers = _effective_vary(request, response)
             learned = _learned(fragments, entry.name, request.path)
-            if headers != learned and "*" not in headers:
-                _learn(fragments, entry.name, request.path, headers)
+            if "*" not in headers and not set(headers) <= {*always, *learned}:
+                _learn(
+                    fragments, entry.name, request.path, sorted({*headers, *learned})
+                )
                 raise _Uncacheable(response)  # keyed without them: next time
             if request.method != "GET" or _refused(response, storable, headers):
                 raise _Uncacheable(response)
@@ -192,6 +207,52 @@ def cache_view_per_tenant(
     return cache_view(timeout, per="tenant", **options)
 
 
+def cache_api_response(
+    timeout: float | None,
+    *,
+    vary_on: Iterable[str] = (),
+    statuses: Iterable[int] = range(200, 300),
+    **options: Any,
+) -> Callable[[View], View]:
+    """:func:`cache_view` for Django REST framework views.
+
+    It stores the **rendered** bytes, status and headers, never a pickled
+    ``Response``, and keys on the negotiated renderer (the ``Accept`` header
+    and the ``format`` parameter), the query string and *vary_on* headers.
+    Any 2xx may be stored.  Put it above ``@api_view``, or on the ``APIView``
+    class, so it sees the finished response::
+
+        @cache_api_response(60, vary_on=["Accept-Language"])
+        @api_view(["GET"])
+        def products(request): ...
+    """
+    return cache_view(
+        timeout, vary_on=["Accept", *vary_on], statuses=statuses, **options
+    )
+
+
+#: The query parameters DRF's paginators read.
+PAGINATION_PARAMS = ("page", "page_size", "limit", "offset", "cursor")
+
+
+def cache_api_list(
+    timeout: float | None, *, per_page: bool = True, **options: Any
+) -> Callable[[View], View]:
+    """:func:`cache_api_response` for paginated lists.
+
+    Each page (``page``, ``page_size``, ``limit``/``offset``, ``cursor``) has
+    its own entry, and ``invalidate_view_cache(name, path)`` clears them all
+    at once.  With ``per_page=False`` (a list that ignores pagination) those
+    parameters are left out of the key.
+    """
+    if not per_page:
+        options["ignore_params"] = (
+            *options.get("ignore_params", ()),
+            *PAGINATION_PARAMS,
+        )
+    return cache_api_response(timeout, **options)
+
+
 def invalidate_view_cache(view_name: str, path: str | None = None) -> bool:
     """Clear the cached responses of a view: every path (``path=None``), or
     every variant of one path.  O(1): a version bump, no key scan.
@@ -219,8 +280,10 @@ def _path_tag(name: str, path: str) -> str:
     return f"{name} {path}"
 
 
-def _query(request: HttpRequest, allowed: frozenset[str] | None) -> str:
-    ignored = settings.IGNORED_QUERY_PARAMS
+def _query(
+    request: HttpRequest, allowed: frozenset[str] | None, extra: tuple[str, ...]
+) -> str:
+    ignored = (*settings.IGNORED_QUERY_PARAMS, *extra)
     pairs = sorted(
         (key, value)
         for key, values in request.GET.lists()

@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "rest_framework",
     "django_bridge",
     "tests.djangoapp",
 ]
@@ -30,6 +31,7 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [HERE / "templates" / "dtl"],
+        "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": ["django.template.context_processors.request"]
         },
@@ -46,3 +48,4 @@ TEMPLATES = [
 ]
 SILENCED_SYSTEM_CHECKS = ["fragcache.W001"]  # LocMem is right for tests
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+REST_FRAMEWORK = {"UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser"}

@@ -74,3 +74,11 @@ urlpatterns += [
     path("unnamed/", views.home),
     path("unnamed/again/", views.home),
 ]
+
+
+from . import api  # noqa: E402
+
+urlpatterns += [
+    path("api/products/", api.products, name="api-products"),
+    path("api/items/", api.ItemList.as_view(), name="api-items"),
+]
