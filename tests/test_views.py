@@ -187,3 +187,36 @@ def test_a_down_cache_still_answers(settings: Any) -> None:
     }
     assert body(Client().get("/home/")) == "home 1 "
     assert body(Client().get("/home/")) == "home 2 "
+
+
+def test_an_expired_page_is_served_stale_while_another_request_refreshes_it() -> None:
+    import time
+
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from django_bridge.views import cache_view
+    from jinja_fragcache import FragmentCache, MemoryBackend
+    from jinja_fragcache.keys import lock_key
+
+    backend = MemoryBackend()
+    fragments = FragmentCache(backend, stale_grace=30)
+
+    @cache_view(0.2, cache=fragments, key_prefix="stale-page")
+    def page(request: HttpRequest) -> HttpResponse:
+        runs["stale"] += 1
+        return HttpResponse(f"page {runs['stale']}")
+
+    assert page(RequestFactory().get("/p/")).content == b"page 1"
+    time.sleep(0.3)
+    # Another request is re-rendering it: this one gets the stale copy.
+    (entry_key,) = [
+        k
+        for k in backend._data
+        if k.startswith(fragments.prefix + ":1:f:") and not k.endswith(":v")
+    ]
+    backend.add(lock_key(entry_key), b"busy", 60)
+    assert page(RequestFactory().get("/p/")).content == b"page 1"
+    assert runs["stale"] == 1
+    backend.delete(lock_key(entry_key))
+    assert page(RequestFactory().get("/p/")).content == b"page 2"  # refreshed
