@@ -39,7 +39,7 @@ from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
 
 from jinja_fragcache import FragmentCache, FragmentRequest
-from jinja_fragcache.cache import build_requests
+from jinja_fragcache.cache import build_requests, last_outcome
 from jinja_fragcache.keys import headers_key
 
 from .cache import get_fragment_cache
@@ -408,7 +408,7 @@ def _respond(
         response[key] = value
     if request.method == "HEAD":
         response.content = b""
-    return _mark(response, "HIT")
+    return _mark(response, "STALE" if last_outcome() == "stale" else "HIT")
 
 
 def _mark(response: HttpResponseBase, state: str) -> HttpResponseBase:

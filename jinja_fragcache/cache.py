@@ -49,6 +49,21 @@ _collector: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextV
     "jinja_fragcache_collector", default=None
 )
 
+#: What the last lookup in this context ended as; see :func:`last_outcome`.
+_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jinja_fragcache_outcome", default=None
+)
+
+
+def last_outcome() -> str | None:
+    """How the last ``render*`` call of this thread or task was answered:
+    ``"hit"``, ``"stale"`` (an expired copy, served while another request
+    refreshes it), ``"miss"`` (rendered here) or ``"uncached"`` (the cache
+    was bypassed or down).  For a collection, the most telling of its items.
+    """
+    return _outcome.get()
+
+
 # An instruction from the flow to its driver: ("get_many", keys),
 # ("add_many", mapping, timeout), ("set_many", mapping, timeout),
 # ("delete", key), ("render", indices) or ("sleep", seconds).
@@ -365,6 +380,7 @@ class FragmentCache:
         self.statistics.record_fetch(
             requests[0].name, time.perf_counter() - read.start, hits=len(entries)
         )
+        _outcome.set("hit")
         return [entry.body for entry in entries]  # type: ignore[union-attr]
 
     # -- invalidation ----------------------------------------------------------
@@ -608,6 +624,7 @@ class FragmentCache:
             stale=served_stale,
         )
         if not to_render:
+            _outcome.set("stale" if served_stale else "hit")
             return results
 
         # Snapshot every version before rendering, creating the missing
@@ -659,6 +676,7 @@ class FragmentCache:
                 hard_ttl = None if timeout is None else timeout + self.stale_grace
                 yield ("set_many", writes, hard_ttl)
             yield from self._unlock(keys, won)
+        _outcome.set("miss")  # after the render, whose fragments set theirs
         return results
 
     def _unlock(self, keys: list[str], won: list[int]) -> _Gen:
@@ -745,6 +763,7 @@ class FragmentCache:
     def _render_uncached(self, requests: Sequence[FragmentRequest]) -> _Gen:
         rendered = yield ("render", range(len(requests)))
         self._record_renders(requests[0].name, rendered)
+        _outcome.set("uncached")
         return [r.body for r in rendered]
 
     def _record_renders(self, name: str, rendered: list[_Rendered]) -> None:

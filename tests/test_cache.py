@@ -394,3 +394,26 @@ def test_fail_open_can_be_turned_off() -> None:
 
 async def _async_body() -> str:
     return "x"
+
+
+def test_last_outcome_says_how_a_render_was_answered() -> None:
+    from jinja_fragcache.cache import last_outcome
+
+    cache = new_cache(MemoryBackend(), stale_grace=30)
+    request = FragmentRequest("box", timeout=0.2)
+    nested = FragmentRequest("inner", timeout=300)
+
+    def body_with_a_nested_hit() -> str:
+        return cache.render(nested, lambda: "inner")
+
+    cache.render(nested, lambda: "inner")
+    cache.render(request, body_with_a_nested_hit)
+    assert last_outcome() == "miss"  # the outer's, not the nested hit's
+    cache.render(request, body_with_a_nested_hit)
+    assert last_outcome() == "hit"
+    time.sleep(0.3)
+    cache.backend.add(lock_key(cache.key_for("box")), b"busy", 60)
+    cache.render(request, body_with_a_nested_hit)
+    assert last_outcome() == "stale"
+    cache.render(FragmentRequest("live", timeout=0), lambda: "x")
+    assert last_outcome() == "uncached"

@@ -216,7 +216,8 @@ def test_an_expired_page_is_served_stale_while_another_request_refreshes_it() ->
         if k.startswith(fragments.prefix + ":1:f:") and not k.endswith(":v")
     ]
     backend.add(lock_key(entry_key), b"busy", 60)
-    assert page(RequestFactory().get("/p/")).content == b"page 1"
+    stale = page(RequestFactory().get("/p/"))
+    assert (stale.content, stale["X-Cache"]) == (b"page 1", "STALE")
     assert runs["stale"] == 1
     backend.delete(lock_key(entry_key))
     assert page(RequestFactory().get("/p/")).content == b"page 2"  # refreshed
