@@ -246,3 +246,19 @@ def test_etags_still_match_under_gzip() -> None:
 from django.urls import path  # noqa: E402 - the URLconf of the gzip test
 
 urlpatterns = [path("gz/", etag_support()(page))]
+
+
+def test_a_304_before_the_view_carries_what_outer_decorators_set() -> None:
+    from django.views.decorators.cache import cache_control
+    from django.views.decorators.vary import vary_on_headers
+
+    view = cache_control(max_age=60)(
+        vary_on_headers("Accept-Language")(etag_support(etag_of)(page))
+    )
+    calls.clear()
+    response = view(request("GET", **{"If-None-Match": '"v1"'}))
+    assert response.status_code == 304
+    assert calls == []
+    assert response["Cache-Control"] == "max-age=60"
+    assert response["Vary"] == "Accept-Language"
+    assert response["ETag"] == '"v1"'
