@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
-ALLOWED_HOSTS = ["testserver"]
+ALLOWED_HOSTS = ["testserver", "a.example", "b.example"]
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",

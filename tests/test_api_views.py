@@ -93,3 +93,24 @@ def test_each_page_has_its_entry_and_one_call_clears_them_all() -> None:
     client.get("/api/items/?page=1")
     client.get("/api/items/?page=2")
     assert runs["items"] == 4
+
+
+def test_a_list_that_ignores_pagination_can_leave_it_out_of_the_key() -> None:
+    from django.test import RequestFactory
+    from rest_framework.decorators import api_view
+    from rest_framework.response import Response
+
+    from django_bridge.views import cache_api_list
+
+    @cache_api_list(60, per_page=False, key_prefix="whole-list")
+    @api_view(["GET"])
+    def whole(request: Any) -> Response:
+        runs["whole"] += 1
+        return Response({"run": runs["whole"]})
+
+    for query in ("", "?page=2", "?limit=5&offset=10", "?cursor=abc"):
+        request = RequestFactory().get(
+            "/whole/" + query, HTTP_ACCEPT="application/json"
+        )
+        assert whole(request).status_code == 200
+    assert runs["whole"] == 1

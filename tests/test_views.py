@@ -221,3 +221,28 @@ def test_an_expired_page_is_served_stale_while_another_request_refreshes_it() ->
     assert runs["stale"] == 1
     backend.delete(lock_key(entry_key))
     assert page(RequestFactory().get("/p/")).content == b"page 2"  # refreshed
+
+
+def test_credentials_are_cached_per_credential_when_the_response_varies_on_them() -> (
+    None
+):
+    client = Client()
+    client.get("/token/", HTTP_AUTHORIZATION="Bearer a")  # not served or stored yet
+    client.get("/token/")  # learns Vary: Authorization from an anonymous request
+    assert (
+        body(client.get("/token/", HTTP_AUTHORIZATION="Bearer a")) == "for Bearer a 3"
+    )
+    assert (
+        body(client.get("/token/", HTTP_AUTHORIZATION="Bearer a")) == "for Bearer a 3"
+    )
+    assert (
+        body(client.get("/token/", HTTP_AUTHORIZATION="Bearer b")) == "for Bearer b 4"
+    )
+
+
+def test_the_host_is_in_the_key_only_when_asked() -> None:
+    assert body(Client().get("/per-host/", HTTP_HOST="a.example")) == "a.example 1"
+    assert body(Client().get("/per-host/", HTTP_HOST="b.example")) == "b.example 2"
+    assert body(Client().get("/per-host/", HTTP_HOST="a.example")) == "a.example 1"
+    assert body(Client().get("/home/", HTTP_HOST="a.example")) == "home 1 "
+    assert body(Client().get("/home/", HTTP_HOST="b.example")) == "home 1 "

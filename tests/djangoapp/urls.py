@@ -82,3 +82,8 @@ urlpatterns += [
     path("api/products/", api.products, name="api-products"),
     path("api/items/", api.ItemList.as_view(), name="api-items"),
 ]
+
+urlpatterns += [
+    path("token/", views.token_page, name="token"),
+    path("per-host/", views.per_host, name="per-host"),
+]

@@ -95,3 +95,18 @@ class MethodHome(View):
     def get(self, request: HttpRequest) -> HttpResponse:
         runs["method"] += 1
         return HttpResponse(f"method {runs['method']}")
+
+
+@cache_view(300)
+@vary_on_headers("Authorization")
+def token_page(request: HttpRequest) -> HttpResponse:
+    runs["token"] += 1
+    return HttpResponse(
+        f"for {request.headers.get('Authorization', '-')} {runs['token']}"
+    )
+
+
+@cache_view(300, include_host=True)
+def per_host(request: HttpRequest) -> HttpResponse:
+    runs["host"] += 1
+    return HttpResponse(f"{request.get_host()} {runs['host']}")
