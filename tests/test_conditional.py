@@ -116,6 +116,8 @@ def page(request: HttpRequest, pk: int = 1) -> HttpResponse:
     response = HttpResponse(f"page {pk} " * 50)
     response["Cache-Control"] = "max-age=60"
     response["Vary"] = "Accept-Language"
+    response["Expires"] = "Sun, 06 Nov 2044 08:49:37 GMT"
+    response["Content-Location"] = f"/pages/{pk}"
     return response
 
 
@@ -151,8 +153,9 @@ def test_etag_from_the_body_and_a_304_keeps_the_headers() -> None:
     etag = first["ETag"]
     second = view(request("GET", **{"If-None-Match": etag}))
     assert second.status_code == 304
-    for header in ("ETag", "Cache-Control", "Vary"):
+    for header in ("ETag", "Cache-Control", "Vary", "Expires", "Content-Location"):
         assert second[header] == first[header]
+    assert "Content-Type" not in second
     assert second.content == b""
 
 
