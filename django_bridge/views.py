@@ -261,19 +261,26 @@ def invalidate_view_cache(view_name: str, path: str | None = None) -> bool:
     namespace) or, for a view without one, its dotted path.
     """
     fragments = get_fragment_cache()
+    name = VIEW_PREFIX + view_name
     if path is None:
-        return fragments.invalidate_all(view_name)
-    return fragments.invalidate_tags(_path_tag(view_name, path))
+        return fragments.invalidate_all(name)
+    return fragments.invalidate_tags(_path_tag(name, path))
 
 
 # -- the parts ------------------------------------------------------------------
 
 
+#: Starts the name of every cached view, which keeps them apart from
+#: template fragments in keys and statistics.
+VIEW_PREFIX = "view:"
+
+
 def _name(request: HttpRequest, key_prefix: str | None, identity: str) -> str:
     if key_prefix:
-        return key_prefix
+        return VIEW_PREFIX + key_prefix
     match = getattr(request, "resolver_match", None)
-    return match.view_name if match is not None and match.url_name else identity
+    name = match.view_name if match is not None and match.url_name else identity
+    return VIEW_PREFIX + name
 
 
 def _path_tag(name: str, path: str) -> str:

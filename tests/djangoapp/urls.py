@@ -87,3 +87,7 @@ urlpatterns += [
     path("token/", views.token_page, name="token"),
     path("per-host/", views.per_host, name="per-host"),
 ]
+
+from django.urls import include  # noqa: E402
+
+urlpatterns += [path("cache/", include("django_bridge.urls"))]
