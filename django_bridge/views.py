@@ -151,7 +151,7 @@ def cache_view(
             ) -> Any:
                 planned = plan(request)
                 if planned is None:
-                    return await view(request, *args, **kwargs)
+                    return _mark(await view(request, *args, **kwargs), "MISS")
                 fragments, entry = planned
                 fresh: list[HttpResponseBase] = []
 
@@ -171,7 +171,7 @@ def cache_view(
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             planned = plan(request)
             if planned is None:
-                return view(request, *args, **kwargs)
+                return _mark(view(request, *args, **kwargs), "MISS")
             fragments, entry = planned
             fresh: list[HttpResponseBase] = []
 
@@ -305,19 +305,23 @@ def _query(
 
 
 def _authenticated(request: HttpRequest) -> bool:
-    """Whether the user is logged in, without counting as a use of the
-    session: the view's own use of it is what makes a response vary on
-    ``Cookie``."""
-    session = getattr(request, "session", None)
-    accessed = session.accessed if session is not None else True
     user = getattr(request, "user", None)
-    authenticated = bool(user is not None and user.is_authenticated)
-    if not accessed:
-        session.accessed = False  # type: ignore[union-attr]
-    return authenticated
+    return bool(user is not None and user.is_authenticated)
 
 
 def _scope(request: HttpRequest, per: str, learned: list[str]) -> str | None:
+    """Who may share the entry, without counting as a use of the session:
+    only the view's own use of it makes a response vary on ``Cookie``."""
+    session = getattr(request, "session", None)
+    accessed = session.accessed if session is not None else True
+    try:
+        return _audience(request, per, learned)
+    finally:
+        if not accessed:
+            session.accessed = False  # type: ignore[union-attr]
+
+
+def _audience(request: HttpRequest, per: str, learned: list[str]) -> str | None:
     if per == "user":
         return f"user:{request.user.pk}" if _authenticated(request) else "anonymous"
     if per == "tenant":

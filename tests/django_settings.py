@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_bridge",
     "tests.djangoapp",
+    "examples.site.shop",
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 CACHES = {
@@ -38,7 +39,10 @@ TEMPLATES = [
     },
     {
         "BACKEND": "django.template.backends.jinja2.Jinja2",
-        "DIRS": [HERE / "templates" / "jinja2"],
+        "DIRS": [
+            HERE / "templates" / "jinja2",
+            HERE.parent / "examples" / "site" / "jinja2",
+        ],
         "OPTIONS": {
             "environment": "django_bridge.jinja2.environment",
             "block_start_string": "<%",
@@ -49,3 +53,4 @@ TEMPLATES = [
 SILENCED_SYSTEM_CHECKS = ["fragcache.W001"]  # LocMem is right for tests
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 REST_FRAMEWORK = {"UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser"}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
