@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from ...models import Entry, Membership, Tenant
 
@@ -24,6 +25,7 @@ class Command(BaseCommand):
             user, created = User.objects.get_or_create(username=member)
             if created:
                 user.set_password(PASSWORD)
+                user.last_login = timezone.now()  # "recently active", for warming
                 user.save()
             Membership.objects.get_or_create(user=user, defaults={"tenant": tenant})
             for i in range(1, 13):
