@@ -103,11 +103,15 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 def test_stats_page_draws_its_chart_in_a_real_browser(site: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     browser.get(site + "/login/")
     browser.find_element(By.NAME, "username").send_keys("staff")
     browser.find_element(By.NAME, "password").send_keys("demo")
     browser.find_element(By.TAG_NAME, "button").click()
+    # Wait for the login to land before going on: a navigation now would
+    # cancel the form's POST.
+    WebDriverWait(browser, 10).until(lambda b: "/login/" not in b.current_url)
     browser.get(site + "/templates/sidebar/")
     browser.refresh()  # the second load is a hit
     assert browser.find_elements(By.CSS_SELECTOR, "nav.sidebar a")
