@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from jinja2 import Template
 
 from jinja_fragcache.backends.base import Timeout
@@ -127,3 +137,51 @@ __all__ = [
     "render",
     "run",
 ]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def gunicorn(
+    application: str, env: Mapping[str, str], ready_path: str = "/"
+) -> Iterator[str]:
+    """Serve a WSGI *application* with a real gunicorn on a free loopback
+    port; yield its base URL once *ready_path* answers."""
+    binary = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    if not Path(binary).exists():
+        pytest.fail('The server tests need gunicorn: pip install -e ".[test]"')
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", f"127.0.0.1:{port}", "--workers", "1", application],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(base + ready_path, timeout=1).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not serve {application}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def unreachable_redis_caches() -> dict[str, Any]:
+    """A CACHES setting whose default cache is a Redis nobody listens on."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }

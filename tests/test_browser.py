@@ -7,65 +7,32 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .support import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from .support import ROOT, gunicorn
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
     env = {
-        **os.environ,
         "DJANGO_SETTINGS_MODULE": "examples.site.settings",
         "EXAMPLE_DB": str(tmp_path / "site.sqlite3"),
-        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": "",  # the site's in-process cache
     }
-    env.pop("REDIS_URL", None)
     manage = [sys.executable, str(ROOT / "examples" / "site" / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
-    subprocess.run([*manage, "seed_demo"], env=env, check=True, capture_output=True)
-    port = free_port()
-    gunicorn = shutil.which("gunicorn") or str(
-        Path(sys.executable).with_name("gunicorn")
-    )
-    server = subprocess.Popen(
-        [
-            gunicorn,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "examples.site.wsgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(base + "/", timeout=1).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the example site did not start under gunicorn")
-                time.sleep(0.1)
+    for command in (["migrate", "-v0"], ["seed_demo"]):
+        subprocess.run(
+            [*manage, *command],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
+    with gunicorn("examples.site.wsgi:application", env) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture

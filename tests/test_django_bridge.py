@@ -408,15 +408,9 @@ def test_invalidate_fragment_command_fails_when_the_cache_is_down(
 ) -> None:
     from django.core.management import CommandError, call_command
 
-    from .support import free_port
+    from .support import unreachable_redis_caches
 
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
-        }
-    }
+    settings.CACHES = unreachable_redis_caches()
     settings.FRAGCACHE = {"KEY_PREFIX": "down" + uuid.uuid4().hex[:8]}
     with pytest.raises(CommandError, match="unreachable"):
         call_command("invalidate_fragment", "card", "--all")
@@ -491,15 +485,9 @@ def test_a_hit_is_one_round_trip(render: Render) -> None:
 
 
 def test_pages_render_when_the_cache_server_is_down(engine: str, settings: Any) -> None:
-    from .support import free_port
+    from .support import unreachable_redis_caches
 
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
-        }
-    }
+    settings.CACHES = unreachable_redis_caches()
     settings.FRAGCACHE = {"KEY_PREFIX": "down" + uuid.uuid4().hex[:8]}
     source = "{% cache_fragment 300 box p %}body {{ p }}{% endcache_fragment %}"
     assert compile_source(engine, source).render({"p": 1}) == "body 1"

@@ -178,15 +178,9 @@ def test_async_and_class_based_views() -> None:
 
 
 def test_a_down_cache_still_answers(settings: Any) -> None:
-    from .support import free_port
+    from .support import unreachable_redis_caches
 
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
-        }
-    }
+    settings.CACHES = unreachable_redis_caches()
     assert body(Client().get("/home/")) == "home 1 "
     assert body(Client().get("/home/")) == "home 2 "
 
