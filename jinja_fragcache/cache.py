@@ -11,13 +11,14 @@ line of logic without either one blocking the other's way of doing I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from .backends.base import Backend
@@ -53,6 +54,50 @@ _collector: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextV
 _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "jinja_fragcache_outcome", default=None
 )
+
+
+class Lookup(NamedTuple):
+    """One lookup, as :func:`recording` lists it."""
+
+    name: str
+    key: str
+    variants: int
+    outcome: str
+    fetch_ms: float
+    render_ms: float
+
+
+_lookups: contextvars.ContextVar[list[Lookup] | None] = contextvars.ContextVar(
+    "jinja_fragcache_lookups", default=None
+)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Lookup]]:
+    """List every lookup made in this thread or task until the block ends
+    (the debug toolbar panel uses it)::
+
+        with recording() as lookups:
+            template.render()
+    """
+    lookups: list[Lookup] = []
+    token = _lookups.set(lookups)
+    try:
+        yield lookups
+    finally:
+        _lookups.reset(token)
+
+
+def _note(
+    outcome: str, name: str, keys: Sequence[str], fetch: float, render: float
+) -> None:
+    _outcome.set(outcome)
+    lookups = _lookups.get()
+    if lookups is not None:
+        key = keys[0] if keys else ""
+        lookups.append(
+            Lookup(name, key, len(keys), outcome, fetch * 1000, render * 1000)
+        )
 
 
 def last_outcome() -> str | None:
@@ -377,10 +422,9 @@ class FragmentCache:
                 return None
         for entry in entries:
             _report(entry.versions)  # type: ignore[union-attr]
-        self.statistics.record_fetch(
-            requests[0].name, time.perf_counter() - read.start, hits=len(entries)
-        )
-        _outcome.set("hit")
+        fetched = time.perf_counter() - read.start
+        self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
+        _note("hit", requests[0].name, read.keys, fetched, 0.0)
         return [entry.body for entry in entries]  # type: ignore[union-attr]
 
     # -- invalidation ----------------------------------------------------------
@@ -616,15 +660,16 @@ class FragmentCache:
                 results[i] = usable.body
                 served_stale += not usable.is_fresh(now)
                 _report(usable.versions)
+        fetched = time.perf_counter() - start
         self.statistics.record_fetch(
             first.name,
-            time.perf_counter() - start,
+            fetched,
             hits=len(requests) - len(to_render) - served_stale,
             misses=len(to_render),
             stale=served_stale,
         )
         if not to_render:
-            _outcome.set("stale" if served_stale else "hit")
+            _note("stale" if served_stale else "hit", first.name, keys, fetched, 0.0)
             return results
 
         # Snapshot every version before rendering, creating the missing
@@ -676,7 +721,8 @@ class FragmentCache:
                 hard_ttl = None if timeout is None else timeout + self.stale_grace
                 yield ("set_many", writes, hard_ttl)
             yield from self._unlock(keys, won)
-        _outcome.set("miss")  # after the render, whose fragments set theirs
+        # Noted after the render, whose own fragments note theirs first.
+        _note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
         return results
 
     def _unlock(self, keys: list[str], won: list[int]) -> _Gen:
@@ -763,7 +809,8 @@ class FragmentCache:
     def _render_uncached(self, requests: Sequence[FragmentRequest]) -> _Gen:
         rendered = yield ("render", range(len(requests)))
         self._record_renders(requests[0].name, rendered)
-        _outcome.set("uncached")
+        seconds = sum(r.seconds for r in rendered)
+        _note("uncached", requests[0].name, [], 0.0, seconds)
         return [r.body for r in rendered]
 
     def _record_renders(self, name: str, rendered: list[_Rendered]) -> None:
