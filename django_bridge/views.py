@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.decorators import method_decorator
@@ -149,7 +150,9 @@ def cache_view(
             async def async_wrapper(
                 request: HttpRequest, *args: Any, **kwargs: Any
             ) -> Any:
-                planned = plan(request)
+                # Who the user is may need the database, and the learned
+                # headers the cache: both sync, so off the event loop.
+                planned = await sync_to_async(plan)(request)
                 if planned is None:
                     return _mark(await view(request, *args, **kwargs), "MISS")
                 fragments, entry = planned
@@ -157,7 +160,9 @@ def cache_view(
 
                 async def render() -> str:
                     fresh.append(await view(request, *args, **kwargs))
-                    return judge(request, fresh[0], fragments, entry)
+                    return await sync_to_async(judge)(
+                        request, fresh[0], fragments, entry
+                    )
 
                 try:
                     stored = await fragments.render_async(entry, render)

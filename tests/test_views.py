@@ -242,3 +242,20 @@ def test_the_host_is_in_the_key_only_when_asked() -> None:
     assert body(Client().get("/per-host/", HTTP_HOST="a.example")) == "a.example 1"
     assert body(Client().get("/home/", HTTP_HOST="a.example")) == "home 1 "
     assert body(Client().get("/home/", HTTP_HOST="b.example")) == "home 1 "
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_async_view_for_a_logged_in_user() -> None:
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user("carol")
+
+    async def fetch() -> Any:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        # A session cookie: knowing the user needs the database.
+        return await client.get("/async-home/")
+
+    response = async_to_sync(fetch)()
+    assert response.status_code == 200 and response["X-Cache"] == "MISS"
