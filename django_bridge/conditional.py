@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -219,7 +220,10 @@ def _wrap(
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            etag, modified, later, early = before(request, args, kwargs)
+            # The validators may query the database: off the event loop.
+            etag, modified, later, early = await sync_to_async(before)(
+                request, args, kwargs
+            )
             if early is not None:
                 return early
             response = await view(request, *args, **kwargs)

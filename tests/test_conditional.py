@@ -265,3 +265,18 @@ def test_a_304_before_the_view_carries_what_outer_decorators_set() -> None:
     assert response["Cache-Control"] == "max-age=60"
     assert response["Vary"] == "Accept-Language"
     assert response["ETag"] == '"v1"'
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_validators_may_use_the_database() -> None:
+    from django.contrib.auth.models import User
+
+    def user_count_etag(request: HttpRequest) -> str:
+        return f"users-{User.objects.count()}"
+
+    async def async_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    view = condition_support(etag_func=user_count_etag)(async_view)
+    response = asyncio.run(view(request("GET", **{"If-None-Match": '"users-0"'})))
+    assert response.status_code == 304
