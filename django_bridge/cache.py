@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -12,6 +13,7 @@ from jinja_fragcache import FragmentCache
 
 from .backend import DjangoCacheBackend
 from .conf import settings
+from .identity import django_identity
 from .safety import refuse_csrf_tokens
 
 _caches: dict[tuple[Any, ...], FragmentCache] = {}
@@ -31,13 +33,14 @@ def get_fragment_cache() -> FragmentCache:
         settings.LOCK_TIMEOUT,
         settings.LOCK_WAIT,
         settings.FAIL_OPEN,
+        bool(django_settings.DEBUG),
     )
     cache = _caches.get(config)
     if cache is None:
         with _lock:
             cache = _caches.get(config)
             if cache is None:
-                alias, prefix, grace, lock_timeout, lock_wait, fail_open = config
+                alias, prefix, grace, lock_timeout, lock_wait, fail_open, debug = config
                 cache = _caches[config] = FragmentCache(
                     DjangoCacheBackend(alias),
                     prefix=prefix,
@@ -46,6 +49,8 @@ def get_fragment_cache() -> FragmentCache:
                     lock_wait=lock_wait,
                     fail_open=fail_open,
                     store_filter=refuse_csrf_tokens,
+                    identity=django_identity(),
+                    debug=debug,
                 )
     return cache
 
@@ -54,6 +59,6 @@ def get_fragment_cache() -> FragmentCache:
 def _forget(setting: str, **kwargs: Any) -> None:
     # Tests override CACHES and FRAGCACHE; a stale instance would keep
     # pointing at the old alias.
-    if setting in ("FRAGCACHE", "CACHES"):
+    if setting in ("FRAGCACHE", "CACHES", "DEBUG"):
         with _lock:
             _caches.clear()

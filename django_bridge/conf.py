@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "VIEW_DEBUG_HEADER": "X-Cache",
     # Query parameters that never split a cached view (fnmatch patterns).
     "IGNORED_QUERY_PARAMS": ("utm_*", "fbclid", "gclid"),
+    # {"app_label.model": "field"}: a model's vary identity adds that field
+    # (an updated_at, say), so saving the row makes a new key.
+    "VERSION_FIELDS": {},
 }
 
 

@@ -120,7 +120,11 @@ def cache_view(
                 request.get_host() if include_host else "",
             ]
             (entry,) = build_requests(
-                name, [vary], timeout=timeout, tags=[_path_tag(name, request.path)]
+                name,
+                [vary],
+                timeout=timeout,
+                tags=[_path_tag(name, request.path)],
+                identity=fragments.identity,
             )
             return fragments, entry
 

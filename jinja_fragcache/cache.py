@@ -18,27 +18,31 @@ import itertools
 import logging
 import secrets
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
 from .entry import CorruptEntryError, Entry
+from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
 from .keys import (
+    FragmentCacheWarning,
     check_prefix,
+    key_of,
     lock_key,
     make_fragment_key,
     name_version_key,
     tag_version_key,
     variant_version_key,
-    vary_strings,
-    warn_if_unstable,
 )
 from .stats import FragmentStats
 from .timeouts import Timeout, check_timeout
 
 logger = logging.getLogger("jinja_fragcache")
+
+_T = TypeVar("_T")
 
 #: What a backend call returns to the flow when the backend failed or the
 #: circuit breaker is open.
@@ -168,25 +172,59 @@ def build_requests(
     template: str = "",
     digest: str = "",
     context: Any = None,
+    identity: VaryIdentity | None = None,
+    where: str = "",
+    debug: bool = False,
 ) -> list[FragmentRequest]:
     """One request per tuple of vary values, as every tag builds them.
 
-    The timeout and the tags are checked once; a vary value whose ``str()``
-    names a memory address warns.  :raises ValueError: naming the bad value;
-    the tag adds the template and the line.
+    The timeout and the tags are checked once.  A variant with a vary value
+    that has no safe identity (see :mod:`jinja_fragcache.identity`) renders
+    uncached (its timeout becomes ``0``) with a warning naming *where*; with
+    *debug* a value with no identity at all is an error instead.
+
+    :raises ValueError: naming the bad value; the tag adds the template and
+        the line.
     """
     seconds = check_timeout(timeout)
     tag_names = check_tags(tags)
+    identity = identity or DEFAULT_IDENTITY
     requests = []
     for vary in varies:
-        strings = vary_strings(vary)
-        warn_if_unstable(name, strings)
-        requests.append(
-            FragmentRequest(
-                name, strings, seconds, tag_names, template, digest, context
+        wanted = seconds
+        try:
+            strings = identity.strings(vary)
+        except RefusedVaryValue as refused:
+            if debug and refused.severe:
+                raise
+            warnings.warn(
+                f"fragment {name!r} ({where or 'no template'}) is not cached: "
+                f"{refused}",
+                FragmentCacheWarning,
+                stacklevel=2,
             )
+            strings, wanted = (), 0.0
+        requests.append(
+            FragmentRequest(name, strings, wanted, tag_names, template, digest, context)
         )
     return requests
+
+
+def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
+    """The requests that bypass the cache (timeout 0, or a refused vary)."""
+    if len(requests) == 1:  # the common case, kept cheap
+        return [0] if requests[0].timeout == 0 else []
+    return [i for i, r in enumerate(requests) if r.timeout == 0]
+
+
+def _parts(count: int, skipped: list[int]) -> tuple[list[int], list[int]]:
+    left_out = set(skipped)
+    return [i for i in range(count) if i not in left_out], skipped
+
+
+def _shifted(render: Callable[[int], _T], indices: list[int]) -> Callable[[int], _T]:
+    """*render* of a sub-batch: its item ``j`` is item ``indices[j]``."""
+    return lambda j: render(indices[j])
 
 
 def _new_version() -> bytes:
@@ -200,16 +238,31 @@ def _texts(values: Sequence[bytes | None]) -> list[str | None]:
     return [None if v is None else v.decode("latin-1") for v in values]
 
 
-@functools.lru_cache(maxsize=8192)
 def _keys_for(
     prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """A variant's entry key, the keys of the counters it depends on, and
     both together: what a lookup of that variant alone reads."""
-    key = make_fragment_key(name, vary, prefix=prefix)
+    if sum(map(len, vary)) > _CACHED_VARY_LENGTH:
+        return _plan_keys(prefix, name, vary, tags)
+    return _cached_plan(prefix, name, vary, tags)
+
+
+#: Vary values longer than this (all together) are not kept in the cache
+#: below, which would otherwise hold them without a bound on bytes.
+_CACHED_VARY_LENGTH = 512
+
+
+def _plan_keys(
+    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    key = key_of(name, vary, prefix=prefix)
     counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
     counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
     return key, tuple(counters), (key, *counters)
+
+
+_cached_plan = functools.lru_cache(maxsize=8192)(_plan_keys)
 
 
 class _DecodedEntries:
@@ -290,6 +343,10 @@ class FragmentCache:
     :param store_filter: ``store_filter(request, body)`` is asked before a
         rendered fragment is stored; false keeps it out of the cache (the
         body is still served).  The Django bridge refuses CSRF tokens here.
+    :param identity: the :class:`~jinja_fragcache.identity.VaryIdentity`
+        that turns vary values into keys; a fresh one when ``None``.
+    :param debug: development checks: a vary value with no identity is an
+        error instead of a warning.
     """
 
     def __init__(
@@ -304,6 +361,8 @@ class FragmentCache:
         breaker_cooldown: float = 5.0,
         fail_open: bool = True,
         store_filter: Callable[[FragmentRequest, str], bool] | None = None,
+        identity: VaryIdentity | None = None,
+        debug: bool = False,
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
@@ -319,6 +378,9 @@ class FragmentCache:
         self.breaker = CircuitBreaker(breaker_cooldown)
         self.fail_open = fail_open
         self.store_filter = store_filter
+        #: How vary values become keys; register converters on it.
+        self.identity = identity or VaryIdentity()
+        self.debug = debug
         self.statistics = FragmentStats()
         # Entries are immutable bytes, so their decoded form can be kept:
         # a hit on the same bytes skips the parse.
@@ -331,7 +393,7 @@ class FragmentCache:
 
     def key_for(self, name: str, *vary: object) -> str:
         """The entry key of one variant: what ``cache_key_for`` shows."""
-        return make_fragment_key(name, vary, prefix=self.prefix)
+        return make_fragment_key(name, vary, prefix=self.prefix, identity=self.identity)
 
     # -- rendering ---------------------------------------------------------
 
@@ -361,7 +423,10 @@ class FragmentCache:
         holds waits up to ``lock_wait`` for it; collections do not wait.
         """
         name = requests[0].name
-        if requests[0].timeout == 0:
+        skipped = _skipped(requests)
+        if skipped:
+            if len(skipped) < len(requests):
+                return self._render_partly(requests, render, skipped)
             uncached: list[str] = self._drive(
                 self._render_uncached(requests), name, render
             )
@@ -386,7 +451,10 @@ class FragmentCache:
     ) -> list[str]:
         """Async :meth:`render_many`; *render* returns an awaitable."""
         name = requests[0].name
-        if requests[0].timeout == 0:
+        skipped = _skipped(requests)
+        if skipped:
+            if len(skipped) < len(requests):
+                return await self._arender_partly(requests, render, skipped)
             flow = self._render_uncached(requests)
             uncached: list[str] = await self._adrive(flow, name, render)
             return uncached
@@ -398,6 +466,37 @@ class FragmentCache:
         results: list[str] = await self._adrive(
             self._flow(requests, wait, read, found), name, render
         )
+        return results
+
+    def _render_partly(
+        self,
+        requests: Sequence[FragmentRequest],
+        render: Callable[[int], str],
+        skipped: list[int],
+    ) -> list[str]:
+        """A collection some of whose items must not be cached."""
+        results = [""] * len(requests)
+        for indices in _parts(len(requests), skipped):
+            bodies = self.render_many(
+                [requests[i] for i in indices], _shifted(render, indices)
+            )
+            for i, body in zip(indices, bodies, strict=True):
+                results[i] = body
+        return results
+
+    async def _arender_partly(
+        self,
+        requests: Sequence[FragmentRequest],
+        render: Callable[[int], Awaitable[str]],
+        skipped: list[int],
+    ) -> list[str]:
+        results = [""] * len(requests)
+        for indices in _parts(len(requests), skipped):
+            bodies = await self.render_many_async(
+                [requests[i] for i in indices], _shifted(render, indices)
+            )
+            for i, body in zip(indices, bodies, strict=True):
+                results[i] = body
         return results
 
     def _hits(

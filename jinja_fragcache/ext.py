@@ -258,6 +258,7 @@ class FragmentCacheExtension(Extension):
 
     def _requests(
         self,
+        cache: FragmentCache,
         context: Context,
         lineno: int,
         name: str,
@@ -276,6 +277,9 @@ class FragmentCacheExtension(Extension):
                 template=context.name or "",
                 digest=digest,
                 context=context,
+                identity=cache.identity,
+                where=_where(context, lineno),
+                debug=cache.debug,
             )
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
@@ -292,19 +296,24 @@ class FragmentCacheExtension(Extension):
         vary: list[object],
         caller: Caller,
     ) -> Any:
+        cache = self.cache
         (request,) = self._requests(
-            context, lineno, name, digest, timeout, tags, [vary]
+            cache, context, lineno, name, digest, timeout, tags, [vary]
         )
         if not condition:
             return caller()
         if self.environment.is_async:
-            return self._cache_fragment_async(context, request, caller)
-        return _markup(context, self.cache.render(request, caller))
+            return self._cache_fragment_async(cache, context, request, caller)
+        return _markup(context, cache.render(request, caller))
 
     async def _cache_fragment_async(
-        self, context: Context, request: FragmentRequest, caller: Caller
+        self,
+        cache: FragmentCache,
+        context: Context,
+        request: FragmentRequest,
+        caller: Caller,
     ) -> str:
-        return _markup(context, await self.cache.render_async(request, caller))
+        return _markup(context, await cache.render_async(request, caller))
 
     @staticmethod
     def _as_list(iterable: Iterable[object]) -> list[object]:
@@ -323,19 +332,25 @@ class FragmentCacheExtension(Extension):
         varies: list[tuple[object, ...]],
         caller: Caller,
     ) -> Any:
-        requests = self._requests(context, lineno, name, digest, timeout, tags, varies)
+        cache = self.cache
+        requests = self._requests(
+            cache, context, lineno, name, digest, timeout, tags, varies
+        )
         if self.environment.is_async:
-            return self._cache_each_async(context, requests, condition, items, caller)
+            return self._cache_each_async(
+                cache, context, requests, condition, items, caller
+            )
         if not condition:
             bodies = [caller(item) for item in items]
         elif requests:
-            bodies = self.cache.render_many(requests, lambda i: caller(items[i]))
+            bodies = cache.render_many(requests, lambda i: caller(items[i]))
         else:
             bodies = []
         return _markup(context, "".join(bodies))
 
     async def _cache_each_async(
         self,
+        cache: FragmentCache,
         context: Context,
         requests: list[FragmentRequest],
         condition: object,
@@ -345,9 +360,7 @@ class FragmentCacheExtension(Extension):
         if not condition:
             bodies = [await caller(item) for item in items]
         elif requests:
-            bodies = await self.cache.render_many_async(
-                requests, lambda i: caller(items[i])
-            )
+            bodies = await cache.render_many_async(requests, lambda i: caller(items[i]))
         else:
             bodies = []
         return _markup(context, "".join(bodies))

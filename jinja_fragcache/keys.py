@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import warnings
 from collections.abc import Iterable
+
+from .identity import DEFAULT_IDENTITY, VaryIdentity
 
 #: Bumped whenever the layout of keys changes, so old and new never mix.
 KEY_FORMAT = "1"
@@ -30,7 +31,6 @@ MAX_KEY_LENGTH = 200
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _READABLE_NAME_LENGTH = 48
-_ADDRESS_REPR_RE = re.compile(r" at 0x[0-9A-Fa-f]+>")
 
 
 class FragmentCacheWarning(UserWarning):
@@ -70,34 +70,67 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+#: The longest vary (in characters, all parts together) whose key is kept
+#: in the cache below: the cache holds what it is given, so it is bounded by
+#: size as well as by count.  Longer values are hashed on every use.
+_CACHED_PARTS_LENGTH = 512
+
+
 @functools.lru_cache(maxsize=4096)
-def _key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+def _cached_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
     # Cached: a page asks for the same few keys on every request.
+    return _build_key(prefix, kind, name, parts)
+
+
+def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
     check_prefix(prefix)
     return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:{_digest(parts)}"
 
 
-def vary_strings(vary_on: Iterable[object]) -> tuple[str, ...]:
-    """Vary values as the key sees them: by ``str()``, as Django does."""
-    return tuple(str(value) for value in vary_on)
+def _key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+    if sum(map(len, parts)) > _CACHED_PARTS_LENGTH:
+        return _build_key(prefix, kind, name, parts)
+    return _cached_key(prefix, kind, name, parts)
+
+
+def vary_strings(
+    vary_on: Iterable[object], identity: VaryIdentity | None = None
+) -> tuple[str, ...]:
+    """Vary values as the key sees them: see :mod:`jinja_fragcache.identity`.
+
+    :raises RefusedVaryValue: for a value without a safe identity.
+    """
+    return (identity or DEFAULT_IDENTITY).strings(vary_on)
 
 
 def make_fragment_key(
-    name: str, vary_on: Iterable[object] = (), *, prefix: str = "fragcache"
+    name: str,
+    vary_on: Iterable[object] = (),
+    *,
+    prefix: str = "fragcache",
+    identity: VaryIdentity | None = None,
 ) -> str:
     """Return the cache key of fragment *name* for the values *vary_on*.
 
     The only key function: the Jinja tags, the Django tags, every
-    ``invalidate_*`` helper and ``cache_key_for`` call it.  Vary values are
-    compared by ``str()``, so ``42`` and ``"42"`` are the same variant.  The
-    key is deterministic across processes, injective over
-    ``(name, tuple(str(v) for v in vary_on))``, at most 200 characters and
-    made of ``[A-Za-z0-9._:-]`` only, so memcached takes it as it is.
+    ``invalidate_*`` helper and ``cache_key_for`` call it.  Plain vary values
+    are compared by ``str()``, so ``42`` and ``"42"`` are the same variant;
+    objects by their identity (:mod:`jinja_fragcache.identity`; *identity*
+    holds the converters, a cache passes its own).  The key is
+    deterministic across processes, injective over the name and the vary
+    values' identities, at most 200 characters and made of
+    ``[A-Za-z0-9._:-]`` only, so memcached takes it as it is.
 
     >>> make_fragment_key("sidebar", [42])[:23]
     'fragcache:1:f:sidebar:f'
+
+    :raises RefusedVaryValue: for a value without a safe identity.
     """
-    strings = vary_strings(vary_on)
+    return key_of(name, vary_strings(vary_on, identity), prefix=prefix)
+
+
+def key_of(name: str, strings: tuple[str, ...], *, prefix: str = "fragcache") -> str:
+    """:func:`make_fragment_key` of vary values already made strings."""
     # The name goes first and the count second, so a vary value can never
     # pass for a name.
     return _key(prefix, "f", name, (name, str(len(strings)), *strings))
@@ -131,34 +164,3 @@ def headers_key(name: str, path: str, *, prefix: str = "fragcache") -> str:
 def lock_key(fragment_key: str) -> str:
     """The key whose holder re-renders an expired fragment."""
     return fragment_key + ":lock"
-
-
-def unstable_vary_value(strings: Iterable[str]) -> str | None:
-    """Return the first vary string that names a memory address, if any.
-
-    Such a value (the default ``object.__repr__``) differs between processes
-    and between requests, so the fragment would never be found again.
-    """
-    for text in strings:
-        if " at 0x" in text and _ADDRESS_REPR_RE.search(text):
-            return text
-    return None
-
-
-_warned_names: set[str] = set()
-
-
-def warn_if_unstable(name: str, strings: Iterable[str]) -> None:
-    """Warn once per fragment name about a vary value that cannot hit."""
-    if name in _warned_names:
-        return
-    bad = unstable_vary_value(strings)
-    if bad is not None:
-        _warned_names.add(name)
-        warnings.warn(
-            f"fragment {name!r} varies on {bad!r}, whose str() contains a memory "
-            "address: it differs in every process, so this fragment will never "
-            "be a hit. Vary on a stable value such as an id.",
-            FragmentCacheWarning,
-            stacklevel=3,
-        )

@@ -606,14 +606,94 @@ def test_unconfigured_environment_uses_the_process_default(
     assert fresh_default.stats()["card"]["hits"] == 1
 
 
-def test_unstable_vary_value_warns_once(make_env: MakeEnv, unique_prefix: str) -> None:
-    name = f"unstable_{unique_prefix}"  # warnings are once per name per process
+class _Person:
+    """A plain object: its str() is the default repr, an address."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_default_repr_vary_is_never_cached(
+    make_env: MakeEnv, cache: FragmentCache, backend: CountingBackend
+) -> None:
+    # CPython hands a freed object's address to the next one, so keyed by
+    # str() carol would be served alice's card.
     t = template(
-        make_env(), f"{{% cache_fragment 300 {name} obj %}}x{{% endcache_fragment %}}"
+        make_env(),
+        "{% cache_fragment 300 card p %}{{ p.name }}{% endcache_fragment %}",
     )
-    with pytest.warns(FragmentCacheWarning, match=name):
-        render(t, obj=object())
-    render(t, obj=object())  # a second warning would be an error here
+    for name in ("alice", "bob", "carol"):
+        with pytest.warns(FragmentCacheWarning, match=r"card.*line 1.*no identity"):
+            assert render(t, p=_Person(name)) == name
+    assert backend.calls.get("set_many", 0) == 0
+
+
+def test_default_repr_vary_is_an_error_under_debug(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    cache.debug = True
+    t = template(
+        make_env(),
+        "\n{% cache_fragment 300 card p %}{{ p.name }}{% endcache_fragment %}",
+    )
+    with pytest.raises(TemplateRuntimeError, match=r"no identity.*line 2"):
+        render(t, p=_Person("alice"))
+
+
+def test_undefined_vary_is_not_shared(
+    make_env: MakeEnv, cache: FragmentCache, backend: CountingBackend
+) -> None:
+    # Undefined renders as "": every tenant would share one variant.
+    cache.debug = True  # only warned about, even under debug
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 menu tenant %}{{ who }}{% endcache_fragment %}",
+    )
+    with pytest.warns(FragmentCacheWarning, match="'tenant' is undefined"):
+        assert render(t, who="acme") == "acme"
+    with pytest.warns(FragmentCacheWarning):
+        assert render(t, who="globex") == "globex"
+    assert backend.calls.get("set_many", 0) == 0
+
+
+def test_cache_each_caches_the_items_that_have_an_identity(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 row item in items item.key %}"
+        "[{{ item.name }}]{% endcache_each %}",
+    )
+    items = [{"key": 1, "name": "a"}, {"key": _Person("x"), "name": "b"}]
+    with pytest.warns(FragmentCacheWarning):
+        assert render(t, items=items) == "[a][b]"
+    items[0]["name"] = "changed"  # the first item is served from the cache
+    items[1]["name"] = "live"
+    with pytest.warns(FragmentCacheWarning):
+        assert render(t, items=items) == "[a][live]"
+
+
+def test_objects_are_keyed_by_their_identity(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    class User:
+        def __init__(self, pk: int, name: str) -> None:
+            self.pk, self.name = pk, name
+
+        def __str__(self) -> str:
+            return self.name
+
+    cache.identity.register(User, lambda user: f"user:{user.pk}")
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 greeting user %}Hi {{ user.pk }}{% endcache_fragment %}",
+    )
+    assert render(t, user=User(1, "AnonymousUser")) == "Hi 1"
+    assert render(t, user=User(2, "AnonymousUser")) == "Hi 2"  # same str()
+    assert render(t, user="AnonymousUser") == "Hi "  # a plain string
+    assert cache.invalidate("greeting", User(1, "someone else"))
+    assert render(t, user=User(1, "AnonymousUser")) == "Hi 1"
+    assert cache.stats()["greeting"]["misses"] == 4
 
 
 def test_async_never_stores_a_coroutine(

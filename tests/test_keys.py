@@ -4,13 +4,12 @@ import hashlib
 import re
 import subprocess
 import sys
-import warnings
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jinja_fragcache import FragmentCacheWarning, make_fragment_key
+from jinja_fragcache import make_fragment_key
 from jinja_fragcache.keys import (
     MAX_KEY_LENGTH,
     _encode_parts,
@@ -18,7 +17,6 @@ from jinja_fragcache.keys import (
     name_version_key,
     tag_version_key,
     variant_version_key,
-    warn_if_unstable,
 )
 
 SAFE = re.compile(r"[A-Za-z0-9._:-]+\Z")
@@ -111,15 +109,3 @@ def test_key_is_the_same_in_another_process() -> None:
 def test_bad_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         make_fragment_key("a", prefix=prefix)
-
-
-def test_address_repr_warns_once_per_fragment() -> None:
-    class Thing:
-        pass
-
-    with pytest.warns(FragmentCacheWarning, match="memory address"):
-        warn_if_unstable("unstable-one", [str(Thing())])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        warn_if_unstable("unstable-one", [str(Thing())])  # already warned
-        warn_if_unstable("stable", ["42", "<b>at home</b>"])

@@ -40,6 +40,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from jinja_fragcache import FragmentRequest
 from jinja_fragcache.cache import build_requests
+from jinja_fragcache.identity import MissingValue
 from jinja_fragcache.timeouts import check_timeout
 
 from ..api import invalidate_fragment
@@ -135,13 +136,25 @@ class _Options:
                     self.vary.append(parser.compile_filter(bit))
 
     def resolve_vary(self, context: Context) -> list[object]:
-        return [expression.resolve(context) for expression in self.vary]
+        return [_resolve(expression, context) for expression in self.vary]
 
     def cached(self, context: Context) -> bool:
         return self.condition is None or bool(self.condition.eval(context))
 
     def tag_values(self, context: Context) -> object:
         return None if self.tags is None else self.tags.resolve(context)
+
+
+def _resolve(expression: FilterExpression, context: Context) -> object:
+    """A vary value; a missing variable is marked as such, not ``""``, so it
+    cannot make every visitor share one variant."""
+    variable = expression.var
+    if expression.filters or not isinstance(variable, template.Variable):
+        return expression.resolve(context)
+    try:
+        return variable.resolve(context)
+    except template.VariableDoesNotExist:
+        return MissingValue(str(variable))
 
 
 def _body(parser: Parser, token: Token, tag: str) -> tuple[NodeList, str]:
@@ -195,6 +208,11 @@ class _FragmentNode(Node):
     def requests(
         self, context: Context, varies: Sequence[Sequence[object]]
     ) -> list[FragmentRequest]:
+        cache = get_fragment_cache()
+        where = (
+            f"template {self.template_name.removeprefix('django:') or '<string>'!r}, "
+            f"line {self.lineno}"
+        )
         try:
             return build_requests(
                 self.name,
@@ -204,12 +222,13 @@ class _FragmentNode(Node):
                 template=self.template_name,
                 digest=self.digest,
                 context=context,
+                identity=cache.identity,
+                where=where,
+                debug=cache.debug,
             )
         except ValueError as exc:
             raise template.TemplateSyntaxError(
-                f"{self.tag} {self.name!r}: {exc} (template "
-                f"{self.template_name.removeprefix('django:') or '<string>'!r}, "
-                f"line {self.lineno})"
+                f"{self.tag} {self.name!r}: {exc} ({where})"
             ) from None
 
 

@@ -1,0 +1,153 @@
+"""Vary values with an identity: plain values by str(), objects by identity,
+in the core and with Django's models and users in both engines."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from django.template import engines
+from django.utils.functional import SimpleLazyObject
+
+from django_bridge import get_fragment_cache
+from django_bridge.identity import ANONYMOUS
+from jinja_fragcache import FragmentCacheWarning, make_fragment_key
+from jinja_fragcache.identity import MARK, RefusedVaryValue, VaryIdentity
+from jinja_fragcache.keys import _cached_key
+from tests.djangoapp.models import Product
+
+# -- the core's rules -----------------------------------------------------------------
+
+
+def test_plain_values_are_keyed_by_str_as_django_does() -> None:
+    assert make_fragment_key("card", [42]) == make_fragment_key("card", ["42"])
+    assert make_fragment_key("card", [None]) == make_fragment_key("card", ["None"])
+
+
+def test_an_identity_never_equals_a_plain_string() -> None:
+    class Thing:
+        def __fragment_key__(self) -> str:
+            return "42"
+
+    strings = VaryIdentity().strings([Thing(), "42", MARK + "o:42"])
+    assert len(set(strings)) == 3
+    assert make_fragment_key("card", [Thing()]) != make_fragment_key("card", ["42"])
+
+
+def test_sets_and_dicts_are_keyed_in_a_stable_order() -> None:
+    identity = VaryIdentity()
+    assert identity.string({"b", "a"}) == identity.string({"a", "b"})
+    assert identity.string({"x": 1, "y": 2}) == identity.string({"y": 2, "x": 1})
+    assert identity.string(["a", "b"]) != identity.string(["a,b"])
+
+
+def test_a_converter_may_refuse() -> None:
+    class Draft:
+        pass
+
+    identity = VaryIdentity()
+    identity.register(Draft, lambda draft: None)
+    with pytest.raises(RefusedVaryValue, match="refused by its converter"):
+        identity.string(Draft())
+
+
+def test_long_vary_values_are_not_kept_by_the_key_caches() -> None:
+    before = _cached_key.cache_info().currsize
+    for i in range(20):
+        make_fragment_key("big", ["x" * 100_000 + str(i)])
+    assert _cached_key.cache_info().currsize == before
+
+
+# -- Django objects, both engines -----------------------------------------------------
+
+
+@pytest.fixture
+def fragments(settings: Any) -> Any:
+    settings.FRAGCACHE = {"KEY_PREFIX": "id" + uuid.uuid4().hex[:10]}
+    return get_fragment_cache()
+
+
+def render(engine: str, source: str, **context: Any) -> str:
+    if engine == "dtl":
+        template = engines["django"].from_string("{% load cache_tags %}" + source)
+    else:
+        source = source.replace("{%", "<%").replace("%}", "%>")
+        template = engines["jinja2"].from_string(source)
+    return str(template.render(context))
+
+
+GREETING = (
+    "{% cache_fragment 300 greeting user %}Hi {{ user.pk }}{% endcache_fragment %}"
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_a_user_named_anonymoususer_is_not_anonymous(
+    engine: str, fragments: Any
+) -> None:
+    named = User.objects.create(username="AnonymousUser")
+    assert render(engine, GREETING, user=named) == f"Hi {named.pk}"
+    assert render(engine, GREETING, user=AnonymousUser()) == "Hi None"
+    lazy = SimpleLazyObject(lambda: AnonymousUser())  # as request.user is
+    assert render(engine, GREETING, user=lazy) == "Hi None"
+    assert fragments.stats()["greeting"]["hits"] == 1
+    assert fragments.identity.string(AnonymousUser()).endswith(ANONYMOUS)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_a_product_with_a_users_pk_is_not_that_user(
+    engine: str, fragments: Any
+) -> None:
+    user = User.objects.create(username="alice")
+    product = Product.objects.create(pk=user.pk, name="alice")  # same pk, str()
+    source = "{% cache_fragment 300 box obj %}[{{ obj.name }}]{% endcache_fragment %}"
+    assert render(engine, source, obj=user) == "[]"
+    assert render(engine, source, obj=product) == "[alice]"
+    assert fragments.invalidate("box", product)
+    assert render(engine, source, obj=user) == "[]"
+    assert fragments.stats()["box"]["hits"] == 1
+
+
+@pytest.mark.django_db
+def test_a_version_field_makes_a_new_key(settings: Any, fragments: Any) -> None:
+    settings.FRAGCACHE = {
+        **settings.FRAGCACHE,
+        "VERSION_FIELDS": {"auth.user": "username"},
+    }
+    user = User.objects.create(username="alice")
+    key = get_fragment_cache().key_for("box", user)
+    user.username = "alice2"
+    assert get_fragment_cache().key_for("box", user) != key
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_an_unsaved_instance_is_not_cached(engine: str, fragments: Any) -> None:
+    source = "{% cache_fragment 300 box obj %}{{ obj }}{% endcache_fragment %}"
+    with pytest.warns(FragmentCacheWarning, match="refused"):
+        assert render(engine, source, obj=Product(name="a")) == "a"
+    with pytest.warns(FragmentCacheWarning, match="refused"):
+        assert render(engine, source, obj=Product(name="b")) == "b"
+
+
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_a_missing_vary_variable_is_not_shared(engine: str, fragments: Any) -> None:
+    source = "{% cache_fragment 300 menu tenant %}{{ who }}{% endcache_fragment %}"
+    with pytest.warns(FragmentCacheWarning, match="undefined"):
+        assert render(engine, source, who="acme") == "acme"
+    with pytest.warns(FragmentCacheWarning, match="undefined"):
+        assert render(engine, source, who="globex") == "globex"
+
+
+@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
+def test_no_identity_is_an_error_under_debug(
+    engine: str, settings: Any, fragments: Any
+) -> None:
+    settings.DEBUG = True
+    source = "\n{% cache_fragment 300 box obj %}x{% endcache_fragment %}"
+    with pytest.raises(Exception, match=r"no identity.*line 2"):
+        render(engine, source, obj=object())
