@@ -30,6 +30,25 @@ def _load(value: object) -> bytes | None:
     return None  # not ours: a miss
 
 
+def _request_errors() -> tuple[type[Exception], ...]:
+    """The client libraries' errors for a server that answered and refused
+    one request (a value too large, an expiry it cannot take)."""
+    found: list[type[Exception]] = []
+    try:
+        import redis
+
+        found += [redis.ResponseError, redis.DataError]
+    except ImportError:
+        pass
+    try:
+        from pymemcache import exceptions
+
+        found += [exceptions.MemcacheClientError, exceptions.MemcacheServerError]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 def _django_timeout(timeout: Timeout) -> int | None:
     # Whole seconds: memcached reads a fraction below one as "expire now".
     return None if timeout is None else max(1, math.ceil(timeout))
@@ -50,6 +69,7 @@ class DjangoCacheBackend:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        self.request_errors = _request_errors()
 
     @property
     def cache(self) -> Any:

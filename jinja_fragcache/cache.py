@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from .backends.base import Backend
+from .backends.base import Backend, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
 from .entry import CorruptEntryError, Entry
@@ -47,6 +47,9 @@ _T = TypeVar("_T")
 #: What a backend call returns to the flow when the backend failed or the
 #: circuit breaker is open.
 _FAILED: Any = object()
+
+#: Errors that come from a request's own arguments, whatever the backend.
+_REQUEST_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError)
 
 #: The versions the fragments rendered so far inside an enclosing fragment
 #: depend on; ``None`` outside any fragment.
@@ -668,11 +671,11 @@ class FragmentCache:
             return _FAILED
         try:
             result = getattr(self.backend, op[0])(*op[1:])
-        except Exception:
+        except Exception as exc:
             if not self.fail_open:
                 self.statistics.record_error(name)
                 raise
-            self._failed(name, op)
+            self._failed(name, op, exc)
             return _FAILED
         self.breaker.succeeded()
         return result
@@ -682,17 +685,31 @@ class FragmentCache:
             return _FAILED
         try:
             result = await getattr(self.backend, "a" + op[0])(*op[1:])
-        except Exception:
+        except Exception as exc:
             if not self.fail_open:
                 self.statistics.record_error(name)
                 raise
-            self._failed(name, op)
+            self._failed(name, op, exc)
             return _FAILED
         self.breaker.succeeded()
         return result
 
-    def _failed(self, name: str, op: _Op) -> None:
+    def _failed(self, name: str, op: _Op, exc: Exception) -> None:
         self.statistics.record_error(name)
+        refused = _REQUEST_ERRORS + request_errors(self.backend)
+        # django-redis wraps the client's error: its cause tells.
+        if isinstance(exc, refused) or isinstance(exc.__cause__, refused):
+            # The server answered, and refused this request's arguments (a
+            # value too large, say): this request's error, not an outage,
+            # so the breaker stays closed for every other fragment.
+            logger.error(
+                "fragment cache backend %s refused %s for fragment %r: %s",
+                type(self.backend).__name__,
+                op[0],
+                name,
+                exc,
+            )
+            return
         self.breaker.failed()
         logger.exception(
             "fragment cache backend %s failed in %s for fragment %r; rendering "
@@ -725,8 +742,8 @@ class FragmentCache:
         writable = True
         won: list[int] = []
         contested = stale + cold if wait else stale
+        token = _new_version()
         if contested:
-            token = _new_version()
             claimed = yield (
                 "add_many",
                 {lock_key(keys[i]): token for i in contested},
@@ -751,6 +768,16 @@ class FragmentCache:
                 if arrived is not None and arrived.is_fresh(time.time()):
                     entries[i] = arrived
             waiting = [i for i in waiting if entries[i] is None]
+            if waiting:
+                # A holder that gave up (its render or its write failed)
+                # has released the lock: take it over instead of sleeping
+                # out lock_wait.
+                taken = yield from self._take_over(keys, waiting, token)
+                if taken is _FAILED:
+                    writable = False
+                    break
+                won += taken
+                waiting = [i for i in waiting if i not in taken]
 
         to_render = [i for i, e in enumerate(entries) if e is None or i in won]
         served_stale = 0
@@ -792,9 +819,8 @@ class FragmentCache:
 
         try:
             rendered = yield ("render", to_render)
-        except BaseException:
-            if writable:  # let the next request render instead of waiting
-                yield from self._unlock(keys, won)
+        except BaseException:  # let the next request render instead of waiting
+            yield from self._unlock(keys, won)
             raise
         self._record_renders(first.name, rendered)
         timeout = first.timeout
@@ -812,17 +838,36 @@ class FragmentCache:
                     )
                     writes[keys[i]] = entry.encode()
         except BaseException:  # a store_filter that refuses loudly
-            if writable:
-                yield from self._unlock(keys, won)
-            raise
-        if writable:
-            if writes:
-                hard_ttl = None if timeout is None else timeout + self.stale_grace
-                yield ("set_many", writes, hard_ttl)
             yield from self._unlock(keys, won)
+            raise
+        if writable and writes:
+            hard_ttl = None if timeout is None else timeout + self.stale_grace
+            yield ("set_many", writes, hard_ttl)
+        # Whatever failed before, a lock this request holds is released, or
+        # every later request would wait for it (the breaker skips this
+        # when the backend itself is down).
+        yield from self._unlock(keys, won)
         # Noted after the render, whose own fragments note theirs first.
         _note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
         return results
+
+    def _take_over(self, keys: list[str], waiting: list[int], token: bytes) -> _Gen:
+        """Claim the locks of *waiting* whose holders released them."""
+        locks = [lock_key(keys[i]) for i in waiting]
+        held = yield ("get_many", locks)
+        if held is _FAILED:
+            return _FAILED
+        free = [i for i, value in zip(waiting, held, strict=True) if value is None]
+        if not free:
+            return []
+        claimed = yield (
+            "add_many",
+            {lock_key(keys[i]): token for i in free},
+            self.lock_timeout,
+        )
+        if claimed is _FAILED:
+            return _FAILED
+        return [i for i, ok in zip(free, claimed, strict=True) if ok]
 
     def _unlock(self, keys: list[str], won: list[int]) -> _Gen:
         for i in won:

@@ -12,7 +12,8 @@ header line, then the body::
 - counter key / version pairs: every version counter the entry depends on,
   its own and those of the fragments nested inside it, with the value each
   had before the render.  Keys and versions never contain spaces.
-- the body: the rendered output, UTF-8, as it was.
+- the body: the rendered output, UTF-8, as it was (a lone surrogate is
+  kept, as ``surrogatepass`` writes it).
 
 The header is split on spaces, not parsed as JSON: a hit decodes in about a
 microsecond, and the body is never copied through a parser.
@@ -45,12 +46,15 @@ class Entry(NamedTuple):
         fields = [
             _EMPTY if self.soft_expiry is None else repr(float(self.soft_expiry)),
             self.digest or _EMPTY,
-            quote(self.template, safe="/._") or _EMPTY,
+            quote(self.template, safe="/._", errors="surrogatepass") or _EMPTY,
         ]
         for key, version in self.versions.items():
             fields += (key, version)
         header = " ".join(fields).encode("ascii")
-        return b"".join((MAGIC, header, b"\n", self.body.encode("utf-8")))
+        # surrogatepass: Jinja renders a lone surrogate ("a\udcffb") happily,
+        # so the entry must hold it as it was.
+        body = self.body.encode("utf-8", "surrogatepass")
+        return b"".join((MAGIC, header, b"\n", body))
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
@@ -67,7 +71,7 @@ class Entry(NamedTuple):
             fields = data[len(MAGIC) : end].decode("ascii").split(" ")
             expiry, digest, template = fields[:3]
             soft_expiry = None if expiry == _EMPTY else float(expiry)
-            body = data[end + 1 :].decode("utf-8")
+            body = data[end + 1 :].decode("utf-8", "surrogatepass")
         except (ValueError, TypeError) as exc:  # includes UnicodeDecodeError
             raise CorruptEntryError(f"unreadable fragment cache entry: {exc}") from exc
         if len(fields) % 2 == 0:
@@ -76,7 +80,7 @@ class Entry(NamedTuple):
         return cls(
             body,
             soft_expiry,
-            "" if template == _EMPTY else unquote(template),
+            "" if template == _EMPTY else unquote(template, errors="surrogatepass"),
             "" if digest == _EMPTY else digest,
             dict(zip(pairs, pairs, strict=False)),  # key, version; count checked
         )

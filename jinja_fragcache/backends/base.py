@@ -12,7 +12,11 @@ cache handles it itself.
 
 Errors are the backend's own (``ConnectionError``, ``TimeoutError``, the
 client library's exceptions).  The fragment cache catches them, logs them and
-renders uncached; a backend does not need to swallow anything.
+renders uncached; a backend does not need to swallow anything.  An error
+opens the circuit breaker (the backend is left alone for a while) unless it
+is a *request error*: ``ValueError``, ``TypeError``, ``OverflowError``, or
+one of the backend's ``request_errors`` (a server that answered and refused
+this one request, such as a value too large).  Those fail that request only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 Timeout = float | None
+
+
+def request_errors(backend: object) -> tuple[type[Exception], ...]:
+    """The backend's errors that come from a request, not from an outage:
+    its optional ``request_errors`` attribute."""
+    found = getattr(backend, "request_errors", ())
+    return found if isinstance(found, tuple) else ()
 
 
 @runtime_checkable

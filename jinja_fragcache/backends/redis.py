@@ -82,6 +82,12 @@ class RedisBackend:
             asyncio.AbstractEventLoop, redis.asyncio.Redis
         ] = weakref.WeakKeyDictionary()
         self._incr = self.client.register_script(_INCR_EXISTING)
+        #: The server answered and refused the command (an expiry it cannot
+        #: take, OOM): that request's error, not an outage.
+        self.request_errors = (
+            redis_module.ResponseError,
+            redis_module.DataError,
+        )
 
     @classmethod
     def from_url(cls, url: str, **connection_kwargs: Any) -> RedisBackend:
