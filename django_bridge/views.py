@@ -14,8 +14,8 @@ Usage::
     invalidate_view_cache("home")               # every cached path of the view, O(1)
     invalidate_view_cache("article", "/a/7/")   # one path, every variant of it
 
-A response is stored only when it is safe to share: a 200 to a GET, with no
-``Set-Cookie``, no ``Cache-Control: private/no-store/no-cache``, no
+A response is stored only when it is safe to share: a 200 to a GET that did
+not write the session, with no ``Set-Cookie``, no ``Cache-Control: private/no-store/no-cache``, no
 ``Vary: *`` and no streaming.  The key holds the path, the query string
 (without tracking parameters), the values of the request headers the
 response varies on (learned from earlier responses, as Django's
@@ -144,7 +144,11 @@ def cache_view(
                     fragments, entry.name, request.path, sorted({*headers, *learned})
                 )
                 raise _Uncacheable(response)  # keyed without them: next time
-            if request.method != "GET" or _refused(response, storable, headers):
+            if (
+                request.method != "GET"
+                or _writes_session(request)
+                or _refused(response, storable, headers)
+            ):
                 raise _Uncacheable(response)
             return _serialize(response)
 
@@ -389,6 +393,21 @@ def _effective_vary(request: HttpRequest, response: HttpResponseBase) -> list[st
     if "django.middleware.locale.LocaleMiddleware" in django_settings.MIDDLEWARE:
         headers.add("accept-language")
     return sorted(headers)
+
+
+def _writes_session(request: HttpRequest) -> bool:
+    """Whether SessionMiddleware will save the session, and set its cookie,
+    after this response: the body may then be this visitor's alone."""
+    session = getattr(request, "session", None)
+    if session is None:
+        return False
+    if session.modified:
+        return True
+    return bool(
+        django_settings.SESSION_SAVE_EVERY_REQUEST
+        and session.session_key is None
+        and not session.is_empty()
+    )
 
 
 def _refused(

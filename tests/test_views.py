@@ -259,3 +259,16 @@ def test_an_async_view_for_a_logged_in_user() -> None:
 
     response = async_to_sync(fetch)()
     assert response.status_code == 200 and response["X-Cache"] == "MISS"
+
+
+@pytest.mark.django_db
+def test_a_response_that_writes_the_session_is_never_stored() -> None:
+    # SessionMiddleware adds the cookie after the view: a stored copy would
+    # give every new visitor the first one's body and no session of their own.
+    first, second, third = Client(), Client(), Client()
+    assert body(first.get("/visitor/")) == "visitor 1"
+    assert body(second.get("/visitor/")) == "visitor 2"
+    response = third.get("/visitor/")
+    assert body(response) == "visitor 3"
+    assert "sessionid" in response.cookies
+    assert body(first.get("/visitor/")) == "visitor 1"

@@ -86,6 +86,7 @@ urlpatterns += [
 urlpatterns += [
     path("token/", views.token_page, name="token"),
     path("per-host/", views.per_host, name="per-host"),
+    path("visitor/", views.visitor, name="visitor"),
 ]
 
 from django.urls import include  # noqa: E402

@@ -110,3 +110,12 @@ def token_page(request: HttpRequest) -> HttpResponse:
 def per_host(request: HttpRequest) -> HttpResponse:
     runs["host"] += 1
     return HttpResponse(f"{request.get_host()} {runs['host']}")
+
+
+@cache_view(300)
+def visitor(request: HttpRequest) -> HttpResponse:
+    # Numbers each new visitor in their session: a response per visitor.
+    if "visitor" not in request.session:
+        runs["visitor"] += 1
+        request.session["visitor"] = runs["visitor"]
+    return HttpResponse(f"visitor {request.session['visitor']}")
