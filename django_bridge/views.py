@@ -15,8 +15,9 @@ Usage::
     invalidate_view_cache("article", "/a/7/")   # one path, every variant of it
 
 A response is stored only when it is safe to share: a 200 to a GET that did
-not write the session, with no ``Set-Cookie``, no ``Cache-Control: private/no-store/no-cache``, no
-``Vary: *`` and no streaming.  The key holds the path, the query string
+not write the session, with no ``Set-Cookie``, no
+``Cache-Control: private/no-store/no-cache``, no ``Vary: *`` and no
+streaming.  The key holds the path, the query string
 (without tracking parameters), the values of the request headers the
 response varies on (learned from earlier responses, as Django's
 ``learn_cache_key`` does, including the ``Cookie`` and ``Accept-Language``
