@@ -11,6 +11,11 @@ Usage::
 ``etag_support`` and ``last_modified_support`` stacked behave exactly like
 ``condition_support`` with both functions: stacking merges them into one
 evaluation, so each condition is judged only where its validator exists.
+
+Validators describe what a GET returns, so they go on GET and HEAD responses
+only, and only those are judged after the view.  An unsafe method is judged
+before the view, with what the functions return, or not at all: once the view
+has changed the data, a 412 would come too late.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import inspect
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -45,7 +50,11 @@ NOT_MODIFIED_HEADERS = (
     "Expires",
     "Vary",
 )
+#: What a 304 repeats besides: §15.4.5 allows metadata that guides cache
+#: updates, and Django's 304 keeps Last-Modified too.
+_ALSO_ON_304 = ("Last-Modified",)
 SAFE_METHODS = ("GET", "HEAD")
+_CC_DELIM = re.compile(r"\s*,\s*")  # Django's cc_delim_re, not in its stubs
 _ETAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
 _MARK = "__fragcache_condition__"
 
@@ -84,27 +93,45 @@ def _date(request: HttpRequest, header: str) -> int | None:
 
 
 def evaluate(
-    request: HttpRequest, etag: str | None, last_modified: int | None
+    request: HttpRequest,
+    etag: str | None,
+    last_modified: int | None,
+    *,
+    exists: bool | None = None,
 ) -> int | None:
     """The status the preconditions call for: 304, 412, or ``None`` to go on.
 
-    The order is RFC 9110 §13.2.2's.  Each condition is judged only where its
-    validator exists; a malformed header is ignored.
+    The order is RFC 9110 §13.2.2's; a malformed header is ignored.  A list of
+    tags never matches a resource without an ETag (§13.1.1, §13.1.2), and
+    If-Unmodified-Since/If-Modified-Since are ignored without a Last-Modified
+    (§13.1.4, §13.1.3).  ``*`` asks whether the resource has a current
+    representation: *exists* says so, and defaults to whether it has a
+    validator.
     """
+    if exists is None:
+        exists = etag is not None or last_modified is not None
     safe = request.method in SAFE_METHODS
     if_match = parse_etags(request.headers.get("If-Match", ""))
-    if if_match is not None and (etag is not None or if_match == ["*"]):
-        if if_match != ["*"] and not (etag and strong_match(if_match, etag)):
+    if if_match is not None:
+        if if_match == ["*"]:
+            passes = exists
+        else:
+            passes = etag is not None and strong_match(if_match, etag)
+        if not passes:
             return 412
     elif last_modified is not None:
         since = _date(request, "If-Unmodified-Since")
         if since is not None and last_modified > since:
             return 412
     if_none_match = parse_etags(request.headers.get("If-None-Match", ""))
-    if if_none_match is not None and (etag is not None or if_none_match == ["*"]):
-        if if_none_match == ["*"] or (etag and weak_match(if_none_match, etag)):
+    if if_none_match is not None:
+        if if_none_match == ["*"]:
+            matches = exists
+        else:
+            matches = etag is not None and weak_match(if_none_match, etag)
+        if matches:
             return 304 if safe else 412
-    elif safe and last_modified is not None and if_none_match is None:
+    elif safe and last_modified is not None:
         since = _date(request, "If-Modified-Since")
         if since is not None and last_modified <= since:
             return 304
@@ -115,6 +142,10 @@ def _timestamp(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            # A naive datetime is UTC, as in Django's ``condition``: read in the
+            # process's zone it would move by the TIME_ZONE offset.
+            value = value.replace(tzinfo=timezone.utc)
         return int(value.timestamp())
     return int(value)
 
@@ -129,7 +160,7 @@ def _answer(
         return HttpResponse(status=412)
     not_modified = HttpResponseNotModified()
     if response is not None:
-        for header in NOT_MODIFIED_HEADERS:
+        for header in (*NOT_MODIFIED_HEADERS, *_ALSO_ON_304):
             if header in response:
                 not_modified[header] = response[header]
         for cookie in response.cookies.values():  # keep what middleware set
@@ -141,28 +172,48 @@ def _answer(
     return not_modified
 
 
+def _body_etag(response: HttpResponseBase) -> str | None:
+    """The digest of the body, where ConditionalGetMiddleware would make one:
+    not for a streaming or an empty body, nor under ``no-store``."""
+    directives = _CC_DELIM.split(response.get("Cache-Control", ""))
+    if response.streaming or any(d.lower() == "no-store" for d in directives):
+        return None
+    content = response.content  # type: ignore[attr-defined]
+    if not content:
+        return None
+    return f'"{hashlib.blake2b(content, digest_size=16).hexdigest()}"'
+
+
 def _finish(
     request: HttpRequest,
     response: HttpResponseBase,
     etag: str | None,
     last_modified: int | None,
+    *,
+    etag_from_body: bool,
     judge: bool,
 ) -> HttpResponseBase:
-    """Put the validators on a 2xx response; with *judge*, answer 304 or 412
-    from it if the preconditions call for it."""
+    """Put the validators on a GET or HEAD 2xx response; with *judge*, answer
+    304 or 412 from the validators it ends up with."""
+    if request.method not in SAFE_METHODS:
+        # What the functions computed describes the state before the view;
+        # after a PUT or POST it would be the representation just replaced.
+        return response
     if not 200 <= response.status_code < 300:
         return response  # a 304 stands only for a 2xx
-    if etag is None and "ETag" not in response and not response.streaming:
-        content = response.content  # type: ignore[attr-defined]
-        etag = f'"{hashlib.blake2b(content, digest_size=16).hexdigest()}"'
-    if etag and "ETag" not in response:
-        response["ETag"] = etag
+    if "ETag" not in response:
+        etag = etag or (_body_etag(response) if etag_from_body else None)
+        if etag:
+            response["ETag"] = etag
     if last_modified is not None and "Last-Modified" not in response:
         response["Last-Modified"] = http_date(last_modified)
     if not judge:
         return response
+    # The view's own ETag and Last-Modified count, as in the middleware.
     etag = response.get("ETag")
-    status = evaluate(request, etag, last_modified)
+    last_modified = parse_http_date_safe(response.get("Last-Modified", ""))
+    # A 2xx to a GET is a current representation, whatever its validators.
+    status = evaluate(request, etag, last_modified, exists=True)
     return _answer(status, response, etag, last_modified) if status else response
 
 
@@ -173,10 +224,18 @@ def condition_support(
 
     *etag_func* and *last_modified_func* take the view's arguments and run
     before it, so a 304 or a 412 skips the view; either may return ``None``
-    (no validator).  Without *etag_func* the ETag is a digest of the 2xx
-    response body, and If-Match/If-None-Match are judged after the view.
-    Works on function views, async views, ``method_decorator`` and as a
-    class decorator on a ``View``.
+    (no validator; with neither, the resource counts as absent for ``*``).
+    A naive datetime is read as UTC.  ETag and Last-Modified go on GET and
+    HEAD 2xx responses only.
+
+    Without *etag_func* the ETag of a GET or HEAD is a digest of the 2xx
+    response body (none for an empty or streaming body or under
+    ``Cache-Control: no-store``), and If-Match/If-None-Match are judged
+    after the view; on other methods there is then no ETag before the view,
+    so an If-Match list fails with 412 before anything changes.  Without
+    *last_modified_func*, a Last-Modified the view sets itself is honoured on
+    GET and HEAD.  Works on function views, async views, ``method_decorator``
+    and as a class decorator on a ``View``.
     """
 
     def decorator(view: View) -> View:
@@ -199,7 +258,7 @@ def _wrap(
 ) -> Callable[..., Any]:
     def before(
         request: HttpRequest, args: Any, kwargs: Any
-    ) -> tuple[str | None, int | None, bool, HttpResponseBase | None]:
+    ) -> tuple[str | None, int | None, HttpResponseBase | None]:
         etag = etag_func(request, *args, **kwargs) if etag_func else None
         etag = quote_etag(etag) if etag else None
         modified = (
@@ -207,37 +266,57 @@ def _wrap(
             if last_modified_func
             else None
         )
-        # An ETag made from the body is known only after the view: if the
-        # request asks about ETags, judge it all then.
-        later = etag_func is None and (
-            "If-Match" in request.headers or "If-None-Match" in request.headers
-        )
-        status = None if later else evaluate(request, etag, modified)
-        early = _answer(status, None, etag, modified) if status else None
-        return etag, modified, later, early
+        # An ETag made from the body is known only after the view: on GET and
+        # HEAD, if the request asks about ETags, judge it all then.  Other
+        # methods are judged here or never, before the view changes anything.
+        if (
+            etag_func is None
+            and request.method in SAFE_METHODS
+            and ("If-Match" in request.headers or "If-None-Match" in request.headers)
+        ):
+            return etag, modified, None
+        status = evaluate(request, etag, modified)
+        return etag, modified, _answer(status, None, etag, modified) if status else None
+
+    # A validator the functions do not give may come from the view (the
+    # body's digest, a Last-Modified it sets): judge GET and HEAD again then.
+    judge = etag_func is None or last_modified_func is None
+    etag_from_body = etag_func is None
 
     if inspect.iscoroutinefunction(view):
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             # The validators may query the database: off the event loop.
-            etag, modified, later, early = await sync_to_async(before)(
-                request, args, kwargs
-            )
+            etag, modified, early = await sync_to_async(before)(request, args, kwargs)
             if early is not None:
                 return early
             response = await view(request, *args, **kwargs)
-            return _finish(request, response, etag, modified, later)
+            return _finish(
+                request,
+                response,
+                etag,
+                modified,
+                etag_from_body=etag_from_body,
+                judge=judge,
+            )
 
         return async_wrapper
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        etag, modified, later, early = before(request, args, kwargs)
+        etag, modified, early = before(request, args, kwargs)
         if early is not None:
             return early
         response = view(request, *args, **kwargs)
-        return _finish(request, response, etag, modified, later)
+        return _finish(
+            request,
+            response,
+            etag,
+            modified,
+            etag_from_body=etag_from_body,
+            judge=judge,
+        )
 
     return wrapper
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.test import Client, RequestFactory, override_settings
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -72,8 +73,18 @@ CASES = [
     ("GET", {"If-Modified-Since": "yesterday"}, None, LM, None),
     ("PUT", {"If-Match": '"abc'}, '"zzz"', None, None),
     ("PUT", {"If-Unmodified-Since": "soon"}, None, LM, None),
-    # Each condition is judged only where its validator exists.
-    ("PUT", {"If-Match": '"x"'}, None, LM, None),
+    # A list of tags cannot match a resource without an ETag (§13.1.1, §13.1.2).
+    ("PUT", {"If-Match": '"x"'}, None, LM, 412),
+    ("PUT", {"If-Match": '"x", "y"'}, None, None, 412),
+    ("GET", {"If-Match": '"x"'}, None, LM, 412),
+    ("PUT", {"If-None-Match": '"x"'}, None, LM, None),
+    # "*" asks whether a representation exists: a validator says it does.
+    ("PUT", {"If-Match": "*"}, None, LM, None),
+    ("PUT", {"If-Match": "*"}, None, None, 412),
+    ("PUT", {"If-None-Match": "*"}, None, None, None),  # create if absent
+    ("PUT", {"If-None-Match": "*"}, None, LM, 412),
+    ("GET", {"If-None-Match": "*"}, None, LM, 304),
+    # A date condition is ignored without a Last-Modified (§13.1.3, §13.1.4).
     ("PUT", {"If-Unmodified-Since": EARLIER}, '"abc"', None, None),
     ("GET", {"If-None-Match": '"x"'}, None, LM, None),
     ("GET", {"If-Modified-Since": LATER}, '"abc"', None, None),
@@ -280,3 +291,175 @@ def test_async_validators_may_use_the_database() -> None:
     view = condition_support(etag_func=user_count_etag)(async_view)
     response = asyncio.run(view(request("GET", **{"If-None-Match": '"users-0"'})))
     assert response.status_code == 304
+
+
+# -- unsafe methods are judged before the view, or not at all --------------------------------
+
+UNSAFE = ["PUT", "POST", "PATCH", "DELETE"]
+
+
+def body_etag_of_page() -> str:
+    etag: str = etag_support()(page)(request("GET"))["ETag"]
+    return etag
+
+
+@pytest.mark.parametrize("method", UNSAFE)
+@pytest.mark.parametrize(
+    ("headers", "expected", "ran"),
+    [
+        # No ETag is known before the view, so no listed tag can match (§13.1.1):
+        # even the ETag a GET returned, since the view may be about to change it.
+        ({"If-Match": "BODY"}, 412, False),
+        ({"If-Match": '"other"'}, 412, False),
+        # ... and none is matched by If-None-Match (§13.1.2): the view runs.
+        ({"If-None-Match": "BODY"}, 200, True),
+        ({"If-None-Match": "*"}, 200, True),  # no validator: no representation
+        ({}, 200, True),
+    ],
+)
+def test_a_body_etag_never_judges_an_unsafe_method_after_the_view(
+    method: str, headers: dict[str, str], expected: int, ran: bool
+) -> None:
+    headers = {k: body_etag_of_page() if v == "BODY" else v for k, v in headers.items()}
+    view = etag_support()(page)
+    calls.clear()
+    response = view(request(method, **headers))
+    assert (response.status_code, calls == ["view"]) == (expected, ran)
+    assert "ETag" not in response  # the ETag of a GET, not of this answer
+
+
+def no_store(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("private")
+    response["Cache-Control"] = "No-Cache, No-Store, Max-age=0"
+    return response
+
+
+def extension_directive(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("public")
+    response["Cache-Control"] = 'my-directive="my-no-store"'
+    return response
+
+
+@pytest.mark.parametrize(
+    ("view", "has_etag"),
+    [
+        (no_store, False),
+        (lambda request: HttpResponse(), False),  # empty body
+        (lambda request: StreamingHttpResponse(["content"]), False),
+        (extension_directive, True),  # "no-store" only as a whole directive
+        (page, True),
+    ],
+)
+def test_a_body_etag_only_where_the_middleware_makes_one(
+    view: Any, has_etag: bool
+) -> None:
+    response = etag_support()(view)(request("GET"))
+    assert ("ETag" in response) is has_etag
+    # With no ETag, If-None-Match has nothing to match: the full response.
+    again = etag_support()(view)(request("GET", **{"If-None-Match": '"x"'}))
+    assert again.status_code == 200
+
+
+def test_head_carries_the_etag_of_get() -> None:
+    view = etag_support()(page)
+    etag = view(request("GET"))["ETag"]
+    assert view(request("HEAD"))["ETag"] == etag
+    assert view(request("HEAD", **{"If-None-Match": etag})).status_code == 304
+
+
+def dated(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("dated " * 20)
+    response["Last-Modified"] = RFC1123
+    response.set_cookie("seen", "1")
+    return response
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"If-Modified-Since": RFC1123}, 304),
+        ({"If-Modified-Since": LATER}, 304),
+        ({"If-Modified-Since": EARLIER}, 200),
+        ({"If-Unmodified-Since": EARLIER}, 412),
+        ({"If-Unmodified-Since": RFC1123}, 200),
+        ({"If-None-Match": '"x"', "If-Modified-Since": LATER}, 200),  # §13.2.2 step 4
+    ],
+)
+@pytest.mark.parametrize("decorator", [etag_support(), etag_support(etag_of)])
+def test_a_last_modified_the_view_sets_is_honoured(
+    decorator: Any, headers: dict[str, str], expected: int
+) -> None:
+    view = decorator(dated)
+    response = view(request("GET", **headers))
+    assert response.status_code == expected
+    if expected == 304:
+        assert response["Last-Modified"] == RFC1123  # kept on the 304
+        assert response["ETag"] == view(request("GET"))["ETag"]
+        assert response.cookies["seen"].value == "1"  # and the cookies
+
+
+# -- validators go on GET and HEAD only --------------------------------------------------------
+
+
+def updated(request: HttpRequest, pk: int = 1) -> HttpResponse:
+    calls.append(request.method or "")
+    return HttpResponse(f"{request.method} done")
+
+
+@pytest.mark.parametrize(
+    ("method", "has_validators"),
+    [("GET", True), ("HEAD", True), ("PUT", False), ("POST", False), ("PATCH", False)],
+)
+@pytest.mark.parametrize(
+    "decorator",
+    [
+        condition_support(etag_func=etag_of, last_modified_func=changed),
+        etag_support(etag_of),
+        last_modified_support(changed),
+        etag_support(),
+    ],
+)
+def test_validators_of_the_old_state_stay_off_unsafe_responses(
+    decorator: Any, method: str, has_validators: bool
+) -> None:
+    response = decorator(updated)(request(method))
+    assert response.status_code == 200
+    assert ("ETag" in response or "Last-Modified" in response) is has_validators
+
+
+def test_a_precondition_on_an_unsafe_method_skips_the_view() -> None:
+    view = last_modified_support(changed)(updated)
+    calls.clear()
+    # No ETag: no listed tag matches (§13.1.1), whatever the date says.
+    assert view(request("PUT", **{"If-Match": '"v1"'})).status_code == 412
+    assert view(request("PUT", **{"If-Unmodified-Since": EARLIER})).status_code == 412
+    assert calls == []
+    # A Last-Modified means a representation exists: "*" passes.
+    assert view(request("PUT", **{"If-Match": "*"})).status_code == 200
+    assert calls == ["PUT"]
+
+
+def test_if_none_match_star_creates_only_what_is_absent() -> None:
+    view = etag_support(lambda request, pk=1: None if pk == 2 else f"v{pk}")(updated)
+    assert view(request("PUT", **{"If-None-Match": "*"}), pk=1).status_code == 412
+    assert view(request("PUT", **{"If-None-Match": "*"}), pk=2).status_code == 200
+
+
+# -- naive datetimes are UTC -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Chicago", "Asia/Kolkata"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1994, 11, 6, 8, 49, 37),  # naive: UTC, as Django's condition
+        datetime(1994, 11, 6, 8, 49, 37, tzinfo=timezone.utc),
+        datetime(1994, 11, 6, 3, 49, 37, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_last_modified_datetimes(zone: str, moment: datetime) -> None:
+    with override_settings(TIME_ZONE=zone):  # moves the process's local zone too
+        view = last_modified_support(lambda request: moment)(page)
+        assert view(request("GET"))["Last-Modified"] == RFC1123
+        assert view(request("GET", **{"If-Modified-Since": RFC1123})).status_code == 304
+        assert view(request("GET", **{"If-Modified-Since": EARLIER})).status_code == 200
