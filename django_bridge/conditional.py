@@ -96,8 +96,6 @@ def evaluate(
     request: HttpRequest,
     etag: str | None,
     last_modified: int | None,
-    *,
-    exists: bool | None = None,
 ) -> int | None:
     """The status the preconditions call for: 304, 412, or ``None`` to go on.
 
@@ -105,11 +103,9 @@ def evaluate(
     tags never matches a resource without an ETag (§13.1.1, §13.1.2), and
     If-Unmodified-Since/If-Modified-Since are ignored without a Last-Modified
     (§13.1.4, §13.1.3).  ``*`` asks whether the resource has a current
-    representation: *exists* says so, and defaults to whether it has a
-    validator.
+    representation: it has one when it has a validator, either of the two.
     """
-    if exists is None:
-        exists = etag is not None or last_modified is not None
+    exists = etag is not None or last_modified is not None
     safe = request.method in SAFE_METHODS
     if_match = parse_etags(request.headers.get("If-Match", ""))
     if if_match is not None:
@@ -212,8 +208,7 @@ def _finish(
     # The view's own ETag and Last-Modified count, as in the middleware.
     etag = response.get("ETag")
     last_modified = parse_http_date_safe(response.get("Last-Modified", ""))
-    # A 2xx to a GET is a current representation, whatever its validators.
-    status = evaluate(request, etag, last_modified, exists=True)
+    status = evaluate(request, etag, last_modified)
     return _answer(status, response, etag, last_modified) if status else response
 
 
