@@ -9,27 +9,35 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .cache import get_fragment_cache
+from .conf import settings
 from .stats import site_stats
 
 
-def invalidate_fragment(name: str, *vary: object) -> bool:
+def invalidate_fragment(
+    name: str, *vary: object, again_after: float | None = None
+) -> bool:
     """Clear one variant of fragment *name*, whichever engine rendered it.
 
     Vary values compare by ``str()``: ``invalidate_fragment("card", "5")``
     from a URL kwarg clears what a template stored under ``5``.  Fails open:
     returns ``False`` (and logs) when the cache is down.
     """
-    return get_fragment_cache().invalidate(name, *vary)
+    return get_fragment_cache().invalidate(name, *vary, again_after=again_after)
 
 
-def invalidate_fragments(name: str) -> bool:
+def invalidate_fragments(name: str, *, again_after: float | None = None) -> bool:
     """Clear every variant of fragment *name*: one version bump, no scan."""
-    return get_fragment_cache().invalidate_all(name)
+    return get_fragment_cache().invalidate_all(name, again_after=again_after)
 
 
-def invalidate_tags(*tags: str) -> bool:
-    """Clear every fragment tagged with any of *tags*."""
-    return get_fragment_cache().invalidate_tags(*tags)
+def invalidate_tags(*tags: str, again_after: float | None = None) -> bool:
+    """Clear every fragment tagged with any of *tags*.
+
+    With *again_after*, once more that many seconds later (see
+    :func:`invalidate_on_save`).  A failed invalidation is queued and
+    replayed once the cache answers; see :mod:`jinja_fragcache.invalidation`.
+    """
+    return get_fragment_cache().invalidate_tags(*tags, again_after=again_after)
 
 
 def get_cache_stats() -> dict[str, Any]:
@@ -72,11 +80,19 @@ def invalidate_on_save(
     meanwhile cannot cache the old data under the new version::
 
         invalidate_on_save(Product, tags=lambda p: ["products", f"product-{p.pk}"])
+
+    It runs once more ``FRAGCACHE["INVALIDATE_AGAIN_AFTER"]`` seconds later
+    (5 by default; ``None`` turns it off).  That closes the
+    read-before-invalidate race: a request that loaded its data before the
+    save, and renders after the invalidation, stores the old data under the
+    new versions; the second invalidation clears it.  It covers requests
+    that take less than that delay between reading and rendering.
     """
 
     def handler(sender: Any, instance: Any, **kwargs: Any) -> None:
         names = list(tags(instance))
-        transaction.on_commit(lambda: invalidate_tags(*names))
+        again = settings.INVALIDATE_AGAIN_AFTER
+        transaction.on_commit(lambda: invalidate_tags(*names, again_after=again))
 
     # weak=False: the handler is a closure nobody else holds.
     uid = f"fragcache-invalidate-{model._meta.label}"

@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     # {"app_label.model": "field"}: a model's vary identity adds that field
     # (an updated_at, say), so saving the row makes a new key.
     "VERSION_FIELDS": {},
+    # invalidate_on_save invalidates once more this many seconds later, which
+    # clears what a request that read before the save stored; None: off.
+    "INVALIDATE_AGAIN_AFTER": 5.0,
 }
 
 

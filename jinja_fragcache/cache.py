@@ -27,6 +27,7 @@ from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
 from .entry import CorruptEntryError, Entry
 from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
+from .invalidation import PendingBumps
 from .keys import (
     FragmentCacheWarning,
     check_prefix,
@@ -385,6 +386,8 @@ class FragmentCache:
         self.identity = identity or VaryIdentity()
         self.debug = debug
         self.statistics = FragmentStats()
+        #: Invalidations still to make: see :mod:`jinja_fragcache.invalidation`.
+        self.pending = PendingBumps(self._replay_sync, lambda: self.breaker.cooldown)
         # Entries are immutable bytes, so their decoded form can be kept:
         # a hit on the same bytes skips the parse.
         self._decoded = _DecodedEntries()
@@ -427,6 +430,8 @@ class FragmentCache:
         """
         name = requests[0].name
         skipped = _skipped(requests)
+        if self.pending.has_failed and not self._replayed():
+            skipped = list(range(len(requests)))  # unsafe to read: see _replayed
         if skipped:
             if len(skipped) < len(requests):
                 return self._render_partly(requests, render, skipped)
@@ -455,6 +460,8 @@ class FragmentCache:
         """Async :meth:`render_many`; *render* returns an awaitable."""
         name = requests[0].name
         skipped = _skipped(requests)
+        if self.pending.has_failed and not await self._areplayed():
+            skipped = list(range(len(requests)))
         if skipped:
             if len(skipped) < len(requests):
                 return await self._arender_partly(requests, render, skipped)
@@ -531,34 +538,108 @@ class FragmentCache:
 
     # -- invalidation ----------------------------------------------------------
 
-    def invalidate(self, name: str, *vary: object) -> bool:
+    def invalidate(
+        self, name: str, *vary: object, again_after: float | None = None
+    ) -> bool:
         """Clear one variant of fragment *name*, and every fragment nesting it.
 
-        Like every ``invalidate*`` method it fails open: when the backend is
-        down it logs the error and returns ``False`` instead of raising.
+        Like every ``invalidate*`` method it never raises for a backend
+        error: it returns ``False``, logs the error, and keeps the
+        invalidation in a queue that is replayed once the backend answers
+        (see :mod:`jinja_fragcache.invalidation`).  With *again_after*, the
+        invalidation is made once more that many seconds later, which
+        clears what a request that read its data before this call stored.
         """
-        return bool(self._drive(self._invalidate_flow(name, vary), name))
+        key = self.key_for(name, *vary)
+        counters = [variant_version_key(key)]
+        done = self._bumped(counters, self._drive(self._bump_flow(counters), name))
+        if done:
+            self._drive(self._delete_flow(key), name)
+        return self._scheduled(counters, done, again_after)
 
-    def invalidate_all(self, name: str) -> bool:
+    def invalidate_all(self, name: str, *, again_after: float | None = None) -> bool:
         """Clear every variant of fragment *name* in O(1): one counter bump."""
-        return bool(self._drive(self._bump_flow([self._name_key(name)]), name))
+        counters = [self._name_key(name)]
+        done = self._bumped(counters, self._drive(self._bump_flow(counters), name))
+        return self._scheduled(counters, done, again_after)
 
-    def invalidate_tags(self, *tags: str) -> bool:
+    def invalidate_tags(self, *tags: str, again_after: float | None = None) -> bool:
         """Clear every fragment tagged with any of *tags*: a bump per tag."""
-        return bool(self._drive(self._bump_flow(self._tag_keys(tags)), "(tags)"))
+        counters = self._tag_keys(tags)
+        flow = self._bump_flow(counters)
+        done = self._bumped(counters, self._drive(flow, "(tags)"))
+        return self._scheduled(counters, done, again_after)
 
-    async def ainvalidate(self, name: str, *vary: object) -> bool:
+    async def ainvalidate(
+        self, name: str, *vary: object, again_after: float | None = None
+    ) -> bool:
         """Async :meth:`invalidate`."""
-        return bool(await self._adrive(self._invalidate_flow(name, vary), name))
+        key = self.key_for(name, *vary)
+        counters = [variant_version_key(key)]
+        left = await self._adrive(self._bump_flow(counters), name)
+        done = self._bumped(counters, left)
+        if done:
+            await self._adrive(self._delete_flow(key), name)
+        return self._scheduled(counters, done, again_after)
 
-    async def ainvalidate_all(self, name: str) -> bool:
+    async def ainvalidate_all(
+        self, name: str, *, again_after: float | None = None
+    ) -> bool:
         """Async :meth:`invalidate_all`."""
-        return bool(await self._adrive(self._bump_flow([self._name_key(name)]), name))
+        counters = [self._name_key(name)]
+        left = await self._adrive(self._bump_flow(counters), name)
+        return self._scheduled(counters, self._bumped(counters, left), again_after)
 
-    async def ainvalidate_tags(self, *tags: str) -> bool:
+    async def ainvalidate_tags(
+        self, *tags: str, again_after: float | None = None
+    ) -> bool:
         """Async :meth:`invalidate_tags`."""
-        flow = self._bump_flow(self._tag_keys(tags))
-        return bool(await self._adrive(flow, "(tags)"))
+        counters = self._tag_keys(tags)
+        left = await self._adrive(self._bump_flow(counters), "(tags)")
+        done = self._bumped(counters, left)
+        return self._scheduled(counters, done, again_after)
+
+    def _bumped(self, counters: list[str], left: list[str]) -> bool:
+        """Queue what could not be bumped; true when everything was."""
+        if not left:
+            return True
+        self.statistics.record_lost_invalidation(len(left))
+        logger.error(
+            "fragment cache backend %s could not take %d invalidation(s) (%s); "
+            "kept in this process and replayed once it answers",
+            type(self.backend).__name__,
+            len(left),
+            ", ".join(left),
+        )
+        self.pending.add_failed(left)
+        return False
+
+    def _scheduled(
+        self, counters: list[str], done: bool, again_after: float | None
+    ) -> bool:
+        if again_after:
+            self.pending.add_later(counters, again_after)
+        return done
+
+    def _replay_sync(self, counters: list[str]) -> list[str]:
+        left: list[str] = self._drive(self._bump_flow(counters), "(replay)")
+        return left
+
+    def _replayed(self) -> bool:
+        """Make the queued invalidations before a read; false if they still
+        cannot be made (the read must not happen: it could find what they
+        clear)."""
+        counters = self.pending.failed_counters()
+        return not counters or self.pending.settle(
+            counters, self._replay_sync(counters)
+        )
+
+    async def _areplayed(self) -> bool:
+        counters = self.pending.failed_counters()
+        if not counters:
+            return True
+        left = await self._adrive(self._bump_flow(counters), "(replay)")
+        return self.pending.settle(counters, left)
 
     def stats(self) -> dict[str, dict[str, float | int | bool]]:
         """Per-fragment counters as plain data; see :class:`FragmentStats`."""
@@ -570,14 +651,12 @@ class FragmentCache:
     def _tag_keys(self, tags: Sequence[str]) -> list[str]:
         return [tag_version_key(tag, prefix=self.prefix) for tag in tags]
 
-    def _invalidate_flow(self, name: str, vary: Sequence[object]) -> _Gen:
-        key = self.key_for(name, *vary)
-        if not (yield from self._bump_flow([variant_version_key(key)])):
-            return False
-        return (yield ("delete", key)) is not _FAILED
+    def _delete_flow(self, key: str) -> _Gen:
+        yield ("delete", key)
 
     def _bump_flow(self, counters: Sequence[str]) -> _Gen:
-        for counter in counters:
+        """Bump each counter; return those that could not be bumped."""
+        for index, counter in enumerate(counters):
             bumped = yield ("incr", counter, 1)
             if bumped is None:
                 # Never create a counter at a predictable value: a fresh
@@ -588,8 +667,8 @@ class FragmentCache:
                 else:
                     bumped = created
             if bumped is _FAILED:
-                return False
-        return True
+                return list(counters[index:])
+        return []
 
     # -- drivers: carry out what a flow yields -----------------------------------
 

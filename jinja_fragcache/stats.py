@@ -19,6 +19,7 @@ class _Counters:
     render_seconds: float = 0.0
     fetch_seconds: float = 0.0
     fetches: int = 0
+    lost_invalidations: int = 0
 
 
 class FragmentStats:
@@ -56,6 +57,12 @@ class FragmentStats:
         with self._lock:
             self._counters(name).errors += 1
 
+    def record_lost_invalidation(self, count: int = 1) -> None:
+        """Invalidations the backend could not take (queued for a replay),
+        counted under the name ``"(invalidations)"``."""
+        with self._lock:
+            self._counters("(invalidations)").lost_invalidations += count
+
     def as_dict(self) -> dict[str, dict[str, float | int | bool]]:
         """Return ``{name: {...}}`` as plain data.
 
@@ -82,6 +89,7 @@ _COUNTED = (
     "render_seconds",
     "fetch_seconds",
     "fetches",
+    "lost_invalidations",
 )
 
 

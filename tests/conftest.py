@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -14,6 +16,8 @@ from typing import Any
 import pytest
 
 from jinja_fragcache import MemoryBackend
+
+from .support import free_port
 
 REDIS_URL_VARIABLE = "FRAGCACHE_TEST_REDIS_URL"
 
@@ -159,3 +163,56 @@ def memcached_location() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Any) -> Iterator[tuple[str, Any]]:
+    """A redis-server of this test's own, which the test may kill and restart."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed: apt-get install redis-server")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail("redis-server did not start")
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+
+    def freeze(frozen: bool) -> None:
+        # SIGSTOP: a server that holds its data but answers nothing.
+        procs[-1].send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    start()
+    yield f"redis://127.0.0.1:{port}/0", (start, stop, freeze)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+            proc.wait(10)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +17,7 @@ from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import lock_key
 
-from .support import BrokenBackend, CountingBackend, free_port, run
+from .support import BrokenBackend, CountingBackend, run
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -234,58 +231,10 @@ def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(
     assert Entry.decode(backend.get_many([cache.key_for("box")])[0]).body == "body1"
 
 
-@pytest.fixture
-def restartable_redis(tmp_path: Any) -> Iterator[tuple[str, Any]]:
-    """A redis-server of this test's own, which the test may kill and restart."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is needed: apt-get install redis-server")
-    port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("redis-server did not start")
-
-    def stop() -> None:
-        procs[-1].terminate()
-        procs[-1].wait(10)
-
-    start()
-    yield f"redis://127.0.0.1:{port}/0", (start, stop)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-
-
 def test_redis_going_down_and_coming_back(restartable_redis: tuple[str, Any]) -> None:
     from jinja_fragcache import RedisBackend
 
-    url, (start, stop) = restartable_redis
+    url, (start, stop, _) = restartable_redis
     redis = RedisBackend.from_url(url)
     cache = new_cache(redis, breaker_cooldown=0.3)
     request = FragmentRequest("box", timeout=300)

@@ -1,0 +1,147 @@
+"""Invalidations that must not be lost: those that failed, and those made
+again later.
+
+An invalidation is a bump of one or more version counters.  When the
+backend is down (or the breaker is open) the bump cannot be made; dropping
+it would leave a fragment with no timeout stale for good.  So a failed bump
+is kept here, in this process, and made again:
+
+- before the first read once the backend answers (the cache replays the
+  queue before a lookup, and renders uncached while it cannot), and
+- by a background thread that retries every breaker cooldown, so other
+  processes see it even when this one renders nothing.
+
+A *delayed* bump (``again_after=``) closes the read-before-invalidate race:
+a request that loaded its data before another request saved and
+invalidated would otherwise store that old data under the new versions.
+Bumping again a few seconds later clears what it stored.
+
+Bumping a counter twice is harmless (it only invalidates again), so the
+queue needs no coordination with the render path beyond a lock on its own
+state.  A process that dies with bumps still queued loses them; the error
+log says which.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+
+class PendingBumps:
+    """Counter keys still to bump: failed ones, and delayed ones with a due time.
+
+    :param bump: makes the bumps; returns the counters it could *not* bump.
+    :param retry_interval: seconds between retries of failed bumps.
+    """
+
+    def __init__(
+        self,
+        bump: Callable[[list[str]], list[str]],
+        retry_interval: Callable[[], float],
+    ) -> None:
+        self._bump = bump
+        self._retry_interval = retry_interval
+        self._failed: dict[str, None] = {}
+        self._due: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    @property
+    def has_failed(self) -> bool:
+        """Whether failed bumps wait: reads must not come before them."""
+        return bool(self._failed)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._failed.keys() | self._due.keys())
+
+    def add_failed(self, counters: Iterable[str]) -> None:
+        with self._lock:
+            self._failed.update(dict.fromkeys(counters))
+        self._run()
+
+    def add_later(self, counters: Iterable[str], delay: float) -> None:
+        due = time.monotonic() + delay
+        with self._lock:
+            for counter in counters:
+                self._due[counter] = max(due, self._due.get(counter, 0.0))
+        self._run()
+
+    def failed_counters(self) -> list[str]:
+        with self._lock:
+            return list(self._failed)
+
+    def settle(self, tried: Iterable[str], left: Iterable[str]) -> bool:
+        """Forget the bumps of *tried* that are not *left*; true when no
+        failed bump remains."""
+        kept = set(left)
+        with self._lock:
+            for counter in tried:
+                if counter not in kept:
+                    self._failed.pop(counter, None)
+            return not self._failed
+
+    def replay(self) -> bool:
+        """Make the failed bumps now; true when none is left."""
+        counters = self.failed_counters()
+        return not counters or self.settle(counters, self._bump(counters))
+
+    def _fire_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [k for k, when in self._due.items() if when <= now]
+            for counter in due:
+                del self._due[counter]
+        if due:
+            left = self._bump(due)
+            if left:
+                self.add_failed(left)
+
+    def _next_wait(self) -> float | None:
+        with self._lock:
+            if self._failed:
+                waits = [self._retry_interval()]
+            elif not self._due:
+                return None
+            else:
+                waits = []
+            if self._due:
+                waits.append(min(self._due.values()) - time.monotonic())
+        return max(0.01, min(waits))
+
+    def _run(self) -> None:
+        # One daemon thread per queue, started when there is work and gone
+        # when there is none; a forked child starts its own.
+        self._wake.set()
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive()
+            if alive and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._loop, name="jinja-fragcache-invalidations", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            wait = self._next_wait()
+            if wait is None:
+                with self._lock:
+                    if not self._failed and not self._due:
+                        self._thread = None
+                        return
+                continue
+            self._wake.clear()
+            self._wake.wait(wait)
+            try:
+                self._fire_due()
+                if self._failed:
+                    self.replay()
+            except Exception:  # noqa: S110 - the bump logs its own failures
+                pass

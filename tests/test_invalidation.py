@@ -1,0 +1,125 @@
+"""No invalidation is ever lost: made during an outage, it takes effect once
+the backend is back, in this process and in others; made again later, it
+clears what a request that read old data stored meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
+
+ENTRY = FragmentRequest("box", timeout=None)  # never expires on its own
+
+
+def body(text: str) -> Any:
+    return lambda: text
+
+
+def test_an_invalidation_during_an_outage_takes_effect_once_the_server_is_back(
+    restartable_redis: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from jinja_fragcache import RedisBackend
+
+    url, (_, _, freeze) = restartable_redis
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(backend, prefix="inv", breaker_cooldown=60)
+    try:
+        assert cache.render(ENTRY, body("old")) == "old"
+        freeze(True)
+        with caplog.at_level(logging.ERROR, "jinja_fragcache"):
+            assert cache.invalidate_all("box") is False
+        assert "replayed once it answers" in caplog.text
+        assert cache.stats()["(invalidations)"]["lost_invalidations"] == 1
+        freeze(False)
+        # Breaker still open: never read what the queued bump would clear.
+        assert cache.render(ENTRY, body("new")) == "new"
+        cache.breaker._open_until = 1.0  # the cooldown is over
+        assert cache.render(ENTRY, body("newer")) == "newer"  # replayed, then read
+        assert len(cache.pending) == 0
+        assert cache.render(ENTRY, body("unused")) == "newer"
+    finally:
+        freeze(False)
+        backend.close()
+
+
+@pytest.mark.parametrize("kind", ["invalidate", "invalidate_all", "ainvalidate_tags"])
+def test_another_process_sees_an_invalidation_made_during_an_outage(
+    restartable_redis: tuple[str, Any], kind: str
+) -> None:
+    # Process A invalidates while the server is frozen, then renders nothing;
+    # its background retry must reach process B.
+    from jinja_fragcache import RedisBackend
+
+    url, (_, _, freeze) = restartable_redis
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(backend, prefix="two", breaker_cooldown=0.3)
+    request = FragmentRequest("box", ("1",), None, ("t",))
+    assert cache.render(request, body("old")) == "old"
+    freeze(True)
+    try:
+        if kind == "invalidate":
+            assert cache.invalidate("box", 1) is False
+        elif kind == "invalidate_all":
+            assert cache.invalidate_all("box") is False
+        else:
+            assert asyncio.run(cache.ainvalidate_tags("t")) is False
+    finally:
+        freeze(False)
+    other = textwrap.dedent(
+        f"""
+        import time
+        from jinja_fragcache import FragmentCache, FragmentRequest, RedisBackend
+        cache = FragmentCache(RedisBackend.from_url({url!r}), prefix="two")
+        request = FragmentRequest("box", ("1",), None, ("t",))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if cache.render(request, lambda: "new") == "new":
+                print("new")
+                break
+            time.sleep(0.05)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", other], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == "new", result.stderr
+    backend.close()
+
+
+def test_a_delayed_invalidation_clears_data_read_before_the_first() -> None:
+    cache = FragmentCache(MemoryBackend(), prefix="late")
+    request = FragmentRequest("list", (), None, ("products",))
+    stale_data = "3 products"  # a view read this before the save...
+    assert cache.invalidate_tags("products", again_after=0.2)  # ...the save
+    assert cache.render(request, body(stale_data)) == stale_data  # stored late
+    assert cache.render(request, body("4 products")) == stale_data
+    time.sleep(0.5)
+    assert cache.render(request, body("4 products")) == "4 products"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_on_save_invalidates_again_later(settings: Any) -> None:
+    from django.contrib.auth.models import Group
+    from django.template import engines
+
+    from django_bridge import invalidate_on_save
+
+    settings.FRAGCACHE = {"KEY_PREFIX": "save", "INVALIDATE_AGAIN_AFTER": 0.2}
+    invalidate_on_save(Group, tags=lambda group: ["groups"])
+    template = engines["django"].from_string(
+        "{% load cache_tags %}{% cache_fragment None groups tags='groups' %}"
+        "{{ names }}{% endcache_fragment %}"
+    )
+    before = "none"  # read before the save below
+    Group.objects.create(name="editors")  # commits, invalidates
+    assert template.render({"names": before}) == "none"  # stored late
+    time.sleep(0.5)
+    assert template.render({"names": "editors"}) == "editors"
