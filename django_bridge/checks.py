@@ -48,4 +48,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="fragcache.W001",
             )
         )
+    elif _lacks_socket_timeout(caches[alias]):
+        problems.append(
+            Warning(
+                f"The fragment cache's Django cache {alias!r} "
+                f"({caches[alias]['BACKEND']}) has no socket timeout: a frozen "
+                "server blocks every render for as long as it is frozen, and "
+                "the fragment cache cannot fail open.",
+                hint=_TIMEOUT_HINTS[caches[alias]["BACKEND"]],
+                id="fragcache.W002",
+            )
+        )
     return problems
+
+
+#: The network caches, and the OPTIONS that set a read timeout on each.
+_TIMEOUT_HINTS = {
+    "django_redis.cache.RedisCache": (
+        'Set OPTIONS {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}.'
+    ),
+    "django.core.cache.backends.redis.RedisCache": (
+        'Set OPTIONS {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}.'
+    ),
+    "django.core.cache.backends.memcached.PyMemcacheCache": (
+        'Set OPTIONS {"connect_timeout": 0.5, "timeout": 0.5}.'
+    ),
+}
+_TIMEOUT_OPTIONS = ("SOCKET_TIMEOUT", "socket_timeout", "timeout")
+
+
+def _lacks_socket_timeout(config: dict[str, Any]) -> bool:
+    if config.get("BACKEND") not in _TIMEOUT_HINTS:
+        return False
+    options = config.get("OPTIONS") or {}
+    pool = options.get("CONNECTION_POOL_KWARGS") or {}
+    return not any(options.get(name) or pool.get(name) for name in _TIMEOUT_OPTIONS)

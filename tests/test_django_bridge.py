@@ -310,6 +310,34 @@ def check_ids() -> set[str]:
     }
 
 
+@pytest.mark.parametrize(
+    ("backend", "options", "warned"),
+    [
+        ("django_redis.cache.RedisCache", {}, True),
+        ("django_redis.cache.RedisCache", {"SOCKET_TIMEOUT": 0.5}, False),
+        (
+            "django_redis.cache.RedisCache",
+            {"CONNECTION_POOL_KWARGS": {"socket_timeout": 1}},
+            False,
+        ),
+        ("django.core.cache.backends.redis.RedisCache", {}, True),
+        ("django.core.cache.backends.redis.RedisCache", {"socket_timeout": 1}, False),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", {}, True),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", {"timeout": 1}, False),
+        ("django.core.cache.backends.db.DatabaseCache", {}, False),
+    ],
+)
+def test_a_cache_with_no_socket_timeout_is_warned_about(
+    settings: Any, backend: str, options: dict[str, Any], warned: bool
+) -> None:
+    settings.SILENCED_SYSTEM_CHECKS = []
+    settings.CACHES = {
+        "default": {"BACKEND": backend, "LOCATION": "x", "OPTIONS": options}
+    }
+    settings.DEBUG = True
+    assert ("fragcache.W002" in check_ids()) is warned
+
+
 def test_checks(settings: Any) -> None:
     settings.SILENCED_SYSTEM_CHECKS = []
     settings.FRAGCACHE = {"KEY_PRFIX": "typo"}
