@@ -221,3 +221,20 @@ def test_both_engines_share_the_template_examples_entries() -> None:
     assert re.search(r"<menu.*</menu>", dtl, re.S).group(0) == re.search(
         r"<menu.*</menu>", jinja, re.S
     ).group(0)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", TEMPLATE_EXAMPLES)
+def test_the_twins_render_the_same_page(settings: Any, name: str) -> None:
+    # The twins share their cache entries, so each must render what the
+    # other would: rendered uncached, the pages are the same, byte for byte
+    # (but for Jinja dropping the file's last newline).
+    settings.CACHES = {
+        **settings.CACHES,
+        "uncached": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+    }
+    settings.FRAGCACHE = {**settings.FRAGCACHE, "CACHE": "uncached"}
+    for visitor in ("alice", "staff"):
+        client = login(visitor)
+        dtl = text(client.get(f"/templates/{name}/"))
+        jinja = text(client.get(f"/templates/{name}/?engine=jinja"))
+        assert dtl.removesuffix("\n") == jinja

@@ -73,6 +73,20 @@ def _entries(request: HttpRequest) -> Any:
     return Entry.objects.filter(tenant__slug=slug) if slug else Entry.objects.all()
 
 
+def _tenant_context(request: HttpRequest) -> dict[str, Any]:
+    """The context of every template example: ``tenant``, which their
+    fragments vary on, and the ``entries`` it decides.
+
+    Every view that renders one of those templates takes both from here: a
+    view passing other entries under the same tenant would fill the same
+    cache entry with another body, and each page would show the other's.
+    """
+    return {
+        "entries": list(_entries(request)),
+        "tenant": tenant_of(request) or "public",
+    }
+
+
 def index(request: HttpRequest) -> HttpResponse:
     return render(
         request,
@@ -86,35 +100,25 @@ def template_example(request: HttpRequest, name: str) -> HttpResponse:
     if name not in TEMPLATE_EXAMPLES:
         return HttpResponse("no such example", status=404)
     suffix = "jinja" if request.GET.get("engine") == "jinja" else "html"
-    context = {
-        "entries": list(_entries(request)),
-        "tenant": tenant_of(request) or "public",
-        "page": int(request.GET.get("page", 1)),
-    }
+    context = {**_tenant_context(request), "page": int(request.GET.get("page", 1))}
     return render(request, f"shop/{name}.{suffix}", context)
 
 
 @cache_view(60)
 def home(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "shop/sidebar.html",
-        {"entries": list(Entry.objects.all()[:5]), "tenant": "public"},
-    )
+    # Its own template and fragment: the sidebar example's "public" variant
+    # lists every entry, this page the first five.
+    return render(request, "shop/home.html", {"entries": list(Entry.objects.all()[:5])})
 
 
 @cache_view_per_user(60)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "shop/profile.jinja", {"entries": list(_entries(request))})
+    return render(request, "shop/profile.jinja", _tenant_context(request))
 
 
 @cache_view_per_tenant(300)
 def reports(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "shop/tenant_menu.html",
-        {"entries": list(_entries(request)), "tenant": tenant_of(request)},
-    )
+    return render(request, "shop/tenant_menu.html", _tenant_context(request))
 
 
 class EntrySerializer(serializers.ModelSerializer[Entry]):
@@ -182,11 +186,7 @@ def entries(request: HttpRequest) -> HttpResponse:
             price=int(request.POST.get("price", 0)),
         )
         return redirect("entries")
-    return render(
-        request,
-        "shop/invalidation.html",
-        {"entries": list(_entries(request)), "tenant": tenant_of(request) or "public"},
-    )
+    return render(request, "shop/invalidation.html", _tenant_context(request))
 
 
 def warm(request: HttpRequest) -> HttpResponse:
@@ -201,16 +201,12 @@ def warm(request: HttpRequest) -> HttpResponse:
 
 def cards(request: HttpRequest) -> HttpResponse:
     return render(
-        request,
-        "shop/data_table.jinja",
-        {"entries": list(_entries(request)), "page": 1},
+        request, "shop/data_table.jinja", {**_tenant_context(request), "page": 1}
     )
 
 
 def nested(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "shop/nested.html", {"entries": list(Entry.objects.all()[:3])}
-    )
+    return render(request, "shop/nested.html", _tenant_context(request))
 
 
 def nested_invalidate(request: HttpRequest, pk: int) -> HttpResponse:
@@ -221,15 +217,11 @@ def nested_invalidate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def conditional(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "shop/conditional.jinja", {"entries": list(Entry.objects.all()[:3])}
-    )
+    return render(request, "shop/conditional.jinja", _tenant_context(request))
 
 
 def tags(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         invalidate_tags("entries")
         return redirect("tags")
-    return render(
-        request, "shop/best_practices.html", {"entries": list(_entries(request))}
-    )
+    return render(request, "shop/best_practices.html", _tenant_context(request))
