@@ -14,7 +14,7 @@ from jinja_fragcache import FragmentCache
 from .backend import DjangoCacheBackend
 from .conf import settings
 from .identity import django_identity
-from .safety import refuse_csrf_tokens
+from .safety import CsrfHoles, refuse_leftover_tokens
 
 _caches: dict[tuple[Any, ...], FragmentCache] = {}
 _lock = threading.Lock()
@@ -48,7 +48,8 @@ def get_fragment_cache() -> FragmentCache:
                     lock_timeout=lock_timeout,
                     lock_wait=lock_wait,
                     fail_open=fail_open,
-                    store_filter=refuse_csrf_tokens,
+                    store_filter=refuse_leftover_tokens,
+                    hole_filler=CsrfHoles(),
                     identity=django_identity(),
                     debug=debug,
                 )

@@ -1,9 +1,17 @@
-"""Keeping a request's CSRF token out of shared fragments.
+"""CSRF tokens in cached output, by construction rather than by heuristics.
 
-Caching a form with ``{% csrf_token %}`` (or Jinja's ``csrf_input``) in a
-fragment that does not vary per user or session hands one visitor's token to
-every other: their posts then fail, or worse, the token leaks.  It is the
-leak users report most against Django's ``{% cache %}``.
+A cached fragment or view never holds a token.  Before it is stored, every
+occurrence of the current request's token (masked, as ``{% csrf_token %}``
+and ``csrf_input`` write it, or the unmasked secret; in any attribute or
+text: a form field, a ``<meta name="csrf-token">``, a script) becomes a hole
+(:mod:`jinja_fragcache.holes`), and each request that reads the entry gets
+its own token in its place, from ``get_token()``, which also sets the CSRF
+cookie of a visitor who has none.  A form is then safe in a fragment shared
+by everyone, and a per-user page with a form caches like any other.
+
+A guard stays for what is left over: a token-like value in a CSRF field or
+meta tag that is not this request's (hard-coded, or another request's) is
+never stored.  Under DEBUG that is an error.
 """
 
 from __future__ import annotations
@@ -14,65 +22,80 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.middleware.csrf import get_token
 
 from jinja_fragcache import FragmentRequest
+from jinja_fragcache.holes import MARK, hole
 
 logger = logging.getLogger("django_bridge")
 
-_FORM_FIELD = "csrfmiddlewaretoken"
+#: The hole a request's CSRF token goes in.
+CSRF_HOLE = "csrf_token"
 _TOKEN_CANDIDATE = re.compile(
     r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?:[A-Za-z0-9]{32})?(?![A-Za-z0-9])"
+)
+# A value next to a CSRF name: a form field, a meta tag, a JS setting.
+_LEFTOVER = re.compile(
+    r"csrf[\w-]*[\"']?\s*[^<>]{0,40}?[=:]\s*[\"']?([A-Za-z0-9]{32,})", re.I
 )
 
 
 class CsrfTokenInFragment(ImproperlyConfigured):
-    """Raised in DEBUG instead of storing a fragment holding a CSRF token."""
+    """Raised in DEBUG instead of storing output that holds a CSRF token
+    other than the request's own."""
 
 
 def _request(fragment: FragmentRequest) -> Any:
-    context = fragment.context
-    getter = getattr(context, "get", None)
+    getter = getattr(fragment.context, "get", None)
     return getter("request") if getter else None
 
 
-def _holds_token(body: str, request: Any) -> bool:
-    if _FORM_FIELD in body:
-        return True
-    secret = getattr(request, "META", {}).get("CSRF_COOKIE") if request else None
-    if not secret:
-        return False
-    # Private, but the one place that knows how Django masks its tokens.
-    from django.middleware.csrf import _does_token_match  # type: ignore[attr-defined]
+class CsrfHoles:
+    """The bridge's :class:`~jinja_fragcache.holes.HoleFiller`."""
 
-    return any(
-        _does_token_match(candidate, secret)
-        for candidate in _TOKEN_CANDIDATE.findall(body)
+    def punch(self, fragment: FragmentRequest, stored: str) -> str:
+        request = _request(fragment)
+        secret = getattr(request, "META", {}).get("CSRF_COOKIE") if request else None
+        if not secret:
+            return stored
+        # Private, but the one place that knows how Django masks its tokens.
+        from django.middleware.csrf import (  # type: ignore[attr-defined]
+            _does_token_match,
+        )
+
+        def replace(match: re.Match[str]) -> str:
+            token = match.group()
+            return hole(CSRF_HOLE) if _does_token_match(token, secret) else token
+
+        return _TOKEN_CANDIDATE.sub(replace, stored)
+
+    def fill(self, fragment: FragmentRequest, name: str) -> str:
+        request = _request(fragment)
+        if name != CSRF_HOLE or request is None:
+            logger.error(
+                "no value for hole %r of fragment %r: rendered empty",
+                name,
+                fragment.name,
+            )
+            return ""
+        return get_token(request)
+
+
+def refuse_leftover_tokens(fragment: FragmentRequest, stored: str) -> bool:
+    """The ``store_filter`` of the bridge's cache: false for output that
+    still holds a CSRF token once the request's own became holes."""
+    leftover = next(
+        (m.group(1) for m in _LEFTOVER.finditer(stored) if MARK not in m.group()),
+        None,
     )
-
-
-def _varies_per_visitor(fragment: FragmentRequest, request: Any) -> bool:
-    identities = set()
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        identities.add(str(user.pk))
-    session = getattr(request, "session", None)
-    if session is not None and session.session_key:
-        identities.add(str(session.session_key))
-    return bool(identities.intersection(fragment.vary))
-
-
-def refuse_csrf_tokens(fragment: FragmentRequest, body: str) -> bool:
-    """The ``store_filter`` of the bridge's cache: false for a shared
-    fragment that holds the current request's CSRF token."""
-    request = _request(fragment)
-    if not _holds_token(body, request) or _varies_per_visitor(fragment, request):
+    if leftover is None:
         return True
     message = (
         f"Fragment {fragment.name!r} ({fragment.template.removeprefix('django:')}) "
-        "contains the request's CSRF token but does not vary per user or "
-        "session, so caching it would serve this token to everyone. Add the "
-        "session (request.session.session_key) or the user (request.user.pk) "
-        "to its VARY values, or move the form out of the fragment."
+        "holds a CSRF token that is not the current request's, so caching it "
+        "would serve that token to everyone. Render the token with "
+        "{% csrf_token %}, csrf_input or csrf_token, which the cache fills in "
+        "for each request, or move it out of the fragment."
     )
     if django_settings.DEBUG:
         raise CsrfTokenInFragment(message)

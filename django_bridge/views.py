@@ -125,6 +125,8 @@ def cache_view(
                 [vary],
                 timeout=timeout,
                 tags=[_path_tag(name, request.path)],
+                # The request's CSRF token becomes a hole (see .safety).
+                context={"request": request},
                 identity=fragments.identity,
             )
             return fragments, entry

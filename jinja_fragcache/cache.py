@@ -22,10 +22,11 @@ import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from . import holes
 from .backends.base import Backend, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
-from .entry import CorruptEntryError, Entry
+from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
 from .invalidation import PendingBumps
 from .keys import (
@@ -344,13 +345,17 @@ class FragmentCache:
     :param breaker_cooldown: seconds a failing backend is left alone.
     :param fail_open: when true (the default), a backend error renders the
         fragment uncached and is logged; when false it propagates.
-    :param store_filter: ``store_filter(request, body)`` is asked before a
-        rendered fragment is stored; false keeps it out of the cache (the
-        body is still served).  The Django bridge refuses CSRF tokens here.
+    :param store_filter: ``store_filter(request, stored)`` is asked before a
+        rendered fragment is stored, with its holes already punched; false
+        keeps it out of the cache (the body is still served).  The Django
+        bridge refuses leftover CSRF tokens here.
     :param identity: the :class:`~jinja_fragcache.identity.VaryIdentity`
         that turns vary values into keys; a fresh one when ``None``.
     :param debug: development checks: a vary value with no identity is an
         error instead of a warning.
+    :param hole_filler: punches per-request values (a CSRF token) out of
+        stored bodies and fills them in for each request; see
+        :mod:`jinja_fragcache.holes`.  The Django bridge sets one.
     """
 
     def __init__(
@@ -367,6 +372,7 @@ class FragmentCache:
         store_filter: Callable[[FragmentRequest, str], bool] | None = None,
         identity: VaryIdentity | None = None,
         debug: bool = False,
+        hole_filler: holes.HoleFiller | None = None,
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
@@ -385,6 +391,7 @@ class FragmentCache:
         #: How vary values become keys; register converters on it.
         self.identity = identity or VaryIdentity()
         self.debug = debug
+        self.holes = hole_filler
         self.statistics = FragmentStats()
         #: Invalidations still to make: see :mod:`jinja_fragcache.invalidation`.
         self.pending = PendingBumps(self._replay_sync, lambda: self.breaker.cooldown)
@@ -534,7 +541,10 @@ class FragmentCache:
         fetched = time.perf_counter() - read.start
         self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
         _note("hit", requests[0].name, read.keys, fetched, 0.0)
-        return [entry.body for entry in entries]  # type: ignore[union-attr]
+        return [
+            self._opened(request, entry.body)  # type: ignore[union-attr]
+            for request, entry in zip(requests, entries, strict=True)
+        ]
 
     # -- invalidation ----------------------------------------------------------
 
@@ -862,7 +872,7 @@ class FragmentCache:
         served_stale = 0
         for i, usable in enumerate(entries):
             if usable is not None and i not in won:
-                results[i] = usable.body
+                results[i] = self._opened(requests[i], usable.body)
                 served_stale += not usable.is_fresh(now)
                 _report(usable.versions)
         fetched = time.perf_counter() - start
@@ -911,9 +921,10 @@ class FragmentCache:
                 snapshot = {k: versions.get(k) or "" for k in own[i]}
                 snapshot.update(nested)
                 _report(snapshot)
-                if self.store_filter is None or self.store_filter(requests[i], body):
+                stored = self._sealed(requests[i], body)
+                if self.store_filter is None or self.store_filter(requests[i], stored):
                     entry = Entry(
-                        body, soft_expiry, first.template, first.digest, snapshot
+                        stored, soft_expiry, first.template, first.digest, snapshot
                     )
                     writes[keys[i]] = entry.encode()
         except BaseException:  # a store_filter that refuses loudly
@@ -1013,6 +1024,19 @@ class FragmentCache:
             for e in entries
         ]
 
+    def _sealed(self, request: FragmentRequest, body: str) -> str:
+        """The stored form of a rendered body: escaped, and its per-request
+        values made holes (see :mod:`jinja_fragcache.holes`)."""
+        stored = holes.escape(body)
+        return stored if self.holes is None else self.holes.punch(request, stored)
+
+    def _opened(self, request: FragmentRequest, stored: str) -> str:
+        """The output of a stored body for *request*: its holes filled."""
+        filler = self.holes
+        if filler is None:
+            return holes.fill(stored, lambda name: "")
+        return holes.fill(stored, lambda name: filler.fill(request, name))
+
     def _decode(self, name: str, key: str, data: bytes | None) -> Entry | None:
         if data is None:
             return None
@@ -1020,6 +1044,8 @@ class FragmentCache:
         if entry is None:
             try:
                 entry = Entry.decode(data)
+            except OutdatedEntryError:  # an older release wrote it: a miss
+                return None
             except CorruptEntryError as exc:
                 self.statistics.record_error(name)
                 logger.warning(

@@ -3,7 +3,7 @@
 An entry is bytes this library wrote itself, never a pickle: one ASCII
 header line, then the body::
 
-    FC1 <soft expiry> <digest> <template> [<counter key> <version>]...\\n<body>
+    FC2 <soft expiry> <digest> <template> [<counter key> <version>]...\\n<body>
 
 - soft expiry: Unix seconds as a float, ``-`` for never.  Past it the entry
   is *stale*: served while one renderer refreshes it.
@@ -12,8 +12,9 @@ header line, then the body::
 - counter key / version pairs: every version counter the entry depends on,
   its own and those of the fragments nested inside it, with the value each
   had before the render.  Keys and versions never contain spaces.
-- the body: the rendered output, UTF-8, as it was (a lone surrogate is
-  kept, as ``surrogatepass`` writes it).
+- the body: the rendered output in its stored form (escaped, with holes for
+  per-request values: :mod:`jinja_fragcache.holes`), UTF-8 (a lone
+  surrogate is kept, as ``surrogatepass`` writes it).
 
 The header is split on spaces, not parsed as JSON: a hit decodes in about a
 microsecond, and the body is never copied through a parser.
@@ -24,12 +25,19 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
-MAGIC = b"FC1 "
+MAGIC = b"FC2 "
+#: Headers of older releases: their entries are misses, never misread (FC1
+#: bodies were not escaped for holes).
+OUTDATED = (b"FC1 ",)
 _EMPTY = "-"
 
 
 class CorruptEntryError(ValueError):
     """A value under a fragment key that this version did not write."""
+
+
+class OutdatedEntryError(CorruptEntryError):
+    """An entry an older release wrote: ignored quietly, then replaced."""
 
 
 class Entry(NamedTuple):
@@ -63,6 +71,8 @@ class Entry(NamedTuple):
         :raises CorruptEntryError: for anything else, whoever wrote it.
         """
         if not data.startswith(MAGIC):
+            if data.startswith(OUTDATED):
+                raise OutdatedEntryError("written by an older release")
             raise CorruptEntryError("not a fragment cache entry")
         end = data.find(b"\n")
         if end < 0:

@@ -4,6 +4,7 @@ keys across engines, the cache adapter, the Python API and the checks."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from io import StringIO
@@ -357,42 +358,72 @@ def cached_form_entries(prefix: str, *vary: object) -> list[bytes | None]:
     return cache.backend.get_many([make_fragment_key("form", vary, prefix=prefix)])
 
 
-@pytest.mark.parametrize("engine", ["dtl", "jinja2", "jinja2-raw"])
-def test_a_shared_fragment_holding_a_csrf_token_is_not_stored(
-    cache_settings: str, engine: str, caplog: pytest.LogCaptureFixture
+TOKEN = re.compile(r"[A-Za-z0-9]{64}")
+
+
+def page_token(response: Any) -> str:
+    (token,) = TOKEN.findall(response.content.decode())
+    return str(token)
+
+
+def valid_for(client: Client, token: str) -> bool:
+    from django.middleware.csrf import _does_token_match  # type: ignore[attr-defined]
+
+    return bool(_does_token_match(token, client.cookies["csrftoken"].value))
+
+
+@pytest.mark.parametrize("engine", ["dtl", "jinja2", "jinja2-raw", "meta"])
+def test_a_shared_fragment_with_a_token_gives_each_visitor_their_own(
+    cache_settings: str, engine: str
 ) -> None:
-    client = Client()
-    first = client.get(f"/form/{engine}/").content
-    second = Client().get(f"/form/{engine}/").content
-    assert first != second  # each visitor got their own token
-    assert cached_form_entries(cache_settings) == [None]
-    assert "CSRF token" in caplog.text
-
-
-@pytest.mark.parametrize("engine", ["dtl", "jinja2"])
-def test_in_debug_it_is_an_error_that_explains_the_fix(
-    cache_settings: str, engine: str, settings: Any
-) -> None:
-    from django_bridge.safety import CsrfTokenInFragment
-
-    settings.DEBUG = True
-    with pytest.raises(CsrfTokenInFragment, match="vary per user or session"):
-        Client(raise_request_exception=True).get(f"/form/{engine}/")
+    alice, bob = Client(), Client()
+    alices = page_token(alice.get(f"/form/{engine}/"))
+    stored = cached_form_entries(cache_settings)[0]
+    assert stored is not None and b"\x00csrf_token\x00" in stored
+    assert alices.encode() not in stored
+    bobs = page_token(bob.get(f"/form/{engine}/"))  # a hit
+    assert get_fragment_cache().stats()["form"]["hits"] == 1
+    assert valid_for(bob, bobs) and not valid_for(bob, alices)
+    assert valid_for(alice, page_token(alice.get(f"/form/{engine}/")))
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("engine", ["dtl", "jinja2"])
-def test_a_per_user_fragment_may_hold_the_token(
+def test_a_fragment_keyed_by_a_pk_equal_to_the_users_gives_others_their_token(
     cache_settings: str, engine: str
 ) -> None:
     from django.contrib.auth.models import User
 
-    user = User.objects.create_user("ann", password="pw")
+    alice = User.objects.create_user("alice", password="pw")
     client = Client()
-    client.force_login(user)
-    first = client.get(f"/form/{engine}/?vary=request.user.pk").content
-    assert client.get(f"/form/{engine}/?vary=request.user.pk").content == first
-    assert cached_form_entries(cache_settings, user.pk) != [None]
+    client.force_login(alice)
+    # VARY is a product pk that happens to be alice's user pk.
+    page_token(client.get(f"/form/{engine}/?vary={alice.pk}"))
+    anonymous = Client()
+    token = page_token(anonymous.get(f"/form/{engine}/?vary={alice.pk}"))
+    assert get_fragment_cache().stats()["form"]["hits"] == 1
+    assert valid_for(anonymous, token)
+
+
+FOREIGN = (
+    '{% cache_fragment 300 form %}<input name="csrfmiddlewaretoken" value="'
+    + "a1" * 32
+    + '">{% endcache_fragment %}'
+)
+
+
+def test_a_token_that_is_not_the_requests_is_never_stored(
+    cache_settings: str, caplog: pytest.LogCaptureFixture, settings: Any
+) -> None:
+    from django_bridge.safety import CsrfTokenInFragment
+
+    template = compile_source("dtl", FOREIGN)
+    assert "a1a1" in template.render({})
+    assert cached_form_entries(cache_settings) == [None]
+    assert "not the current request's" in caplog.text
+    settings.DEBUG = True
+    with pytest.raises(CsrfTokenInFragment, match="csrf_token"):
+        compile_source("dtl", FOREIGN).render({})
 
 
 # -- management commands -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -272,3 +273,37 @@ def test_a_response_that_writes_the_session_is_never_stored() -> None:
     assert body(response) == "visitor 3"
     assert "sessionid" in response.cookies
     assert body(first.get("/visitor/")) == "visitor 1"
+
+
+def _tokens(response: Any) -> set[str]:
+    return set(re.findall(r"[A-Za-z0-9]{64}", body(response)))
+
+
+def _valid(client: Client, token: str) -> bool:
+    from django.middleware.csrf import _does_token_match  # type: ignore[attr-defined]
+
+    return bool(_does_token_match(token, client.cookies["csrftoken"].value))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/shared-form/", "/user-form/", "/tenant-form/"])
+def test_a_cached_page_with_a_csrf_form_and_meta_tag_holds_each_visitors_token(
+    path: str, settings: Any
+) -> None:
+    from django.contrib.auth.models import User
+
+    settings.DEBUG = True  # a refusal would be a 500 here
+    settings.FRAGCACHE = {**settings.FRAGCACHE, "TENANT_RESOLVER": lambda r: "acme"}
+    user = User.objects.create_user("ann", password="pw")
+    first, second = Client(), Client()
+    if path == "/user-form/":
+        first.force_login(user)
+        second.force_login(user)  # the same user, another browser
+    one = first.get(path)
+    two = second.get(path)
+    assert one["X-Cache"] == "MISS" and two["X-Cache"] == "HIT"
+    assert runs["form"] == 1
+    mine = sorted(_tokens(one))[0]
+    assert len(_tokens(two)) == 2 and not _tokens(one) & _tokens(two)
+    assert all(_valid(second, token) for token in _tokens(two))
+    assert not _valid(second, mine)

@@ -30,6 +30,7 @@ FORMS = {
     "dtl": "{% load cache_tags %}{% cache_fragment 300 form VARY %}<form>{% csrf_token %}</form>{% endcache_fragment %}",
     "jinja2": "<% cache_fragment 300 form VARY %><form>{{ csrf_input }}</form><% endcache_fragment %>",
     "jinja2-raw": "<% cache_fragment 300 form VARY %><script>token='{{ csrf_token }}'</script><% endcache_fragment %>",
+    "meta": '{% load cache_tags %}{% cache_fragment 300 form VARY %}<meta name="csrf-token" content="{{ csrf_token }}">{% endcache_fragment %}',
 }
 
 
@@ -38,7 +39,7 @@ def form_page(request: HttpRequest, engine: str) -> HttpResponse:
 
     vary = request.GET.get("vary", "")
     source = FORMS[engine].replace("VARY", vary)
-    backend = engines["django" if engine == "dtl" else "jinja2"]
+    backend = engines["jinja2" if engine.startswith("jinja2") else "django"]
     return HttpResponse(backend.from_string(source).render({}, request))
 
 
@@ -87,6 +88,9 @@ urlpatterns += [
     path("token/", views.token_page, name="token"),
     path("per-host/", views.per_host, name="per-host"),
     path("visitor/", views.visitor, name="visitor"),
+    path("shared-form/", views.shared_form),
+    path("user-form/", views.user_form),
+    path("tenant-form/", views.tenant_form),
 ]
 
 from django.urls import include  # noqa: E402

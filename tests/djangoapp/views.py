@@ -119,3 +119,20 @@ def visitor(request: HttpRequest) -> HttpResponse:
         runs["visitor"] += 1
         request.session["visitor"] = runs["visitor"]
     return HttpResponse(f"visitor {request.session['visitor']}")
+
+
+FORM_PAGE = (
+    '<meta name="csrf-token" content="{{ csrf_token }}"><form>{% csrf_token %}</form>'
+)
+
+
+def _form_page(request: HttpRequest) -> HttpResponse:
+    from django.template import engines
+
+    runs["form"] += 1
+    return HttpResponse(engines["django"].from_string(FORM_PAGE).render({}, request))
+
+
+shared_form = cache_view(300, key_prefix="shared-form")(_form_page)
+user_form = cache_view_per_user(300, key_prefix="user-form")(_form_page)
+tenant_form = cache_view_per_tenant(300, key_prefix="tenant-form")(_form_page)
