@@ -11,208 +11,46 @@ line of logic without either one blocking the other's way of doing I/O.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import functools
-import itertools
 import logging
-import secrets
 import time
-import warnings
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from . import holes
 from .backends.base import Backend, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
-from .entry import CorruptEntryError, Entry, OutdatedEntryError
-from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
+from .flow import FAILED, Gen, Op, Rendered, new_version
+from .identity import VaryIdentity
 from .invalidation import PendingBumps
 from .keys import (
-    FragmentCacheWarning,
     check_prefix,
-    key_of,
-    lock_key,
     make_fragment_key,
     name_version_key,
     tag_version_key,
     variant_version_key,
 )
+from .lookup import DecodedEntries, Read, check
+from .miss import miss_flow, render_uncached
+from .recording import collector, last_outcome, note, recording, report
+from .requests import FragmentRequest, build_requests, check_tags
 from .stats import FragmentStats
-from .timeouts import Timeout, check_timeout
+
+__all__ = [
+    "FragmentCache",
+    "FragmentRequest",
+    "build_requests",
+    "check_tags",
+    "last_outcome",
+    "recording",
+]
 
 logger = logging.getLogger("jinja_fragcache")
 
 _T = TypeVar("_T")
 
-#: What a backend call returns to the flow when the backend failed or the
-#: circuit breaker is open.
-_FAILED: Any = object()
-
 #: Errors that come from a request's own arguments, whatever the backend.
 _REQUEST_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError)
-
-#: The versions the fragments rendered so far inside an enclosing fragment
-#: depend on; ``None`` outside any fragment.
-_collector: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "jinja_fragcache_collector", default=None
-)
-
-#: What the last lookup in this context ended as; see :func:`last_outcome`.
-_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "jinja_fragcache_outcome", default=None
-)
-
-
-class Lookup(NamedTuple):
-    """One lookup, as :func:`recording` lists it."""
-
-    name: str
-    key: str
-    variants: int
-    outcome: str
-    fetch_ms: float
-    render_ms: float
-
-
-_lookups: contextvars.ContextVar[list[Lookup] | None] = contextvars.ContextVar(
-    "jinja_fragcache_lookups", default=None
-)
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[list[Lookup]]:
-    """List every lookup made in this thread or task until the block ends
-    (the debug toolbar panel uses it)::
-
-        with recording() as lookups:
-            template.render()
-    """
-    lookups: list[Lookup] = []
-    token = _lookups.set(lookups)
-    try:
-        yield lookups
-    finally:
-        _lookups.reset(token)
-
-
-def _note(
-    outcome: str, name: str, keys: Sequence[str], fetch: float, render: float
-) -> None:
-    _outcome.set(outcome)
-    lookups = _lookups.get()
-    if lookups is not None:
-        key = keys[0] if keys else ""
-        lookups.append(
-            Lookup(name, key, len(keys), outcome, fetch * 1000, render * 1000)
-        )
-
-
-def last_outcome() -> str | None:
-    """How the last ``render*`` call of this thread or task was answered:
-    ``"hit"``, ``"stale"`` (an expired copy, served while another request
-    refreshes it), ``"miss"`` (rendered here) or ``"uncached"`` (the cache
-    was bypassed or down).  For a collection, the most telling of its items.
-    """
-    return _outcome.get()
-
-
-# An instruction from the flow to its driver: ("get_many", keys),
-# ("add_many", mapping, timeout), ("set_many", mapping, timeout),
-# ("delete", key), ("render", indices) or ("sleep", seconds).
-_Op = tuple[Any, ...]
-_Gen = Generator[_Op, Any, Any]
-
-
-class _Rendered(NamedTuple):
-    body: str
-    versions: dict[str, str]
-    seconds: float
-
-
-class FragmentRequest(NamedTuple):
-    """One variant of one fragment, as a tag asks for it.
-
-    :param name: the fragment name.
-    :param vary: the vary values, already as strings (see
-        :func:`~jinja_fragcache.keys.vary_strings`).
-    :param timeout: checked seconds; ``None`` never expires, ``0`` bypasses
-        the cache.
-    :param tags: invalidation tags.
-    :param template: the template that holds the block.
-    :param digest: the digest of the block's source (and what it includes).
-    :param context: the template context the tag rendered in, for a
-        ``store_filter``; not part of the key.
-    """
-
-    name: str
-    vary: tuple[str, ...] = ()
-    timeout: Timeout = None
-    tags: tuple[str, ...] = ()
-    template: str = ""
-    digest: str = ""
-    context: Any = None
-
-
-def check_tags(tags: object) -> tuple[str, ...]:
-    """``tags=`` as a tuple: ``None``, a string, or strings; else ``ValueError``."""
-    if tags is None:
-        return ()
-    if isinstance(tags, str):
-        return (tags,)
-    if isinstance(tags, Iterable):
-        found = tuple(tags)
-        if all(isinstance(tag, str) for tag in found):
-            return found
-    raise ValueError(f"tags= must be a string or a list of strings, got {tags!r}")
-
-
-def build_requests(
-    name: str,
-    varies: Iterable[Iterable[object]],
-    *,
-    timeout: object,
-    tags: object = None,
-    template: str = "",
-    digest: str = "",
-    context: Any = None,
-    identity: VaryIdentity | None = None,
-    where: str = "",
-    debug: bool = False,
-) -> list[FragmentRequest]:
-    """One request per tuple of vary values, as every tag builds them.
-
-    The timeout and the tags are checked once.  A variant with a vary value
-    that has no safe identity (see :mod:`jinja_fragcache.identity`) renders
-    uncached (its timeout becomes ``0``) with a warning naming *where*; with
-    *debug* a value with no identity at all is an error instead.
-
-    :raises ValueError: naming the bad value; the tag adds the template and
-        the line.
-    """
-    seconds = check_timeout(timeout)
-    tag_names = check_tags(tags)
-    identity = identity or DEFAULT_IDENTITY
-    requests = []
-    for vary in varies:
-        wanted = seconds
-        try:
-            strings = identity.strings(vary)
-        except RefusedVaryValue as refused:
-            if debug and refused.severe:
-                raise
-            warnings.warn(
-                f"fragment {name!r} ({where or 'no template'}) is not cached: "
-                f"{refused}",
-                FragmentCacheWarning,
-                stacklevel=2,
-            )
-            strings, wanted = (), 0.0
-        requests.append(
-            FragmentRequest(name, strings, wanted, tag_names, template, digest, context)
-        )
-    return requests
 
 
 def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
@@ -230,105 +68,6 @@ def _parts(count: int, skipped: list[int]) -> tuple[list[int], list[int]]:
 def _shifted(render: Callable[[int], _T], indices: list[int]) -> Callable[[int], _T]:
     """*render* of a sub-batch: its item ``j`` is item ``indices[j]``."""
     return lambda j: render(indices[j])
-
-
-def _new_version() -> bytes:
-    # Unpredictable, so a counter lost to eviction and created again can
-    # never match the version an old entry recorded.
-    return str(secrets.randbits(62)).encode("ascii")
-
-
-def _texts(values: Sequence[bytes | None]) -> list[str | None]:
-    # latin-1 decodes any bytes: a garbled counter is a mismatch, not a crash.
-    return [None if v is None else v.decode("latin-1") for v in values]
-
-
-def _keys_for(
-    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """A variant's entry key, the keys of the counters it depends on, and
-    both together: what a lookup of that variant alone reads."""
-    if sum(map(len, vary)) > _CACHED_VARY_LENGTH:
-        return _plan_keys(prefix, name, vary, tags)
-    return _cached_plan(prefix, name, vary, tags)
-
-
-#: Vary values longer than this (all together) are not kept in the cache
-#: below, which would otherwise hold them without a bound on bytes.
-_CACHED_VARY_LENGTH = 512
-
-
-def _plan_keys(
-    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    key = key_of(name, vary, prefix=prefix)
-    counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
-    counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
-    return key, tuple(counters), (key, *counters)
-
-
-_cached_plan = functools.lru_cache(maxsize=8192)(_plan_keys)
-
-
-class _DecodedEntries:
-    """Recently decoded entries, keyed by their bytes, bounded in size."""
-
-    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._entries: dict[bytes, Entry] = {}
-        self._bytes = 0
-
-    def get(self, data: bytes) -> Entry | None:
-        return self._entries.get(data)
-
-    def put(self, data: bytes, entry: Entry) -> None:
-        if self._bytes + len(data) > self.max_bytes:
-            # Dropping all at once keeps this O(1) and lock-free; the next
-            # hits simply decode again.
-            self._entries = {}
-            self._bytes = 0
-        self._entries[data] = entry
-        self._bytes += len(data)
-
-
-class _Read:
-    """A batch's keys, and what its first read found."""
-
-    __slots__ = ("keys", "own", "keys_read", "versions", "entries", "start")
-
-    def __init__(self, requests: Sequence[FragmentRequest], prefix: str) -> None:
-        #: Every entry, then every counter they depend on directly.
-        self.keys_read: Sequence[str]
-        if len(requests) == 1:  # the common case, kept cheap
-            r = requests[0]
-            key, counters, self.keys_read = _keys_for(prefix, r.name, r.vary, r.tags)
-            self.keys, self.own = [key], [counters]
-        else:
-            plans = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
-            self.keys = [key for key, _, _ in plans]
-            self.own = [counters for _, counters, _ in plans]
-            unique = dict.fromkeys(itertools.chain.from_iterable(self.own))
-            self.keys_read = [*self.keys, *unique]
-        self.versions: dict[str, str | None] = {}
-        self.entries: list[Entry | None] = []
-        self.start = time.perf_counter()
-
-
-def _edited(entry: Entry, request: FragmentRequest) -> bool:
-    """Whether *entry* was written by this very block before it was edited.
-
-    Entries of another template (or of an unnamed one) are shared as usual.
-    """
-    return bool(request.template) and (
-        entry.template == request.template and entry.digest != request.digest
-    )
-
-
-def _report(versions: dict[str, str]) -> None:
-    """Tell the enclosing fragment, if any, what this one depends on."""
-    collected = _collector.get()
-    if collected is not None:
-        collected.update(versions)
 
 
 class FragmentCache:
@@ -397,7 +136,7 @@ class FragmentCache:
         self.pending = PendingBumps(self._replay_sync, lambda: self.breaker.cooldown)
         # Entries are immutable bytes, so their decoded form can be kept:
         # a hit on the same bytes skips the parse.
-        self._decoded = _DecodedEntries()
+        self._decoded = DecodedEntries()
 
     def __repr__(self) -> str:
         return f"<FragmentCache {type(self.backend).__name__} prefix={self.prefix!r}>"
@@ -443,17 +182,17 @@ class FragmentCache:
             if len(skipped) < len(requests):
                 return self._render_partly(requests, render, skipped)
             uncached: list[str] = self._drive(
-                self._render_uncached(requests), name, render
+                render_uncached(self, requests), name, render
             )
             return uncached
         # The hit path is plain code; only the rest enters the flow.
-        read = _Read(requests, self.prefix)
+        read = Read(requests, self.prefix)
         found = self._call(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
             return hits
         results: list[str] = self._drive(
-            self._flow(requests, wait, read, found), name, render
+            miss_flow(self, requests, wait, read, found), name, render
         )
         return results
 
@@ -472,16 +211,16 @@ class FragmentCache:
         if skipped:
             if len(skipped) < len(requests):
                 return await self._arender_partly(requests, render, skipped)
-            flow = self._render_uncached(requests)
+            flow = render_uncached(self, requests)
             uncached: list[str] = await self._adrive(flow, name, render)
             return uncached
-        read = _Read(requests, self.prefix)
+        read = Read(requests, self.prefix)
         found = await self._acall(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
             return hits
         results: list[str] = await self._adrive(
-            self._flow(requests, wait, read, found), name, render
+            miss_flow(self, requests, wait, read, found), name, render
         )
         return results
 
@@ -517,16 +256,16 @@ class FragmentCache:
         return results
 
     def _hits(
-        self, requests: Sequence[FragmentRequest], read: _Read, found: Any
+        self, requests: Sequence[FragmentRequest], read: Read, found: Any
     ) -> list[str] | None:
         """The bodies, if the first read found every entry fresh and done.
 
         Fills ``read.entries``; ``None`` sends the batch to :meth:`_flow`.
         """
-        if found is _FAILED:
+        if found is FAILED:
             return None
         versions = read.versions
-        read.entries = entries = self._check(requests, read, found)
+        read.entries = entries = check(self, requests, read, found)
         now = time.time()
         for entry in entries:
             # Nested counters not read yet need the flow's second round trip.
@@ -537,10 +276,10 @@ class FragmentCache:
             ):
                 return None
         for entry in entries:
-            _report(entry.versions)  # type: ignore[union-attr]
+            report(entry.versions)  # type: ignore[union-attr]
         fetched = time.perf_counter() - read.start
         self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
-        _note("hit", requests[0].name, read.keys, fetched, 0.0)
+        note("hit", requests[0].name, read.keys, fetched, 0.0)
         return [
             self._opened(request, entry.body)  # type: ignore[union-attr]
             for request, entry in zip(requests, entries, strict=True)
@@ -661,29 +400,29 @@ class FragmentCache:
     def _tag_keys(self, tags: Sequence[str]) -> list[str]:
         return [tag_version_key(tag, prefix=self.prefix) for tag in tags]
 
-    def _delete_flow(self, key: str) -> _Gen:
+    def _delete_flow(self, key: str) -> Gen:
         yield ("delete", key)
 
-    def _bump_flow(self, counters: Sequence[str]) -> _Gen:
+    def _bump_flow(self, counters: Sequence[str]) -> Gen:
         """Bump each counter; return those that could not be bumped."""
         for index, counter in enumerate(counters):
             bumped = yield ("incr", counter, 1)
             if bumped is None:
                 # Never create a counter at a predictable value: a fresh
                 # random one invalidates just as well.
-                created = yield ("add", counter, _new_version(), None)
+                created = yield ("add", counter, new_version(), None)
                 if created is False:  # created meanwhile by someone else
                     bumped = yield ("incr", counter, 1)
                 else:
                     bumped = created
-            if bumped is _FAILED:
+            if bumped is FAILED:
                 return list(counters[index:])
         return []
 
     # -- drivers: carry out what a flow yields -----------------------------------
 
     def _drive(
-        self, flow: _Gen, name: str, render: Callable[[int], str] | None = None
+        self, flow: Gen, name: str, render: Callable[[int], str] | None = None
     ) -> Any:
         op = next(flow)
         while True:
@@ -707,7 +446,7 @@ class FragmentCache:
 
     async def _adrive(
         self,
-        flow: _Gen,
+        flow: Gen,
         name: str,
         render: Callable[[int], Awaitable[str]] | None = None,
     ) -> Any:
@@ -731,33 +470,33 @@ class FragmentCache:
             except StopIteration as stop:
                 return stop.value
 
-    def _collect(self, render: Callable[[int], str], index: int) -> _Rendered:
+    def _collect(self, render: Callable[[int], str], index: int) -> Rendered:
         collected: dict[str, str] = {}
-        token = _collector.set(collected)
+        token = collector.set(collected)
         start = time.perf_counter()
         try:
             body = str(render(index))
         finally:
-            _collector.reset(token)
-        return _Rendered(body, collected, time.perf_counter() - start)
+            collector.reset(token)
+        return Rendered(body, collected, time.perf_counter() - start)
 
     async def _acollect(
         self, render: Callable[[int], Awaitable[str]], index: int
-    ) -> _Rendered:
+    ) -> Rendered:
         collected: dict[str, str] = {}
-        token = _collector.set(collected)
+        token = collector.set(collected)
         start = time.perf_counter()
         try:
             body = str(await render(index))
         finally:
-            _collector.reset(token)
-        return _Rendered(body, collected, time.perf_counter() - start)
+            collector.reset(token)
+        return Rendered(body, collected, time.perf_counter() - start)
 
     # -- backend calls: fail open behind a circuit breaker -------------------
 
-    def _call(self, name: str, op: _Op) -> Any:
+    def _call(self, name: str, op: Op) -> Any:
         if not self.breaker.allow():
-            return _FAILED
+            return FAILED
         try:
             result = getattr(self.backend, op[0])(*op[1:])
         except Exception as exc:
@@ -765,13 +504,13 @@ class FragmentCache:
                 self.statistics.record_error(name)
                 raise
             self._failed(name, op, exc)
-            return _FAILED
+            return FAILED
         self.breaker.succeeded()
         return result
 
-    async def _acall(self, name: str, op: _Op) -> Any:
+    async def _acall(self, name: str, op: Op) -> Any:
         if not self.breaker.allow():
-            return _FAILED
+            return FAILED
         try:
             result = await getattr(self.backend, "a" + op[0])(*op[1:])
         except Exception as exc:
@@ -779,11 +518,11 @@ class FragmentCache:
                 self.statistics.record_error(name)
                 raise
             self._failed(name, op, exc)
-            return _FAILED
+            return FAILED
         self.breaker.succeeded()
         return result
 
-    def _failed(self, name: str, op: _Op, exc: Exception) -> None:
+    def _failed(self, name: str, op: Op, exc: Exception) -> None:
         self.statistics.record_error(name)
         refused = _REQUEST_ERRORS + request_errors(self.backend)
         # django-redis wraps the client's error: its cause tells.
@@ -809,221 +548,6 @@ class FragmentCache:
             self.breaker.cooldown,
         )
 
-    # -- the rules -----------------------------------------------------------
-
-    def _flow(
-        self, requests: Sequence[FragmentRequest], wait: bool, read: _Read, found: Any
-    ) -> _Gen:
-        """Everything but the plain hit: nested checks, stale serving, the
-        lock, waiting, rendering and writing back."""
-        if found is _FAILED:
-            return (yield from self._render_uncached(requests))
-        first = requests[0]
-        keys, own, versions, start = read.keys, read.own, read.versions, read.start
-        entries = yield from self._settle(read.entries, versions)
-        if entries is _FAILED:
-            return (yield from self._render_uncached(requests))
-
-        now = time.time()
-        results: list[str | None] = [None] * len(requests)
-        stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
-        cold = [i for i, e in enumerate(entries) if e is None]
-        writable = True
-        won: list[int] = []
-        contested = stale + cold if wait else stale
-        token = _new_version()
-        if contested:
-            claimed = yield (
-                "add_many",
-                {lock_key(keys[i]): token for i in contested},
-                self.lock_timeout,
-            )
-            if claimed is _FAILED:
-                writable = False
-            else:
-                won = [i for i, ok in zip(contested, claimed, strict=True) if ok]
-
-        waiting = [i for i in cold if wait and writable and i not in won]
-        deadline = time.monotonic() + self.lock_wait
-        while waiting and time.monotonic() < deadline:
-            yield ("sleep", self.poll_interval)
-            again = _Read([requests[i] for i in waiting], self.prefix)
-            again.versions = versions
-            arrivals = yield from self._lookup([requests[i] for i in waiting], again)
-            if arrivals is _FAILED:
-                writable = False
-                break
-            for i, arrived in zip(waiting, arrivals, strict=True):
-                if arrived is not None and arrived.is_fresh(time.time()):
-                    entries[i] = arrived
-            waiting = [i for i in waiting if entries[i] is None]
-            if waiting:
-                # A holder that gave up (its render or its write failed)
-                # has released the lock: take it over instead of sleeping
-                # out lock_wait.
-                taken = yield from self._take_over(keys, waiting, token)
-                if taken is _FAILED:
-                    writable = False
-                    break
-                won += taken
-                waiting = [i for i in waiting if i not in taken]
-
-        to_render = [i for i, e in enumerate(entries) if e is None or i in won]
-        served_stale = 0
-        for i, usable in enumerate(entries):
-            if usable is not None and i not in won:
-                results[i] = self._opened(requests[i], usable.body)
-                served_stale += not usable.is_fresh(now)
-                _report(usable.versions)
-        fetched = time.perf_counter() - start
-        self.statistics.record_fetch(
-            first.name,
-            fetched,
-            hits=len(requests) - len(to_render) - served_stale,
-            misses=len(to_render),
-            stale=served_stale,
-        )
-        if not to_render:
-            _note("stale" if served_stale else "hit", first.name, keys, fetched, 0.0)
-            return results
-
-        # Snapshot every version before rendering, creating the missing
-        # counters, so an invalidation during the render makes this entry
-        # invalid instead of being lost.
-        needed = dict.fromkeys(k for i in to_render for k in own[i])
-        missing = {k: _new_version() for k in needed if versions.get(k) is None}
-        if missing and writable:
-            created = yield ("add_many", missing, None)
-            if created is _FAILED:
-                writable = False
-            else:
-                lost = [k for k, ok in zip(missing, created, strict=True) if not ok]
-                versions.update((k, v.decode("latin-1")) for k, v in missing.items())
-                if lost:
-                    current = yield ("get_many", lost)
-                    if current is _FAILED:
-                        writable = False
-                    else:
-                        versions.update(zip(lost, _texts(current), strict=True))
-
-        try:
-            rendered = yield ("render", to_render)
-        except BaseException:  # let the next request render instead of waiting
-            yield from self._unlock(keys, won)
-            raise
-        self._record_renders(first.name, rendered)
-        timeout = first.timeout
-        soft_expiry = None if timeout is None else time.time() + timeout
-        writes: dict[str, bytes] = {}
-        try:
-            for i, (body, nested, _) in zip(to_render, rendered, strict=True):
-                results[i] = body
-                snapshot = {k: versions.get(k) or "" for k in own[i]}
-                snapshot.update(nested)
-                _report(snapshot)
-                stored = self._sealed(requests[i], body)
-                if self.store_filter is None or self.store_filter(requests[i], stored):
-                    entry = Entry(
-                        stored, soft_expiry, first.template, first.digest, snapshot
-                    )
-                    writes[keys[i]] = entry.encode()
-        except BaseException:  # a store_filter that refuses loudly
-            yield from self._unlock(keys, won)
-            raise
-        if writable and writes:
-            hard_ttl = None if timeout is None else timeout + self.stale_grace
-            yield ("set_many", writes, hard_ttl)
-        # Whatever failed before, a lock this request holds is released, or
-        # every later request would wait for it (the breaker skips this
-        # when the backend itself is down).
-        yield from self._unlock(keys, won)
-        # Noted after the render, whose own fragments note theirs first.
-        _note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
-        return results
-
-    def _take_over(self, keys: list[str], waiting: list[int], token: bytes) -> _Gen:
-        """Claim the locks of *waiting* whose holders released them."""
-        locks = [lock_key(keys[i]) for i in waiting]
-        held = yield ("get_many", locks)
-        if held is _FAILED:
-            return _FAILED
-        free = [i for i, value in zip(waiting, held, strict=True) if value is None]
-        if not free:
-            return []
-        claimed = yield (
-            "add_many",
-            {lock_key(keys[i]): token for i in free},
-            self.lock_timeout,
-        )
-        if claimed is _FAILED:
-            return _FAILED
-        return [i for i, ok in zip(free, claimed, strict=True) if ok]
-
-    def _unlock(self, keys: list[str], won: list[int]) -> _Gen:
-        for i in won:
-            yield ("delete", lock_key(keys[i]))
-
-    def _lookup(self, requests: Sequence[FragmentRequest], read: _Read) -> _Gen:
-        """Read entries and their versions again; keep the usable entries."""
-        found = yield ("get_many", read.keys_read)
-        if found is _FAILED:
-            return _FAILED
-        entries = self._check(requests, read, found)
-        return (yield from self._settle(entries, read.versions))
-
-    def _check(
-        self,
-        requests: Sequence[FragmentRequest],
-        read: _Read,
-        found: list[bytes | None],
-    ) -> list[Entry | None]:
-        """Decode what one read found; keep entries whose own counters match.
-
-        Fills ``read.versions`` with the counters read.
-        """
-        versions = read.versions
-        count = len(read.keys)
-        versions.update(zip(read.keys_read[count:], _texts(found[count:]), strict=True))
-        entries: list[Entry | None] = []
-        for request, key, data, own_keys in zip(
-            requests,
-            read.keys,
-            found,
-            read.own,
-            strict=False,  # found: counters too
-        ):
-            entry = self._decode(request.name, key, data)
-            if entry is not None:
-                recorded = entry.versions
-                for k in own_keys:
-                    current = versions[k]
-                    if current is None or recorded.get(k) != current:
-                        entry = None
-                        break
-                else:
-                    if _edited(entry, request):
-                        entry = None
-            entries.append(entry)
-        return entries
-
-    def _settle(
-        self, entries: list[Entry | None], versions: dict[str, str | None]
-    ) -> _Gen:
-        """Check the counters of nested fragments: one round trip at most,
-        however deep the nesting, since entries record them flattened."""
-        nested = {k for e in entries if e for k in e.versions if k not in versions}
-        if not nested:
-            return entries
-        nested_keys = list(nested)
-        found = yield ("get_many", nested_keys)
-        if found is _FAILED:
-            return _FAILED
-        versions.update(zip(nested_keys, _texts(found), strict=True))
-        return [
-            e if e and all(versions[k] == v for k, v in e.versions.items()) else None
-            for e in entries
-        ]
-
     def _sealed(self, request: FragmentRequest, body: str) -> str:
         """The stored form of a rendered body: escaped, and its per-request
         values made holes (see :mod:`jinja_fragcache.holes`)."""
@@ -1036,32 +560,3 @@ class FragmentCache:
         if filler is None:
             return holes.fill(stored, lambda name: "")
         return holes.fill(stored, lambda name: filler.fill(request, name))
-
-    def _decode(self, name: str, key: str, data: bytes | None) -> Entry | None:
-        if data is None:
-            return None
-        entry = self._decoded.get(data)
-        if entry is None:
-            try:
-                entry = Entry.decode(data)
-            except OutdatedEntryError:  # an older release wrote it: a miss
-                return None
-            except CorruptEntryError as exc:
-                self.statistics.record_error(name)
-                logger.warning(
-                    "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
-                )
-                return None
-            self._decoded.put(data, entry)
-        return entry
-
-    def _render_uncached(self, requests: Sequence[FragmentRequest]) -> _Gen:
-        rendered = yield ("render", range(len(requests)))
-        self._record_renders(requests[0].name, rendered)
-        seconds = sum(r.seconds for r in rendered)
-        _note("uncached", requests[0].name, [], 0.0, seconds)
-        return [r.body for r in rendered]
-
-    def _record_renders(self, name: str, rendered: list[_Rendered]) -> None:
-        seconds = sum(r.seconds for r in rendered)
-        self.statistics.record_render(name, seconds, len(rendered))

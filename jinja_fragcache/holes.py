@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .cache import FragmentRequest
+    from .requests import FragmentRequest
 
 MARK = "\x00"
 _NAME_RE = re.compile(r"[a-z_]+\Z")

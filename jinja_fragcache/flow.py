@@ -1,0 +1,35 @@
+"""The vocabulary of a flow: what a lookup's generator yields to its driver,
+and what it gets back.
+
+A flow is written once as a generator and driven by
+:meth:`~jinja_fragcache.cache.FragmentCache._drive` (sync) or ``_adrive``
+(async), which carry out each operation it yields.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Generator
+from typing import Any, NamedTuple
+
+#: What a backend call returns to the flow when the backend failed or the
+#: circuit breaker is open.
+FAILED: Any = object()
+
+# An instruction from the flow to its driver: ("get_many", keys),
+# ("add_many", mapping, timeout), ("set_many", mapping, timeout),
+# ("delete", key), ("render", indices) or ("sleep", seconds).
+Op = tuple[Any, ...]
+Gen = Generator[Op, Any, Any]
+
+
+class Rendered(NamedTuple):
+    body: str
+    versions: dict[str, str]
+    seconds: float
+
+
+def new_version() -> bytes:
+    # Unpredictable, so a counter lost to eviction and created again can
+    # never match the version an old entry recorded.
+    return str(secrets.randbits(62)).encode("ascii")

@@ -1,0 +1,199 @@
+"""Reading entries: the keys a batch reads, decoding what came back, and
+keeping only the entries whose versions still match.
+
+The plain hit (one read, every entry fresh) is
+:meth:`~jinja_fragcache.cache.FragmentCache._hits`; what it cannot answer
+goes on to :mod:`.miss`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .entry import CorruptEntryError, Entry, OutdatedEntryError
+from .flow import FAILED, Gen
+from .keys import key_of, name_version_key, tag_version_key, variant_version_key
+
+if TYPE_CHECKING:
+    from .cache import FragmentCache
+    from .requests import FragmentRequest
+
+logger = logging.getLogger("jinja_fragcache")
+
+
+def texts(values: Sequence[bytes | None]) -> list[str | None]:
+    # latin-1 decodes any bytes: a garbled counter is a mismatch, not a crash.
+    return [None if v is None else v.decode("latin-1") for v in values]
+
+
+def _keys_for(
+    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A variant's entry key, the keys of the counters it depends on, and
+    both together: what a lookup of that variant alone reads."""
+    if sum(map(len, vary)) > _CACHED_VARY_LENGTH:
+        return _plan_keys(prefix, name, vary, tags)
+    return _cached_plan(prefix, name, vary, tags)
+
+
+#: Vary values longer than this (all together) are not kept in the cache
+#: below, which would otherwise hold them without a bound on bytes.
+_CACHED_VARY_LENGTH = 512
+
+
+def _plan_keys(
+    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    key = key_of(name, vary, prefix=prefix)
+    counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
+    counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
+    return key, tuple(counters), (key, *counters)
+
+
+_cached_plan = functools.lru_cache(maxsize=8192)(_plan_keys)
+
+
+class DecodedEntries:
+    """Recently decoded entries, keyed by their bytes, bounded in size."""
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: dict[bytes, Entry] = {}
+        self._bytes = 0
+
+    def get(self, data: bytes) -> Entry | None:
+        return self._entries.get(data)
+
+    def put(self, data: bytes, entry: Entry) -> None:
+        if self._bytes + len(data) > self.max_bytes:
+            # Dropping all at once keeps this O(1) and lock-free; the next
+            # hits simply decode again.
+            self._entries = {}
+            self._bytes = 0
+        self._entries[data] = entry
+        self._bytes += len(data)
+
+
+class Read:
+    """A batch's keys, and what its first read found."""
+
+    __slots__ = ("keys", "own", "keys_read", "versions", "entries", "start")
+
+    def __init__(self, requests: Sequence[FragmentRequest], prefix: str) -> None:
+        #: Every entry, then every counter they depend on directly.
+        self.keys_read: Sequence[str]
+        if len(requests) == 1:  # the common case, kept cheap
+            r = requests[0]
+            key, counters, self.keys_read = _keys_for(prefix, r.name, r.vary, r.tags)
+            self.keys, self.own = [key], [counters]
+        else:
+            plans = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
+            self.keys = [key for key, _, _ in plans]
+            self.own = [counters for _, counters, _ in plans]
+            unique = dict.fromkeys(itertools.chain.from_iterable(self.own))
+            self.keys_read = [*self.keys, *unique]
+        self.versions: dict[str, str | None] = {}
+        self.entries: list[Entry | None] = []
+        self.start = time.perf_counter()
+
+
+def _edited(entry: Entry, request: FragmentRequest) -> bool:
+    """Whether *entry* was written by this very block before it was edited.
+
+    Entries of another template (or of an unnamed one) are shared as usual.
+    """
+    return bool(request.template) and (
+        entry.template == request.template and entry.digest != request.digest
+    )
+
+
+def lookup(
+    cache: FragmentCache, requests: Sequence[FragmentRequest], read: Read
+) -> Gen:
+    """Read entries and their versions again; keep the usable entries."""
+    found = yield ("get_many", read.keys_read)
+    if found is FAILED:
+        return FAILED
+    entries = check(cache, requests, read, found)
+    return (yield from settle(cache, entries, read.versions))
+
+
+def check(
+    cache: FragmentCache,
+    requests: Sequence[FragmentRequest],
+    read: Read,
+    found: list[bytes | None],
+) -> list[Entry | None]:
+    """Decode what one read found; keep entries whose own counters match.
+
+    Fills ``read.versions`` with the counters read.
+    """
+    versions = read.versions
+    count = len(read.keys)
+    versions.update(zip(read.keys_read[count:], texts(found[count:]), strict=True))
+    entries: list[Entry | None] = []
+    for request, key, data, own_keys in zip(
+        requests,
+        read.keys,
+        found,
+        read.own,
+        strict=False,  # found: counters too
+    ):
+        entry = decode(cache, request.name, key, data)
+        if entry is not None:
+            recorded = entry.versions
+            for k in own_keys:
+                current = versions[k]
+                if current is None or recorded.get(k) != current:
+                    entry = None
+                    break
+            else:
+                if _edited(entry, request):
+                    entry = None
+        entries.append(entry)
+    return entries
+
+
+def settle(
+    cache: FragmentCache, entries: list[Entry | None], versions: dict[str, str | None]
+) -> Gen:
+    """Check the counters of nested fragments: one round trip at most,
+    however deep the nesting, since entries record them flattened."""
+    nested = {k for e in entries if e for k in e.versions if k not in versions}
+    if not nested:
+        return entries
+    nested_keys = list(nested)
+    found = yield ("get_many", nested_keys)
+    if found is FAILED:
+        return FAILED
+    versions.update(zip(nested_keys, texts(found), strict=True))
+    return [
+        e if e and all(versions[k] == v for k, v in e.versions.items()) else None
+        for e in entries
+    ]
+
+
+def decode(
+    cache: FragmentCache, name: str, key: str, data: bytes | None
+) -> Entry | None:
+    if data is None:
+        return None
+    entry = cache._decoded.get(data)
+    if entry is None:
+        try:
+            entry = Entry.decode(data)
+        except OutdatedEntryError:  # an older release wrote it: a miss
+            return None
+        except CorruptEntryError as exc:
+            cache.statistics.record_error(name)
+            logger.warning(
+                "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
+            )
+            return None
+        cache._decoded.put(data, entry)
+    return entry

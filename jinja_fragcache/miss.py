@@ -1,0 +1,209 @@
+"""The miss protocol: everything a lookup does once the first read did not
+find every entry fresh.
+
+In order: nested fragments' counters are checked (one more read at most,
+however deep the nesting); stale entries are served while one renderer
+refreshes them; cold entries are claimed with a lock (``add``), and a
+request that lost the lock waits up to ``lock_wait`` for the holder, or
+takes the lock over when the holder released it without writing; every
+missing version counter is created *before* the render, so an
+invalidation during the render makes the new entry invalid instead of
+being lost; the body is rendered, sealed (its per-request values become
+holes), checked by the ``store_filter`` and written back in one round trip;
+and every lock this request holds is released on every path, failures
+included.
+
+Each step is a generator that *yields* its I/O (see :mod:`.flow`), so the
+sync and async drivers of :class:`~jinja_fragcache.cache.FragmentCache`
+share every line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .entry import Entry
+from .flow import FAILED, Gen, Rendered, new_version
+from .keys import lock_key
+from .lookup import Read, lookup, settle, texts
+from .recording import note, report
+
+if TYPE_CHECKING:
+    from .cache import FragmentCache
+    from .requests import FragmentRequest
+
+
+def miss_flow(
+    cache: FragmentCache,
+    requests: Sequence[FragmentRequest],
+    wait: bool,
+    read: Read,
+    found: Any,
+) -> Gen:
+    """Everything but the plain hit: nested checks, stale serving, the
+    lock, waiting, rendering and writing back."""
+    if found is FAILED:
+        return (yield from render_uncached(cache, requests))
+    first = requests[0]
+    keys, own, versions, start = read.keys, read.own, read.versions, read.start
+    entries = yield from settle(cache, read.entries, versions)
+    if entries is FAILED:
+        return (yield from render_uncached(cache, requests))
+
+    now = time.time()
+    results: list[str | None] = [None] * len(requests)
+    stale = [i for i, e in enumerate(entries) if e and not e.is_fresh(now)]
+    cold = [i for i, e in enumerate(entries) if e is None]
+    writable = True
+    won: list[int] = []
+    contested = stale + cold if wait else stale
+    token = new_version()
+    if contested:
+        claimed = yield (
+            "add_many",
+            {lock_key(keys[i]): token for i in contested},
+            cache.lock_timeout,
+        )
+        if claimed is FAILED:
+            writable = False
+        else:
+            won = [i for i, ok in zip(contested, claimed, strict=True) if ok]
+
+    waiting = [i for i in cold if wait and writable and i not in won]
+    deadline = time.monotonic() + cache.lock_wait
+    while waiting and time.monotonic() < deadline:
+        yield ("sleep", cache.poll_interval)
+        again = Read([requests[i] for i in waiting], cache.prefix)
+        again.versions = versions
+        arrivals = yield from lookup(cache, [requests[i] for i in waiting], again)
+        if arrivals is FAILED:
+            writable = False
+            break
+        for i, arrived in zip(waiting, arrivals, strict=True):
+            if arrived is not None and arrived.is_fresh(time.time()):
+                entries[i] = arrived
+        waiting = [i for i in waiting if entries[i] is None]
+        if waiting:
+            # A holder that gave up (its render or its write failed)
+            # has released the lock: take it over instead of sleeping
+            # out lock_wait.
+            taken = yield from _take_over(cache, keys, waiting, token)
+            if taken is FAILED:
+                writable = False
+                break
+            won += taken
+            waiting = [i for i in waiting if i not in taken]
+
+    to_render = [i for i, e in enumerate(entries) if e is None or i in won]
+    served_stale = 0
+    for i, usable in enumerate(entries):
+        if usable is not None and i not in won:
+            results[i] = cache._opened(requests[i], usable.body)
+            served_stale += not usable.is_fresh(now)
+            report(usable.versions)
+    fetched = time.perf_counter() - start
+    cache.statistics.record_fetch(
+        first.name,
+        fetched,
+        hits=len(requests) - len(to_render) - served_stale,
+        misses=len(to_render),
+        stale=served_stale,
+    )
+    if not to_render:
+        note("stale" if served_stale else "hit", first.name, keys, fetched, 0.0)
+        return results
+
+    # Snapshot every version before rendering, creating the missing
+    # counters, so an invalidation during the render makes this entry
+    # invalid instead of being lost.
+    needed = dict.fromkeys(k for i in to_render for k in own[i])
+    missing = {k: new_version() for k in needed if versions.get(k) is None}
+    if missing and writable:
+        created = yield ("add_many", missing, None)
+        if created is FAILED:
+            writable = False
+        else:
+            lost = [k for k, ok in zip(missing, created, strict=True) if not ok]
+            versions.update((k, v.decode("latin-1")) for k, v in missing.items())
+            if lost:
+                current = yield ("get_many", lost)
+                if current is FAILED:
+                    writable = False
+                else:
+                    versions.update(zip(lost, texts(current), strict=True))
+
+    try:
+        rendered = yield ("render", to_render)
+    except BaseException:  # let the next request render instead of waiting
+        yield from _unlock(keys, won)
+        raise
+    _record_renders(cache, first.name, rendered)
+    timeout = first.timeout
+    soft_expiry = None if timeout is None else time.time() + timeout
+    writes: dict[str, bytes] = {}
+    try:
+        for i, (body, nested, _) in zip(to_render, rendered, strict=True):
+            results[i] = body
+            snapshot = {k: versions.get(k) or "" for k in own[i]}
+            snapshot.update(nested)
+            report(snapshot)
+            stored = cache._sealed(requests[i], body)
+            if cache.store_filter is None or cache.store_filter(requests[i], stored):
+                entry = Entry(
+                    stored, soft_expiry, first.template, first.digest, snapshot
+                )
+                writes[keys[i]] = entry.encode()
+    except BaseException:  # a store_filter that refuses loudly
+        yield from _unlock(keys, won)
+        raise
+    if writable and writes:
+        hard_ttl = None if timeout is None else timeout + cache.stale_grace
+        yield ("set_many", writes, hard_ttl)
+    # Whatever failed before, a lock this request holds is released, or
+    # every later request would wait for it (the breaker skips this
+    # when the backend itself is down).
+    yield from _unlock(keys, won)
+    # Noted after the render, whose own fragments note theirs first.
+    note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
+    return results
+
+
+def _take_over(
+    cache: FragmentCache, keys: list[str], waiting: list[int], token: bytes
+) -> Gen:
+    """Claim the locks of *waiting* whose holders released them."""
+    locks = [lock_key(keys[i]) for i in waiting]
+    held = yield ("get_many", locks)
+    if held is FAILED:
+        return FAILED
+    free = [i for i, value in zip(waiting, held, strict=True) if value is None]
+    if not free:
+        return []
+    claimed = yield (
+        "add_many",
+        {lock_key(keys[i]): token for i in free},
+        cache.lock_timeout,
+    )
+    if claimed is FAILED:
+        return FAILED
+    return [i for i, ok in zip(free, claimed, strict=True) if ok]
+
+
+def _unlock(keys: list[str], won: list[int]) -> Gen:
+    for i in won:
+        yield ("delete", lock_key(keys[i]))
+
+
+def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:
+    rendered = yield ("render", range(len(requests)))
+    _record_renders(cache, requests[0].name, rendered)
+    seconds = sum(r.seconds for r in rendered)
+    note("uncached", requests[0].name, [], 0.0, seconds)
+    return [r.body for r in rendered]
+
+
+def _record_renders(cache: FragmentCache, name: str, rendered: list[Rendered]) -> None:
+    seconds = sum(r.seconds for r in rendered)
+    cache.statistics.record_render(name, seconds, len(rendered))

@@ -1,0 +1,95 @@
+"""What a tag asks the cache for: one :class:`FragmentRequest` per variant."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
+from .keys import FragmentCacheWarning
+from .timeouts import Timeout, check_timeout
+
+
+class FragmentRequest(NamedTuple):
+    """One variant of one fragment, as a tag asks for it.
+
+    :param name: the fragment name.
+    :param vary: the vary values, already as strings (see
+        :func:`~jinja_fragcache.keys.vary_strings`).
+    :param timeout: checked seconds; ``None`` never expires, ``0`` bypasses
+        the cache.
+    :param tags: invalidation tags.
+    :param template: the template that holds the block.
+    :param digest: the digest of the block's source (and what it includes).
+    :param context: the template context the tag rendered in, for a
+        ``store_filter``; not part of the key.
+    """
+
+    name: str
+    vary: tuple[str, ...] = ()
+    timeout: Timeout = None
+    tags: tuple[str, ...] = ()
+    template: str = ""
+    digest: str = ""
+    context: Any = None
+
+
+def check_tags(tags: object) -> tuple[str, ...]:
+    """``tags=`` as a tuple: ``None``, a string, or strings; else ``ValueError``."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    if isinstance(tags, Iterable):
+        found = tuple(tags)
+        if all(isinstance(tag, str) for tag in found):
+            return found
+    raise ValueError(f"tags= must be a string or a list of strings, got {tags!r}")
+
+
+def build_requests(
+    name: str,
+    varies: Iterable[Iterable[object]],
+    *,
+    timeout: object,
+    tags: object = None,
+    template: str = "",
+    digest: str = "",
+    context: Any = None,
+    identity: VaryIdentity | None = None,
+    where: str = "",
+    debug: bool = False,
+) -> list[FragmentRequest]:
+    """One request per tuple of vary values, as every tag builds them.
+
+    The timeout and the tags are checked once.  A variant with a vary value
+    that has no safe identity (see :mod:`jinja_fragcache.identity`) renders
+    uncached (its timeout becomes ``0``) with a warning naming *where*; with
+    *debug* a value with no identity at all is an error instead.
+
+    :raises ValueError: naming the bad value; the tag adds the template and
+        the line.
+    """
+    seconds = check_timeout(timeout)
+    tag_names = check_tags(tags)
+    identity = identity or DEFAULT_IDENTITY
+    requests = []
+    for vary in varies:
+        wanted = seconds
+        try:
+            strings = identity.strings(vary)
+        except RefusedVaryValue as refused:
+            if debug and refused.severe:
+                raise
+            warnings.warn(
+                f"fragment {name!r} ({where or 'no template'}) is not cached: "
+                f"{refused}",
+                FragmentCacheWarning,
+                stacklevel=2,
+            )
+            strings, wanted = (), 0.0
+        requests.append(
+            FragmentRequest(name, strings, wanted, tag_names, template, digest, context)
+        )
+    return requests
