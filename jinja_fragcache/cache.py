@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from .flow import FAILED, Gen, Op, Rendered, new_version
 from .identity import VaryIdentity
 from .invalidation import PendingBumps
 from .keys import (
+    FragmentCacheWarning,
     check_prefix,
     make_fragment_key,
     name_version_key,
@@ -190,6 +192,8 @@ class FragmentCache:
         found = self._call(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
+            for i in self._foreign(requests, read):
+                self._compare(requests[i], read, i, self._collect(render, i).body)
             return hits
         results: list[str] = self._drive(
             miss_flow(self, requests, wait, read, found), name, render
@@ -218,6 +222,9 @@ class FragmentCache:
         found = await self._acall(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
+            for i in self._foreign(requests, read):
+                fresh = await self._acollect(render, i)
+                self._compare(requests[i], read, i, fresh.body)
             return hits
         results: list[str] = await self._adrive(
             miss_flow(self, requests, wait, read, found), name, render
@@ -547,6 +554,39 @@ class FragmentCache:
             name,
             self.breaker.cooldown,
         )
+
+    def _foreign(self, requests: Sequence[FragmentRequest], read: Read) -> list[int]:
+        """Under debug, the hits written by another template's block of the
+        same name whose source differs: they may render different output."""
+        if not self.debug:
+            return []
+        return [
+            i
+            for i, (request, entry) in enumerate(
+                zip(requests, read.entries, strict=True)
+            )
+            if entry is not None
+            and request.template
+            and entry.template
+            and entry.template != request.template
+            and entry.digest != request.digest
+        ]
+
+    def _compare(
+        self, request: FragmentRequest, read: Read, index: int, fresh: str
+    ) -> None:
+        entry = read.entries[index]
+        assert entry is not None
+        if self._sealed(request, fresh) != entry.body:
+            warnings.warn(
+                f"fragment {request.name!r} in template "
+                f"{request.template.removeprefix('django:')!r} is served the entry "
+                f"that {entry.template.removeprefix('django:')!r} wrote, and the two "
+                "blocks render different output: give them different names or "
+                "vary values",
+                FragmentCacheWarning,
+                stacklevel=2,
+            )
 
     def _sealed(self, request: FragmentRequest, body: str) -> str:
         """The stored form of a rendered body: escaped, and its per-request

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from jinja2 import Environment, TemplateRuntimeError, TemplateSyntaxError
 
-from jinja_fragcache import FragmentCache, FragmentCacheExtension, MemoryBackend
+from jinja_fragcache import (
+    FragmentCache,
+    FragmentCacheExtension,
+    FragmentCacheWarning,
+    MemoryBackend,
+)
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import lock_key
 
@@ -121,3 +126,37 @@ def test_a_failed_write_releases_its_lock_and_keeps_the_breaker_closed(
     assert cache.backend.get_many([lock_key(cache.key_for("big"))]) == [None]
     assert template.render({"body": "y", "n": 2}) == "y1"  # small still cached
     assert cache.stats()["big"]["errors"] == 1
+
+
+def test_a_nul_in_a_body_is_kept_and_never_read_as_a_hole(cache: FragmentCache) -> None:
+    env = environment(cache)
+    t = env.from_string("{% cache_fragment 60 nul %}{{ text }}{% endcache_fragment %}")
+    text = "a\x00csrf_token\x00b\x00"
+    assert render(t, text=text) == text
+    assert render(t, text="other") == text
+    assert cache.stats()["nul"]["hits"] == 1
+
+
+@pytest.mark.parametrize("enable_async", [False, True], ids=["sync", "async"])
+def test_under_debug_twins_that_render_differently_are_named(
+    enable_async: bool,
+) -> None:
+    from jinja2 import DictLoader
+
+    cache = FragmentCache(MemoryBackend(), debug=True)
+    env = Environment(
+        extensions=[FragmentCacheExtension],
+        enable_async=enable_async,
+        loader=DictLoader(
+            {
+                "home.html": "{% cache_fragment 60 side %}<b>{{ n }}</b>{% endcache_fragment %}",
+                "same.html": "{% cache_fragment 60 side %}<b>{{n}}</b>{% endcache_fragment %}",
+                "other.html": "{% cache_fragment 60 side %}<i>{{ n }}</i>{% endcache_fragment %}",
+            }
+        ),
+    )
+    env.fragment_cache = cache  # type: ignore[attr-defined]
+    assert render(env.get_template("home.html"), n=1) == "<b>1</b>"
+    assert render(env.get_template("same.html"), n=1) == "<b>1</b>"  # no warning
+    with pytest.warns(FragmentCacheWarning, match="'other.html' is served the entry"):
+        assert render(env.get_template("other.html"), n=1) == "<b>1</b>"
