@@ -41,6 +41,14 @@ def _load(raw: bytes | None) -> Any:
         return None
 
 
+def _registry(backend: Any, prefix: str) -> list[str]:
+    """The keys processes published under; garbage there reads as none."""
+    found = _load(backend.get_many([stats_key("processes", prefix=prefix)])[0])
+    if not isinstance(found, list):
+        return []
+    return [key for key in found if isinstance(key, str)]
+
+
 def publish(process: str = PROCESS, snapshot: dict[str, Any] | None = None) -> None:
     """Store *snapshot* (this process's counters by default) for *process*."""
     cache = get_fragment_cache()
@@ -49,7 +57,7 @@ def publish(process: str = PROCESS, snapshot: dict[str, Any] | None = None) -> N
     registry = stats_key("processes", prefix=prefix)
     mine = stats_key(process, prefix=prefix)
     backend.set(mine, json.dumps(data).encode(), KEEP_FOR)
-    known = _load(backend.get_many([registry])[0]) or []
+    known = _registry(backend, prefix)
     alive = [
         key for key, raw in zip(known, backend.get_many(known), strict=True) if raw
     ]
@@ -64,12 +72,7 @@ def site_stats() -> dict[str, dict[str, float | int | bool]]:
     cache = get_fragment_cache()
     backend, prefix = cache.backend, cache.prefix
     mine = stats_key(PROCESS, prefix=prefix)
-    known = [
-        key
-        for key in _load(backend.get_many([stats_key("processes", prefix=prefix)])[0])
-        or []
-        if key != mine
-    ]
+    known = [key for key in _registry(backend, prefix) if key != mine]
     others = [_load(raw) for raw in backend.get_many(known)] if known else []
     return combine([*(s for s in others if isinstance(s, dict)), cache.stats()])
 

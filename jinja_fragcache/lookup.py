@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -26,9 +27,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jinja_fragcache")
 
 
+_COUNTER_RE = re.compile(rb"-?[0-9]{1,20}\Z")
+
+
 def texts(values: Sequence[bytes | None]) -> list[str | None]:
-    # latin-1 decodes any bytes: a garbled counter is a mismatch, not a crash.
-    return [None if v is None else v.decode("latin-1") for v in values]
+    """Version counters as text.  A value that is not a counter (another
+    program wrote there, a restore went wrong) reads as missing: entries
+    that depend on it are misses, and the miss protocol replaces it."""
+    return [
+        v.decode("ascii") if v is not None and _COUNTER_RE.match(v) else None
+        for v in values
+    ]
 
 
 def _keys_for(

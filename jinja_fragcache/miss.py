@@ -20,6 +20,7 @@ share every line.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from .flow import FAILED, Gen, Rendered, new_version
 from .keys import lock_key
 from .lookup import Read, lookup, settle, texts
 from .recording import note, report
+
+logger = logging.getLogger("jinja_fragcache")
 
 if TYPE_CHECKING:
     from .cache import FragmentCache
@@ -133,6 +136,15 @@ def miss_flow(
                     writable = False
                 else:
                     versions.update(zip(lost, texts(current), strict=True))
+                    corrupt = [k for k in lost if versions[k] is None]
+                    if corrupt:
+                        replaced = yield from _replace_corrupt(
+                            cache, first.name, corrupt
+                        )
+                        if replaced is FAILED:
+                            writable = False
+                        else:
+                            versions.update(replaced)
 
     try:
         rendered = yield ("render", to_render)
@@ -168,6 +180,21 @@ def miss_flow(
     # Noted after the render, whose own fragments note theirs first.
     note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
     return results
+
+
+def _replace_corrupt(cache: FragmentCache, name: str, counters: list[str]) -> Gen:
+    """Overwrite counters that hold something else than a version (present,
+    so ``add`` could not create them); their new versions, or ``FAILED``."""
+    cache.statistics.record_error(name)
+    logger.error(
+        "fragment %r: replacing unreadable version counter(s) %s",
+        name,
+        ", ".join(counters),
+    )
+    fresh = {k: new_version() for k in counters}
+    if (yield ("set_many", fresh, None)) is FAILED:
+        return FAILED
+    return {k: v.decode("ascii") for k, v in fresh.items()}
 
 
 def _take_over(

@@ -110,13 +110,19 @@ def combine(
     snapshots: Iterable[dict[str, dict[str, Any]]],
 ) -> dict[str, dict[str, float | int | bool]]:
     """Add up :meth:`FragmentStats.as_dict` snapshots (of several processes,
-    say) and derive the rates and averages again."""
+    say) and derive the rates and averages again.
+
+    Snapshots are read back from a shared store: a figure that is not a
+    number (someone else wrote there) is left out, never a crash.
+    """
     totals: dict[str, _Counters] = {}
     for snapshot in snapshots:
         for name, figures in snapshot.items():
+            if not isinstance(figures, dict):
+                continue
             counters = totals.setdefault(name, _Counters())
             for field in _COUNTED:
-                setattr(
-                    counters, field, getattr(counters, field) + figures.get(field, 0)
-                )
+                value = figures.get(field, 0)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    setattr(counters, field, getattr(counters, field) + value)
     return {name: _figures(c) for name, c in totals.items()}

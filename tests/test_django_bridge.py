@@ -662,3 +662,24 @@ def test_server_figures_from_djangos_own_redis_cache(
     stats = get_cache_stats()
     assert isinstance(stats["keys"], int) and stats["keys"] > 0
     assert isinstance(stats["memory_peak"], int)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"42", b'"a string"', b'{"x": 1}', b"\xff\xfe", b'[1, {"a": 2}]'],
+)
+def test_garbage_in_the_stats_registry_or_a_snapshot_reads_as_nothing(
+    cache_settings: str, garbage: bytes
+) -> None:
+    from django_bridge.stats import publish
+    from jinja_fragcache.keys import stats_key
+
+    publish("worker-2", {"box": {"hits": "many", "misses": 1}, "odd": 7})
+    backend = get_fragment_cache().backend
+    worker = stats_key("worker-2", prefix=cache_settings)
+    assert get_cache_stats()["fragments"]["box"]["misses"] == 1  # "many" left out
+    backend.set(worker, garbage, None)
+    assert "box" not in get_cache_stats()["fragments"]
+    backend.set(stats_key("processes", prefix=cache_settings), garbage, None)
+    assert get_cache_stats()["hits"] == 0
+    publish()  # and publishing mends the registry

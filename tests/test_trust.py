@@ -160,3 +160,22 @@ def test_under_debug_twins_that_render_differently_are_named(
     assert render(env.get_template("same.html"), n=1) == "<b>1</b>"  # no warning
     with pytest.warns(FragmentCacheWarning, match="'other.html' is served the entry"):
         assert render(env.get_template("other.html"), n=1) == "<b>1</b>"
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe not a counter", b"12 34", b"x" * 30])
+def test_a_corrupt_version_counter_is_a_miss_and_is_replaced(
+    redis_backend: Any, unique_prefix: str, garbage: bytes
+) -> None:
+    from jinja_fragcache.keys import name_version_key
+
+    cache = FragmentCache(redis_backend, prefix=unique_prefix)
+    t = environment(cache).from_string(
+        "{% cache_fragment 60 card %}{{ n }}{% endcache_fragment %}"
+    )
+    assert render(t, n=1) == "1"
+    counter = name_version_key("card", prefix=unique_prefix)
+    redis_backend.set(counter, garbage, None)  # another program wrote here
+    assert render(t, n=2) == "2"  # a miss, and the page renders
+    assert render(t, n=3) == "2"  # cached again under a replaced counter
+    assert redis_backend.get_many([counter])[0].isdigit()
+    assert cache.stats()["card"]["errors"] == 1
