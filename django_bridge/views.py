@@ -61,6 +61,24 @@ class _Uncacheable(Exception):
         self.response = response
 
 
+class _Relearned(_Uncacheable):
+    """The response is stored, but under the key its new ``Vary`` headers
+    give, not the one being rendered; it is served as it is."""
+
+    def __init__(
+        self, response: HttpResponseBase, entry: FragmentRequest, text: str
+    ) -> None:
+        super().__init__(response)
+        self.entry = entry
+        self.text = text
+
+    def stored(self) -> str:
+        return self.text
+
+    async def astored(self) -> str:
+        return self.text
+
+
 def cache_view(
     timeout: float | None,
     *,
@@ -108,7 +126,19 @@ def cache_view(
                 return None
             fragments = cache or get_fragment_cache()
             name = _name(request, key_prefix, identity)
-            learned = _learned(fragments, name, request.path)
+            entry = entry_for(request, fragments, name, learned=None)
+            return None if entry is None else (fragments, entry)
+
+        def entry_for(
+            request: HttpRequest,
+            fragments: FragmentCache,
+            name: str,
+            learned: list[str] | None,
+        ) -> FragmentRequest | None:
+            """The entry under the *learned* headers (by default, the stored
+            ones), or None when the request must not share one."""
+            if learned is None:
+                learned = _learned(fragments, name, request.path)
             scope = _scope(request, per, learned)
             if scope is None:
                 return None
@@ -129,7 +159,7 @@ def cache_view(
                 context={"request": request},
                 identity=fragments.identity,
             )
-            return fragments, entry
+            return entry
 
         def judge(
             request: HttpRequest,
@@ -142,18 +172,25 @@ def cache_view(
                 response.render()  # a TemplateResponse
             headers = _effective_vary(request, response)
             learned = _learned(fragments, entry.name, request.path)
+            relearned = None
             if "*" not in headers and not set(headers) <= {*always, *learned}:
-                _learn(
-                    fragments, entry.name, request.path, sorted({*headers, *learned})
-                )
-                raise _Uncacheable(response)  # keyed without them: next time
+                relearned = sorted({*headers, *learned})
+                _learn(fragments, entry.name, request.path, relearned)
             if (
                 request.method != "GET"
                 or _writes_session(request)
                 or _refused(response, storable, headers)
             ):
                 raise _Uncacheable(response)
-            return _serialize(response)
+            if relearned is None:
+                return _serialize(response)
+            # Keyed without those headers: stored, as Django's
+            # learn_cache_key does, under the key they give, once the
+            # entry being rendered has let go of its lock.
+            learned_entry = entry_for(request, fragments, entry.name, relearned)
+            if learned_entry is None:
+                raise _Uncacheable(response)
+            raise _Relearned(response, learned_entry, _serialize(response))
 
         if inspect.iscoroutinefunction(view):
 
@@ -177,6 +214,9 @@ def cache_view(
 
                 try:
                     stored = await fragments.render_async(entry, render)
+                except _Relearned as moved:
+                    await fragments.render_async(moved.entry, moved.astored)
+                    return _mark(moved.response, "MISS")
                 except _Uncacheable as refused:
                     return _mark(refused.response, "MISS")
                 return _respond(request, stored, fresh)
@@ -197,6 +237,9 @@ def cache_view(
 
             try:
                 stored = fragments.render(entry, render)
+            except _Relearned as moved:
+                fragments.render(moved.entry, moved.stored)
+                return _mark(moved.response, "MISS")
             except _Uncacheable as refused:
                 return _mark(refused.response, "MISS")
             return _respond(request, stored, fresh)

@@ -76,15 +76,48 @@ def test_an_allow_list_of_query_parameters() -> None:
 
 def test_the_key_follows_the_vary_headers_learned() -> None:
     client = Client()
-    assert (
-        body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 1"
-    )  # learns
-    assert (
-        body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
-    )  # stored now
-    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
-    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="de")) == "de 3"
-    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 2"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 1"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 1"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="de")) == "de 2"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")) == "fr 1"
+    assert body(client.get("/localized/", HTTP_ACCEPT_LANGUAGE="de")) == "de 2"
+
+
+def test_the_response_that_teaches_a_vary_header_is_stored_under_it() -> None:
+    # As Django's learn_cache_key: the first response is not lost.
+    first = Client().get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")
+    second = Client().get("/localized/", HTTP_ACCEPT_LANGUAGE="fr")
+    other = Client().get("/localized/", HTTP_ACCEPT_LANGUAGE="de")
+    assert (first["X-Cache"], second["X-Cache"], other["X-Cache"]) == (
+        "MISS",
+        "HIT",
+        "MISS",
+    )
+    assert (body(first), body(second), body(other)) == ("fr 1", "fr 1", "de 2")
+    assert second["Vary"] == first["Vary"]
+    assert runs["localized"] == 2
+
+
+def test_an_async_view_stores_the_response_that_teaches_a_vary_header() -> None:
+    async def fetch(language: str) -> Any:
+        return await AsyncClient().get(
+            "/async-localized/", headers={"Accept-Language": language}
+        )
+
+    first, second, other = (asyncio.run(fetch(lang)) for lang in ("fr", "fr", "de"))
+    assert (first["X-Cache"], second["X-Cache"], other["X-Cache"]) == (
+        "MISS",
+        "HIT",
+        "MISS",
+    )
+    assert (body(second), body(other)) == ("fr 1", "de 2")
+    assert runs["async-localized"] == 2
+
+
+def test_learning_a_vary_header_stores_nothing_that_is_refused() -> None:
+    Client().get("/private-localized/", HTTP_ACCEPT_LANGUAGE="fr")
+    second = Client().get("/private-localized/", HTTP_ACCEPT_LANGUAGE="fr")
+    assert (body(second), second["X-Cache"]) == ("private 2", "MISS")
 
 
 @pytest.mark.django_db

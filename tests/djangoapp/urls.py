@@ -96,3 +96,8 @@ urlpatterns += [
 from django.urls import include  # noqa: E402
 
 urlpatterns += [path("cache/", include("django_bridge.urls"))]
+
+urlpatterns += [
+    path("async-localized/", views.async_localized, name="async-localized"),
+    path("private-localized/", views.private_localized, name="private-localized"),
+]

@@ -136,3 +136,22 @@ def _form_page(request: HttpRequest) -> HttpResponse:
 shared_form = cache_view(300, key_prefix="shared-form")(_form_page)
 user_form = cache_view_per_user(300, key_prefix="user-form")(_form_page)
 tenant_form = cache_view_per_tenant(300, key_prefix="tenant-form")(_form_page)
+
+
+@cache_view(300)
+@vary_on_headers("Accept-Language")
+async def async_localized(request: HttpRequest) -> HttpResponse:
+    runs["async-localized"] += 1
+    return HttpResponse(
+        f"{request.headers.get('Accept-Language', '-')} {runs['async-localized']}"
+    )
+
+
+@cache_view(300)
+@vary_on_headers("Accept-Language")
+def private_localized(request: HttpRequest) -> HttpResponse:
+    # Learning the Vary header must not store what is refused anyway.
+    runs["private-localized"] += 1
+    response = HttpResponse(f"private {runs['private-localized']}")
+    response["Cache-Control"] = "private"
+    return response
