@@ -118,7 +118,7 @@ def cache_view(
     def decorator(view: View) -> View:
         if inspect.isclass(view):
             return method_decorator(decorator, name="dispatch")(view)
-        identity = key_prefix or f"{view.__module__}.{view.__qualname__}"
+        identity = key_prefix or _view_identity(view)
 
         def plan(request: HttpRequest) -> tuple[FragmentCache, FragmentRequest] | None:
             """The request's cache entry, or None when it must not share one."""
@@ -340,6 +340,28 @@ def _name(request: HttpRequest, key_prefix: str | None, identity: str) -> str:
     match = getattr(request, "resolver_match", None)
     name = match.view_name if match is not None and match.url_name else identity
     return VIEW_PREFIX + name
+
+
+def _view_identity(view: Callable[..., Any]) -> str:
+    """The dotted path a view with no URL name is kept under: a partial's
+    function's, else the view's own, else (a callable instance, a mock) its
+    class's.
+
+    :raises TypeError: when *view* is not callable.
+    """
+    if not callable(view):
+        raise TypeError(
+            f"cache_view() needs a view, not {view!r}; "
+            "pass key_prefix= to name its entries"
+        )
+    target: Any = view
+    while isinstance(target, functools.partial):
+        target = target.func
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)):
+        module, qualname = type(target).__module__, type(target).__qualname__
+    return f"{module}.{qualname}"
 
 
 def _path_tag(name: str, path: str) -> str:

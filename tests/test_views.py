@@ -340,3 +340,60 @@ def test_a_cached_page_with_a_csrf_form_and_meta_tag_holds_each_visitors_token(
     assert len(_tokens(two)) == 2 and not _tokens(one) & _tokens(two)
     assert all(_valid(second, token) for token in _tokens(two))
     assert not _valid(second, mine)
+
+
+def _identity_view(request: Any, greeting: str = "hi") -> Any:
+    from django.http import HttpResponse
+
+    runs["identity"] += 1
+    return HttpResponse(f"{greeting} {runs['identity']}")
+
+
+class _CallableView:
+    def __call__(self, request: Any) -> Any:
+        return _identity_view(request, "called")
+
+
+def _cached_name(view: Any) -> set[str]:
+    """The names the cached view's entries are kept under, after one request."""
+    from django.test import RequestFactory
+
+    from django_bridge.views import cache_view
+    from jinja_fragcache import FragmentCache, MemoryBackend
+
+    fragments = FragmentCache(MemoryBackend())
+    cached = cache_view(300, cache=fragments)(view)
+    first = cached(RequestFactory().get("/x/"))
+    second = cached(RequestFactory().get("/x/"))
+    assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+    return set(fragments.stats())
+
+
+def test_a_partial_is_kept_under_its_functions_path() -> None:
+    import functools
+
+    view = functools.partial(_identity_view, greeting="hello")
+    assert _cached_name(view) == {"view:tests.test_views._identity_view"}
+    assert runs["identity"] == 1
+
+
+def test_a_callable_instance_is_kept_under_its_class_path() -> None:
+    assert _cached_name(_CallableView()) == {"view:tests.test_views._CallableView"}
+    assert runs["identity"] == 1
+
+
+def test_a_mock_is_kept_under_its_class_path() -> None:
+    from unittest import mock
+
+    from django.http import HttpResponse
+
+    view = mock.Mock(return_value=HttpResponse("mocked"))
+    assert _cached_name(view) == {"view:unittest.mock.Mock"}
+    assert view.call_count == 1
+
+
+def test_a_view_that_is_not_callable_is_a_clear_error() -> None:
+    from django_bridge.views import cache_view
+
+    with pytest.raises(TypeError, match="key_prefix="):
+        cache_view(300)("not a view")  # type: ignore[type-var]
