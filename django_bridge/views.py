@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils import translation
 from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
 
@@ -149,6 +150,10 @@ def cache_view(
                 *(f"{h}={request.headers.get(h, '')}" for h in headers),
                 scope,
                 request.get_host() if include_host else "",
+                # The active language, as Django's cache keys hold it:
+                # LocaleMiddleware also reads a cookie and the URL prefix,
+                # which no learned header shows.
+                translation.get_language() or "" if django_settings.USE_I18N else "",
             ]
             (entry,) = build_requests(
                 name,
