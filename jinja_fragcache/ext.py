@@ -8,6 +8,7 @@ works wherever ``block_start_string="<%"`` is set.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -25,6 +26,7 @@ from markupsafe import Markup
 
 from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
+from .recording import report_uncached
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
@@ -94,6 +96,7 @@ class FragmentCacheExtension(Extension):
             iterable = parser.parse_expression(with_condexpr=False)
         vary, tags, condition = self._parse_options(parser, tag, keywords=True)
         body = self._parse_body(parser, tag, lineno)
+        vary += self._inner_conditions(body)
         common = [
             nodes.ContextReference(),
             nodes.Const(lineno),
@@ -150,6 +153,26 @@ class FragmentCacheExtension(Extension):
             ),
             nodes.CallBlock(call, [nodes.Name(target.name, "param")], [], body),
         ]
+
+    def _inner_conditions(self, body: list[nodes.Node]) -> list[nodes.Expr]:
+        """The ``if`` of every fragment nested in *body*, as booleans for
+        the outer key: an outer entry must not freeze what an inner meant
+        to keep per condition (a staff menu inside a shared page)."""
+        found: list[nodes.Expr] = []
+        for block in nodes.Scope(body).find_all(nodes.CallBlock):
+            call = block.call
+            target = getattr(call, "node", None)
+            if not (
+                isinstance(target, nodes.ExtensionAttribute)
+                and target.identifier == self.identifier
+                and target.name in ("_cache_fragment", "_cache_each")
+            ):
+                continue
+            condition = call.args[6]
+            if isinstance(condition, nodes.Const) and condition.value is True:
+                continue
+            found.append(nodes.Not(nodes.Not(copy.deepcopy(condition))))
+        return found
 
     def _parse_timeout(self, parser: Parser, tag: str, lineno: int) -> nodes.Expr:
         if parser.stream.current.type == "block_end":
@@ -301,6 +324,7 @@ class FragmentCacheExtension(Extension):
             cache, context, lineno, name, digest, timeout, tags, [vary]
         )
         if not condition:
+            report_uncached(name)
             return caller()
         if self.environment.is_async:
             return self._cache_fragment_async(cache, context, request, caller)
@@ -341,6 +365,7 @@ class FragmentCacheExtension(Extension):
                 cache, context, requests, condition, items, caller
             )
         if not condition:
+            report_uncached(name)
             bodies = [caller(item) for item in items]
         elif requests:
             bodies = cache.render_many(requests, lambda i: caller(items[i]))
@@ -358,6 +383,7 @@ class FragmentCacheExtension(Extension):
         caller: Callable[..., Awaitable[str]],
     ) -> str:
         if not condition:
+            report_uncached(requests[0].name if requests else "")
             bodies = [await caller(item) for item in items]
         elif requests:
             bodies = await cache.render_many_async(requests, lambda i: caller(items[i]))

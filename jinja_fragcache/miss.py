@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
-from .keys import lock_key
+from .keys import FragmentCacheWarning, lock_key
 from .lookup import Read, lookup, settle, texts
-from .recording import note, report
+from .recording import UNCACHED, note, report, report_uncached
 
 logger = logging.getLogger("jinja_fragcache")
 
@@ -160,7 +161,11 @@ def miss_flow(
             results[i] = body
             snapshot = {k: versions.get(k) or "" for k in own[i]}
             snapshot.update(nested)
-            report(snapshot)
+            report(snapshot)  # an uncached inner is reported further up too
+            inner = snapshot.pop(UNCACHED, None)
+            if inner is not None:
+                _not_frozen(cache, requests[i].name, inner)
+                continue
             stored = cache._sealed(requests[i], body)
             if cache.store_filter is None or cache.store_filter(requests[i], stored):
                 entry = Entry(
@@ -223,7 +228,20 @@ def _unlock(keys: list[str], won: list[int]) -> Gen:
         yield ("delete", lock_key(keys[i]))
 
 
+def _not_frozen(cache: FragmentCache, outer: str, inner: str) -> None:
+    if cache.debug:
+        warnings.warn(
+            f"fragment {outer!r} is not cached on this render: fragment "
+            f"{inner!r} inside it did not cache (its 'if' was false, its "
+            "timeout is 0, or a vary value was refused), and freezing its "
+            "output into the outer entry would serve it to everyone",
+            FragmentCacheWarning,
+            stacklevel=2,
+        )
+
+
 def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:
+    report_uncached(requests[0].name)
     rendered = yield ("render", range(len(requests)))
     _record_renders(cache, requests[0].name, rendered)
     seconds = sum(r.seconds for r in rendered)

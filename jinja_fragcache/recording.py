@@ -78,3 +78,18 @@ def report(versions: dict[str, str]) -> None:
     collected = collector.get()
     if collected is not None:
         collected.update(versions)
+
+
+#: Reported in place of a counter key by a fragment that did not cache: no
+#: counter key can hold a NUL, so it never passes for one.
+UNCACHED = "\x00uncached"
+
+
+def report_uncached(name: str) -> None:
+    """Tell the enclosing fragment, if any, that fragment *name* inside it
+    did not cache (its ``if`` was false, its timeout 0, a vary value was
+    refused, or the backend was down): the enclosing one must not freeze
+    this render's output."""
+    collected = collector.get()
+    if collected is not None:
+        collected.setdefault(UNCACHED, name)

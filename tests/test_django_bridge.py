@@ -683,3 +683,17 @@ def test_garbage_in_the_stats_registry_or_a_snapshot_reads_as_nothing(
     backend.set(stats_key("processes", prefix=cache_settings), garbage, None)
     assert get_cache_stats()["hits"] == 0
     publish()  # and publishing mends the registry
+
+
+@pytest.mark.parametrize("staff_first", [True, False])
+def test_an_inner_that_did_not_cache_is_never_frozen_into_its_outer(
+    render: Render, staff_first: bool
+) -> None:
+    source = (
+        "{% cache_fragment 300 page %}{% cache_fragment 300 menu if not staff %}"
+        "{% if staff %}staff menu{% else %}public menu{% endif %}"
+        "{% endcache_fragment %}{% endcache_fragment %}"
+    )
+    order = [True, False] if staff_first else [False, True]
+    for staff in order + order:
+        assert render(source, staff=staff) == ("staff menu" if staff else "public menu")

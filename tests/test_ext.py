@@ -783,3 +783,29 @@ def test_fragment_cache_may_be_a_callable_read_at_each_render(
     render(t, tick=tick)
     assert tick.count == {"x": 2}
     assert caches[1].stats()["f"]["misses"] == 1
+
+
+NESTED_CONDITION = (
+    "{% cache_fragment 300 page %}"
+    "{% cache_fragment 300 menu if not staff %}{{ 'staff menu' if staff else 'public menu' }}"
+    "{% endcache_fragment %}{% endcache_fragment %}"
+)
+
+
+@pytest.mark.parametrize("staff_first", [True, False])
+def test_an_inner_that_did_not_cache_is_never_frozen_into_its_outer(
+    make_env: MakeEnv, cache: FragmentCache, staff_first: bool
+) -> None:
+    t = template(make_env(), NESTED_CONDITION)
+    order = [True, False] if staff_first else [False, True]
+    for staff in order + order:
+        assert render(t, staff=staff) == ("staff menu" if staff else "public menu")
+
+
+def test_under_debug_an_outer_left_uncached_names_both(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    cache.debug = True
+    t = template(make_env(), NESTED_CONDITION)
+    with pytest.warns(FragmentCacheWarning, match="'page' is not cached.*'menu'"):
+        render(t, staff=True)

@@ -41,6 +41,7 @@ from django.utils.safestring import SafeString, mark_safe
 from jinja_fragcache import FragmentRequest
 from jinja_fragcache.cache import build_requests
 from jinja_fragcache.identity import MissingValue
+from jinja_fragcache.recording import report_uncached
 from jinja_fragcache.timeouts import check_timeout
 
 from ..api import invalidate_fragment
@@ -204,6 +205,20 @@ class _FragmentNode(Node):
         self.lineno = token.lineno
         self.timeout, self.options, self.nodelist = timeout, options, nodelist
         self.digest, self.template_name = digest, template_name
+        # The ``if`` of every fragment nested inside joins this one's key:
+        # an outer entry must not freeze what an inner keeps per condition.
+        inner = nodelist.get_nodes_by_type(_FragmentNode)
+        self.inner_options = [
+            node.options
+            for node in inner
+            if isinstance(node, _FragmentNode) and node.options.condition is not None
+        ]
+
+    def vary(self, context: Context) -> list[object]:
+        """The vary values, with the nested fragments' conditions."""
+        values = self.options.resolve_vary(context)
+        values += [options.cached(context) for options in self.inner_options]
+        return values
 
     def requests(
         self, context: Context, varies: Sequence[Sequence[object]]
@@ -234,8 +249,9 @@ class _FragmentNode(Node):
 
 class CacheFragmentNode(_FragmentNode):
     def render(self, context: Context) -> SafeString:
-        (request,) = self.requests(context, [self.options.resolve_vary(context)])
+        (request,) = self.requests(context, [self.vary(context)])
         if not self.options.cached(context):
+            report_uncached(self.name)
             return self.nodelist.render(context)
         return mark_safe(
             get_fragment_cache().render(request, lambda: self.nodelist.render(context))
@@ -252,7 +268,7 @@ class CacheEachNode(_FragmentNode):
         varies = []
         for item in items:
             with context.push({self.target: item}):
-                varies.append(self.options.resolve_vary(context))
+                varies.append(self.vary(context))
         requests = self.requests(context, varies)
 
         def render_item(index: int) -> str:
@@ -260,6 +276,7 @@ class CacheEachNode(_FragmentNode):
                 return self.nodelist.render(context)
 
         if not self.options.cached(context):
+            report_uncached(self.name)
             bodies = [render_item(i) for i in range(len(items))]
         elif requests:
             bodies = get_fragment_cache().render_many(requests, render_item)
