@@ -34,7 +34,14 @@ from .keys import (
 )
 from .lookup import DecodedEntries, Read, check
 from .miss import miss_flow, render_uncached
-from .recording import collector, last_outcome, note, recording, report
+from .recording import (
+    collector,
+    last_outcome,
+    note,
+    recording,
+    report,
+    report_expiry,
+)
 from .requests import FragmentRequest, build_requests, check_tags
 from .stats import FragmentStats
 
@@ -284,6 +291,7 @@ class FragmentCache:
                 return None
         for entry in entries:
             report(entry.versions)  # type: ignore[union-attr]
+            report_expiry(entry.soft_expiry)  # type: ignore[union-attr]
         fetched = time.perf_counter() - read.start
         self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
         note("hit", requests[0].name, read.keys, fetched, 0.0)

@@ -30,7 +30,14 @@ from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .keys import FragmentCacheWarning, lock_key
 from .lookup import Read, lookup, settle, texts
-from .recording import UNCACHED, note, report, report_uncached
+from .recording import (
+    EXPIRES,
+    UNCACHED,
+    note,
+    report,
+    report_expiry,
+    report_uncached,
+)
 
 logger = logging.getLogger("jinja_fragcache")
 
@@ -107,6 +114,7 @@ def miss_flow(
             results[i] = cache._opened(requests[i], usable.body)
             served_stale += not usable.is_fresh(now)
             report(usable.versions)
+            report_expiry(usable.soft_expiry)
     fetched = time.perf_counter() - start
     cache.statistics.record_fetch(
         first.name,
@@ -161,16 +169,16 @@ def miss_flow(
             results[i] = body
             snapshot = {k: versions.get(k) or "" for k in own[i]}
             snapshot.update(nested)
+            expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
             report(snapshot)  # an uncached inner is reported further up too
+            report_expiry(expires)
             inner = snapshot.pop(UNCACHED, None)
             if inner is not None:
                 _not_frozen(cache, requests[i].name, inner)
                 continue
             stored = cache._sealed(requests[i], body)
             if cache.store_filter is None or cache.store_filter(requests[i], stored):
-                entry = Entry(
-                    stored, soft_expiry, first.template, first.digest, snapshot
-                )
+                entry = Entry(stored, expires, first.template, first.digest, snapshot)
                 writes[keys[i]] = entry.encode()
     except BaseException:  # a store_filter that refuses loudly
         yield from _unlock(keys, won)
@@ -226,6 +234,14 @@ def _take_over(
 def _unlock(keys: list[str], won: list[int]) -> Gen:
     for i in won:
         yield ("delete", lock_key(keys[i]))
+
+
+def _sooner(own: float | None, inner: str | None) -> float | None:
+    """An entry's soft expiry: its own, or its soonest inner's if sooner
+    (``None`` never expires; a ``None`` inner changes nothing)."""
+    if inner is None:
+        return own
+    return float(inner) if own is None else min(own, float(inner))
 
 
 def _not_frozen(cache: FragmentCache, outer: str, inner: str) -> None:

@@ -93,3 +93,19 @@ def report_uncached(name: str) -> None:
     collected = collector.get()
     if collected is not None:
         collected.setdefault(UNCACHED, name)
+
+
+#: Reported with the counters: the soonest soft expiry of the fragments
+#: inside, as text, so that an outer entry expires no later (cacheability
+#: bubbles up, as Drupal's max-age does).
+EXPIRES = "\x00expires"
+
+
+def report_expiry(soft_expiry: float | None) -> None:
+    """Tell the enclosing fragment, if any, when this one goes stale."""
+    collected = collector.get()
+    if collected is None or soft_expiry is None:
+        return
+    known = collected.get(EXPIRES)
+    if known is None or soft_expiry < float(known):
+        collected[EXPIRES] = repr(soft_expiry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -809,3 +810,42 @@ def test_under_debug_an_outer_left_uncached_names_both(
     t = template(make_env(), NESTED_CONDITION)
     with pytest.warns(FragmentCacheWarning, match="'page' is not cached.*'menu'"):
         render(t, staff=True)
+
+
+LIFETIMES = (
+    "{% cache_fragment 300 outer %}[{{ tick.outer }}]"
+    "{% cache_fragment inner_timeout inner %}({{ tick.inner }}){% endcache_fragment %}"
+    "{% endcache_fragment %}"
+)
+
+
+class _Ticks:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> int:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return self.counts[name]
+
+
+def test_an_outer_expires_no_later_than_the_soonest_inner(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    # The spec's "inner cache: 1 minute, refreshes more often" inside 300 s.
+    cache.stale_grace = 0
+    t = template(make_env(), LIFETIMES)
+    tick = _Ticks()
+    assert render(t, tick=tick, inner_timeout=0.3) == "[1](1)"
+    assert render(t, tick=tick, inner_timeout=0.3) == "[1](1)"
+    time.sleep(0.5)
+    assert render(t, tick=tick, inner_timeout=0.3) == "[2](2)"
+
+
+def test_a_never_expiring_inner_changes_nothing(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(make_env(), LIFETIMES)
+    tick = _Ticks()
+    assert render(t, tick=tick, inner_timeout=None) == "[1](1)"
+    entry = Entry.decode(cache.backend.get_many([cache.key_for("outer")])[0] or b"")
+    assert entry.soft_expiry is not None and entry.soft_expiry > time.time() + 200
