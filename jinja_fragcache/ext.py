@@ -96,7 +96,7 @@ class FragmentCacheExtension(Extension):
             iterable = parser.parse_expression(with_condexpr=False)
         vary, tags, condition = self._parse_options(parser, tag, keywords=True)
         body = self._parse_body(parser, tag, lineno)
-        vary += self._inner_conditions(body)
+        inner = self._inner_conditions(body)
         common = [
             nodes.ContextReference(),
             nodes.Const(lineno),
@@ -108,7 +108,7 @@ class FragmentCacheExtension(Extension):
         ]
         if tag == "cache_fragment":
             call = self.call_method(
-                "_cache_fragment", [*common, nodes.List(vary)], lineno=lineno
+                "_cache_fragment", [*common, nodes.List(vary + inner)], lineno=lineno
             )
             return nodes.CallBlock(call, [], [], body, lineno=lineno)
 
@@ -131,7 +131,7 @@ class FragmentCacheExtension(Extension):
         varies = nodes.Name(f"_fragcache_varies_{ident}", "load")
         collect = nodes.Call(
             nodes.Getattr(varies, "append", "load"),
-            [nodes.Tuple(vary, "load")],
+            [nodes.Tuple(vary + inner, "load")],
             [],
             None,
             None,

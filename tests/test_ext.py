@@ -849,3 +849,16 @@ def test_a_never_expiring_inner_changes_nothing(
     assert render(t, tick=tick, inner_timeout=None) == "[1](1)"
     entry = Entry.decode(cache.backend.get_many([cache.key_for("outer")])[0] or b"")
     assert entry.soft_expiry is not None and entry.soft_expiry > time.time() + 200
+
+
+def test_a_conditional_inner_in_cache_each_keeps_its_meaning(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(
+        make_env(),
+        "{% cache_each 300 row item in items item %}"
+        "{% cache_fragment 300 badge if not staff %}{{ 'S' if staff else 'P' }}"
+        "{% endcache_fragment %}{% endcache_each %}",
+    )
+    for staff in (False, True, False, True):
+        assert render(t, items=[1, 2], staff=staff) == ("SS" if staff else "PP")
