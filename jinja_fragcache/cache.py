@@ -185,8 +185,10 @@ class FragmentCache:
         """
         name = requests[0].name
         skipped = _skipped(requests)
-        if self.pending.has_failed and not self._replayed():
-            skipped = list(range(len(requests)))  # unsafe to read: see _replayed
+        # Queued invalidations go first: a read before them could find what
+        # they clear, so while they cannot be made, nothing is read.
+        if self.pending.has_failed and not self.pending.replay():
+            skipped = list(range(len(requests)))
         if skipped:
             if len(skipped) < len(requests):
                 return self._render_partly(requests, render, skipped)
@@ -315,56 +317,58 @@ class FragmentCache:
         clears what a request that read its data before this call stored.
         """
         key = self.key_for(name, *vary)
-        counters = [variant_version_key(key)]
-        done = self._bumped(counters, self._drive(self._bump_flow(counters), name))
+        done = self._bump([variant_version_key(key)], name, again_after)
         if done:
             self._drive(self._delete_flow(key), name)
-        return self._scheduled(counters, done, again_after)
+        return done
 
     def invalidate_all(self, name: str, *, again_after: float | None = None) -> bool:
         """Clear every variant of fragment *name* in O(1): one counter bump."""
-        counters = [self._name_key(name)]
-        done = self._bumped(counters, self._drive(self._bump_flow(counters), name))
-        return self._scheduled(counters, done, again_after)
+        return self._bump([self._name_key(name)], name, again_after)
 
     def invalidate_tags(self, *tags: str, again_after: float | None = None) -> bool:
         """Clear every fragment tagged with any of *tags*: a bump per tag."""
-        counters = self._tag_keys(tags)
-        flow = self._bump_flow(counters)
-        done = self._bumped(counters, self._drive(flow, "(tags)"))
-        return self._scheduled(counters, done, again_after)
+        return self._bump(self._tag_keys(tags), "(tags)", again_after)
 
     async def ainvalidate(
         self, name: str, *vary: object, again_after: float | None = None
     ) -> bool:
         """Async :meth:`invalidate`."""
         key = self.key_for(name, *vary)
-        counters = [variant_version_key(key)]
-        left = await self._adrive(self._bump_flow(counters), name)
-        done = self._bumped(counters, left)
+        done = await self._abump([variant_version_key(key)], name, again_after)
         if done:
             await self._adrive(self._delete_flow(key), name)
-        return self._scheduled(counters, done, again_after)
+        return done
 
     async def ainvalidate_all(
         self, name: str, *, again_after: float | None = None
     ) -> bool:
         """Async :meth:`invalidate_all`."""
-        counters = [self._name_key(name)]
-        left = await self._adrive(self._bump_flow(counters), name)
-        return self._scheduled(counters, self._bumped(counters, left), again_after)
+        return await self._abump([self._name_key(name)], name, again_after)
 
     async def ainvalidate_tags(
         self, *tags: str, again_after: float | None = None
     ) -> bool:
         """Async :meth:`invalidate_tags`."""
-        counters = self._tag_keys(tags)
-        left = await self._adrive(self._bump_flow(counters), "(tags)")
-        done = self._bumped(counters, left)
-        return self._scheduled(counters, done, again_after)
+        return await self._abump(self._tag_keys(tags), "(tags)", again_after)
 
-    def _bumped(self, counters: list[str], left: list[str]) -> bool:
-        """Queue what could not be bumped; true when everything was."""
+    def _bump(self, counters: list[str], name: str, again_after: float | None) -> bool:
+        left = self._drive(self._bump_flow(counters), name)
+        return self._settle_bumps(counters, left, again_after)
+
+    async def _abump(
+        self, counters: list[str], name: str, again_after: float | None
+    ) -> bool:
+        left = await self._adrive(self._bump_flow(counters), name)
+        return self._settle_bumps(counters, left, again_after)
+
+    def _settle_bumps(
+        self, counters: list[str], left: list[str], again_after: float | None
+    ) -> bool:
+        """Queue what could not be bumped, and the bumps to make again later;
+        true when every bump was made."""
+        if again_after:
+            self.pending.add_later(counters, again_after)
         if not left:
             return True
         self.statistics.record_lost_invalidation(len(left))
@@ -378,27 +382,12 @@ class FragmentCache:
         self.pending.add_failed(left)
         return False
 
-    def _scheduled(
-        self, counters: list[str], done: bool, again_after: float | None
-    ) -> bool:
-        if again_after:
-            self.pending.add_later(counters, again_after)
-        return done
-
     def _replay_sync(self, counters: list[str]) -> list[str]:
         left: list[str] = self._drive(self._bump_flow(counters), "(replay)")
         return left
 
-    def _replayed(self) -> bool:
-        """Make the queued invalidations before a read; false if they still
-        cannot be made (the read must not happen: it could find what they
-        clear)."""
-        counters = self.pending.failed_counters()
-        return not counters or self.pending.settle(
-            counters, self._replay_sync(counters)
-        )
-
     async def _areplayed(self) -> bool:
+        """:meth:`PendingBumps.replay` through the async driver."""
         counters = self.pending.failed_counters()
         if not counters:
             return True

@@ -56,8 +56,3 @@ def fill(stored: str, value: Callable[[str], str]) -> str:
     if MARK not in stored:
         return stored
     return _STORED_RE.sub(lambda m: value(m[1]) if m[1] else MARK, stored)
-
-
-def holes_in(stored: str) -> set[str]:
-    """The names of the holes in a stored body."""
-    return {name for name in _STORED_RE.findall(stored) if name}
