@@ -40,7 +40,6 @@ from .recording import (
     note,
     recording,
     report,
-    report_expiry,
 )
 from .requests import FragmentRequest, build_requests, check_tags
 from .stats import FragmentStats
@@ -201,8 +200,10 @@ class FragmentCache:
         found = self._call(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
-            for i in self._foreign(requests, read):
-                self._compare(requests[i], read, i, self._collect(render, i).body)
+            if self.debug:
+                for i in self._foreign(requests, read):
+                    fresh = self._collect(render, i)
+                    self._compare(requests[i], read, i, fresh.body)
             return hits
         results: list[str] = self._drive(
             miss_flow(self, requests, wait, read, found), name, render
@@ -231,9 +232,10 @@ class FragmentCache:
         found = await self._acall(name, ("get_many", read.keys_read))
         hits = self._hits(requests, read, found)
         if hits is not None:
-            for i in self._foreign(requests, read):
-                fresh = await self._acollect(render, i)
-                self._compare(requests[i], read, i, fresh.body)
+            if self.debug:
+                for i in self._foreign(requests, read):
+                    fresh = await self._acollect(render, i)
+                    self._compare(requests[i], read, i, fresh.body)
             return hits
         results: list[str] = await self._adrive(
             miss_flow(self, requests, wait, read, found), name, render
@@ -292,8 +294,7 @@ class FragmentCache:
             ):
                 return None
         for entry in entries:
-            report(entry.versions)  # type: ignore[union-attr]
-            report_expiry(entry.soft_expiry)  # type: ignore[union-attr]
+            report(entry.versions, entry.soft_expiry)  # type: ignore[union-attr]
         fetched = time.perf_counter() - read.start
         self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
         note("hit", requests[0].name, read.keys, fetched, 0.0)
@@ -553,10 +554,9 @@ class FragmentCache:
         )
 
     def _foreign(self, requests: Sequence[FragmentRequest], read: Read) -> list[int]:
-        """Under debug, the hits written by another template's block of the
-        same name whose source differs: they may render different output."""
-        if not self.debug:
-            return []
+        """The hits written by another template's block of the same name
+        whose source differs: they may render different output (checked
+        under debug only)."""
         return [
             i
             for i, (request, entry) in enumerate(
@@ -593,6 +593,8 @@ class FragmentCache:
 
     def _opened(self, request: FragmentRequest, stored: str) -> str:
         """The output of a stored body for *request*: its holes filled."""
+        if holes.MARK not in stored:  # nearly every hit: nothing to fill
+            return stored
         filler = self.holes
         if filler is None:
             return holes.fill(stored, lambda name: "")

@@ -35,7 +35,6 @@ from .recording import (
     UNCACHED,
     note,
     report,
-    report_expiry,
     report_uncached,
 )
 
@@ -113,8 +112,7 @@ def miss_flow(
         if usable is not None and i not in won:
             results[i] = cache._opened(requests[i], usable.body)
             served_stale += not usable.is_fresh(now)
-            report(usable.versions)
-            report_expiry(usable.soft_expiry)
+            report(usable.versions, usable.soft_expiry)
     fetched = time.perf_counter() - start
     cache.statistics.record_fetch(
         first.name,
@@ -170,8 +168,7 @@ def miss_flow(
             snapshot = {k: versions.get(k) or "" for k in own[i]}
             snapshot.update(nested)
             expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
-            report(snapshot)  # an uncached inner is reported further up too
-            report_expiry(expires)
+            report(snapshot, expires)  # an uncached inner goes further up too
             inner = snapshot.pop(UNCACHED, None)
             if inner is not None:
                 _not_frozen(cache, requests[i].name, inner)

@@ -73,11 +73,24 @@ def last_outcome() -> str | None:
     return _outcome.get()
 
 
-def report(versions: dict[str, str]) -> None:
-    """Tell the enclosing fragment, if any, what this one depends on."""
+#: Reported with the counters: the soonest soft expiry of the fragments
+#: inside, as text, so that an outer entry expires no later (cacheability
+#: bubbles up, as Drupal's max-age does).
+EXPIRES = "\x00expires"
+
+
+def report(versions: dict[str, str], soft_expiry: float | None) -> None:
+    """Tell the enclosing fragment, if any, what this one depends on and
+    when it goes stale (the soonest expiry inside is kept, as
+    :data:`EXPIRES`)."""
     collected = collector.get()
-    if collected is not None:
-        collected.update(versions)
+    if collected is None:
+        return
+    collected.update(versions)
+    if soft_expiry is not None:
+        known = collected.get(EXPIRES)
+        if known is None or soft_expiry < float(known):
+            collected[EXPIRES] = repr(soft_expiry)
 
 
 #: Reported in place of a counter key by a fragment that did not cache: no
@@ -93,19 +106,3 @@ def report_uncached(name: str) -> None:
     collected = collector.get()
     if collected is not None:
         collected.setdefault(UNCACHED, name)
-
-
-#: Reported with the counters: the soonest soft expiry of the fragments
-#: inside, as text, so that an outer entry expires no later (cacheability
-#: bubbles up, as Drupal's max-age does).
-EXPIRES = "\x00expires"
-
-
-def report_expiry(soft_expiry: float | None) -> None:
-    """Tell the enclosing fragment, if any, when this one goes stale."""
-    collected = collector.get()
-    if collected is None or soft_expiry is None:
-        return
-    known = collected.get(EXPIRES)
-    if known is None or soft_expiry < float(known):
-        collected[EXPIRES] = repr(soft_expiry)
