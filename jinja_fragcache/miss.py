@@ -71,15 +71,11 @@ def miss_flow(
     contested = stale + cold if wait else stale
     token = new_version()
     if contested:
-        claimed = yield (
-            "add_many",
-            {lock_key(keys[i]): token for i in contested},
-            cache.lock_timeout,
-        )
+        claimed = yield from _claim(cache, keys, contested, token)
         if claimed is FAILED:
             writable = False
         else:
-            won = [i for i, ok in zip(contested, claimed, strict=True) if ok]
+            won = claimed
 
     waiting = [i for i in cold if wait and writable and i not in won]
     deadline = time.monotonic() + cache.lock_wait
@@ -218,14 +214,22 @@ def _take_over(
     free = [i for i, value in zip(waiting, held, strict=True) if value is None]
     if not free:
         return []
+    return (yield from _claim(cache, keys, free, token))
+
+
+def _claim(
+    cache: FragmentCache, keys: list[str], indices: list[int], token: bytes
+) -> Gen:
+    """Take the re-render locks of *indices* in one ``add_many``; the ones
+    won, or ``FAILED``."""
     claimed = yield (
         "add_many",
-        {lock_key(keys[i]): token for i in free},
+        {lock_key(keys[i]): token for i in indices},
         cache.lock_timeout,
     )
     if claimed is FAILED:
         return FAILED
-    return [i for i, ok in zip(free, claimed, strict=True) if ok]
+    return [i for i, ok in zip(indices, claimed, strict=True) if ok]
 
 
 def _unlock(keys: list[str], won: list[int]) -> Gen:
