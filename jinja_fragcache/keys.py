@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from .identity import DEFAULT_IDENTITY, VaryIdentity
 
@@ -70,16 +71,33 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-#: The longest vary (in characters, all parts together) whose key is kept
-#: in the cache below: the cache holds what it is given, so it is bounded by
-#: size as well as by count.  Longer values are hashed on every use.
-_CACHED_PARTS_LENGTH = 512
+#: The longest vary (in characters, every tuple argument together) whose
+#: result a :class:`SizeBoundedCache` keeps: an ``lru_cache`` holds what it
+#: is given, so it must be bounded by size as well as by count.
+CACHED_LENGTH = 512
+
+_T = TypeVar("_T")
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
-    # Cached: a page asks for the same few keys on every request.
-    return _build_key(prefix, kind, name, parts)
+class SizeBoundedCache(Generic[_T]):
+    """``functools.lru_cache`` for functions of vary values, bounded by size
+    too: a call whose tuple arguments hold more than :data:`CACHED_LENGTH`
+    characters in all is computed every time and never kept."""
+
+    def __init__(self, function: Callable[..., _T], maxsize: int) -> None:
+        self._function = function
+        self._cached = functools.lru_cache(maxsize=maxsize)(function)
+        self.cache_info = self._cached.cache_info
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any) -> _T:
+        length = 0
+        for arg in args:
+            if type(arg) is tuple:
+                length += sum(map(len, arg))
+        if length > CACHED_LENGTH:
+            return self._function(*args)
+        return self._cached(*args)
 
 
 def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
@@ -87,10 +105,8 @@ def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str
     return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:{_digest(parts)}"
 
 
-def _key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
-    if sum(map(len, parts)) > _CACHED_PARTS_LENGTH:
-        return _build_key(prefix, kind, name, parts)
-    return _cached_key(prefix, kind, name, parts)
+#: Cached: a page asks for the same few keys on every request.
+_key = SizeBoundedCache(_build_key, maxsize=4096)
 
 
 def vary_strings(

@@ -8,7 +8,6 @@ goes on to :mod:`.miss`.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import re
@@ -18,7 +17,13 @@ from typing import TYPE_CHECKING
 
 from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen
-from .keys import key_of, name_version_key, tag_version_key, variant_version_key
+from .keys import (
+    SizeBoundedCache,
+    key_of,
+    name_version_key,
+    tag_version_key,
+    variant_version_key,
+)
 
 if TYPE_CHECKING:
     from .cache import FragmentCache
@@ -40,31 +45,18 @@ def texts(values: Sequence[bytes | None]) -> list[str | None]:
     ]
 
 
-def _keys_for(
+def _plan_keys(
     prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """A variant's entry key, the keys of the counters it depends on, and
     both together: what a lookup of that variant alone reads."""
-    if sum(map(len, vary)) > _CACHED_VARY_LENGTH:
-        return _plan_keys(prefix, name, vary, tags)
-    return _cached_plan(prefix, name, vary, tags)
-
-
-#: Vary values longer than this (all together) are not kept in the cache
-#: below, which would otherwise hold them without a bound on bytes.
-_CACHED_VARY_LENGTH = 512
-
-
-def _plan_keys(
-    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     key = key_of(name, vary, prefix=prefix)
     counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
     counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
     return key, tuple(counters), (key, *counters)
 
 
-_cached_plan = functools.lru_cache(maxsize=8192)(_plan_keys)
+_keys_for = SizeBoundedCache(_plan_keys, maxsize=8192)
 
 
 class DecodedEntries:

@@ -15,7 +15,7 @@ from django_bridge import get_fragment_cache
 from django_bridge.identity import ANONYMOUS
 from jinja_fragcache import FragmentCacheWarning, make_fragment_key
 from jinja_fragcache.identity import MARK, RefusedVaryValue, VaryIdentity
-from jinja_fragcache.keys import _cached_key
+from jinja_fragcache.keys import _key
 from tests.djangoapp.models import Product
 
 # -- the core's rules -----------------------------------------------------------------
@@ -54,10 +54,16 @@ def test_a_converter_may_refuse() -> None:
 
 
 def test_long_vary_values_are_not_kept_by_the_key_caches() -> None:
-    before = _cached_key.cache_info().currsize
+    from jinja_fragcache import FragmentCache, FragmentRequest
+    from jinja_fragcache.lookup import _keys_for
+
+    before = _key.cache_info().currsize, _keys_for.cache_info().currsize
+    cache = FragmentCache()
     for i in range(20):
         make_fragment_key("big", ["x" * 100_000 + str(i)])
-    assert _cached_key.cache_info().currsize == before
+        vary = ("y" * 100_000 + str(i),)
+        cache.render(FragmentRequest("big", vary, 60), lambda: "body")
+    assert (_key.cache_info().currsize, _keys_for.cache_info().currsize) == before
 
 
 # -- Django objects, both engines -----------------------------------------------------
