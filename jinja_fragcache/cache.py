@@ -21,9 +21,9 @@ from . import holes
 from .backends.base import Backend, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
-from .flow import FAILED, Gen, Op, Rendered, new_version
+from .flow import FAILED, Gen, Op, Rendered
 from .identity import VaryIdentity
-from .invalidation import PendingBumps
+from .invalidation import PendingBumps, bump_flow, delete_flow
 from .keys import (
     FragmentCacheWarning,
     check_prefix,
@@ -320,7 +320,7 @@ class FragmentCache:
         key = self.key_for(name, *vary)
         done = self._bump([variant_version_key(key)], name, again_after)
         if done:
-            self._drive(self._delete_flow(key), name)
+            self._drive(delete_flow(key), name)
         return done
 
     def invalidate_all(self, name: str, *, again_after: float | None = None) -> bool:
@@ -338,7 +338,7 @@ class FragmentCache:
         key = self.key_for(name, *vary)
         done = await self._abump([variant_version_key(key)], name, again_after)
         if done:
-            await self._adrive(self._delete_flow(key), name)
+            await self._adrive(delete_flow(key), name)
         return done
 
     async def ainvalidate_all(
@@ -354,13 +354,13 @@ class FragmentCache:
         return await self._abump(self._tag_keys(tags), "(tags)", again_after)
 
     def _bump(self, counters: list[str], name: str, again_after: float | None) -> bool:
-        left = self._drive(self._bump_flow(counters), name)
+        left = self._drive(bump_flow(counters), name)
         return self._settle_bumps(counters, left, again_after)
 
     async def _abump(
         self, counters: list[str], name: str, again_after: float | None
     ) -> bool:
-        left = await self._adrive(self._bump_flow(counters), name)
+        left = await self._adrive(bump_flow(counters), name)
         return self._settle_bumps(counters, left, again_after)
 
     def _settle_bumps(
@@ -384,7 +384,7 @@ class FragmentCache:
         return False
 
     def _replay_sync(self, counters: list[str]) -> list[str]:
-        left: list[str] = self._drive(self._bump_flow(counters), "(replay)")
+        left: list[str] = self._drive(bump_flow(counters), "(replay)")
         return left
 
     async def _areplayed(self) -> bool:
@@ -392,7 +392,7 @@ class FragmentCache:
         counters = self.pending.failed_counters()
         if not counters:
             return True
-        left = await self._adrive(self._bump_flow(counters), "(replay)")
+        left = await self._adrive(bump_flow(counters), "(replay)")
         return self.pending.settle(counters, left)
 
     def stats(self) -> dict[str, dict[str, float | int | bool]]:
@@ -404,25 +404,6 @@ class FragmentCache:
 
     def _tag_keys(self, tags: Sequence[str]) -> list[str]:
         return [tag_version_key(tag, prefix=self.prefix) for tag in tags]
-
-    def _delete_flow(self, key: str) -> Gen:
-        yield ("delete", key)
-
-    def _bump_flow(self, counters: Sequence[str]) -> Gen:
-        """Bump each counter; return those that could not be bumped."""
-        for index, counter in enumerate(counters):
-            bumped = yield ("incr", counter, 1)
-            if bumped is None:
-                # Never create a counter at a predictable value: a fresh
-                # random one invalidates just as well.
-                created = yield ("add", counter, new_version(), None)
-                if created is False:  # created meanwhile by someone else
-                    bumped = yield ("incr", counter, 1)
-                else:
-                    bumped = created
-            if bumped is FAILED:
-                return list(counters[index:])
-        return []
 
     # -- drivers: carry out what a flow yields -----------------------------------
 

@@ -1,5 +1,5 @@
-"""Invalidations that must not be lost: those that failed, and those made
-again later.
+"""Invalidation: the bump of version counters (:func:`bump_flow`), and the
+bumps that must not be lost: those that failed, and those made again later.
 
 An invalidation is a bump of one or more version counters.  When the
 backend is down (or the breaker is open) the bump cannot be made; dropping
@@ -27,7 +27,30 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+
+from .flow import FAILED, Gen, new_version
+
+
+def bump_flow(counters: Sequence[str]) -> Gen:
+    """Bump each counter; return those that could not be bumped."""
+    for index, counter in enumerate(counters):
+        bumped = yield ("incr", counter, 1)
+        if bumped is None:
+            # Never create a counter at a predictable value: a fresh random
+            # one invalidates just as well.
+            created = yield ("add", counter, new_version(), None)
+            if created is False:  # created meanwhile by someone else
+                bumped = yield ("incr", counter, 1)
+            else:
+                bumped = created
+        if bumped is FAILED:
+            return list(counters[index:])
+    return []
+
+
+def delete_flow(key: str) -> Gen:
+    yield ("delete", key)
 
 
 class PendingBumps:
