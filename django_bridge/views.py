@@ -153,7 +153,7 @@ def cache_view(
                 # The active language, as Django's cache keys hold it:
                 # LocaleMiddleware also reads a cookie and the URL prefix,
                 # which no learned header shows.
-                translation.get_language() or "" if django_settings.USE_I18N else "",
+                (translation.get_language() or "") if django_settings.USE_I18N else "",
             ]
             (entry,) = build_requests(
                 name,
