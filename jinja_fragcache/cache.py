@@ -32,7 +32,7 @@ from .keys import (
     tag_version_key,
     variant_version_key,
 )
-from .lookup import DecodedEntries, Read, check
+from .lookup import DecodedEntries, Read, check, counters_of
 from .miss import miss_flow, render_uncached
 from .recording import (
     collector,
@@ -40,6 +40,7 @@ from .recording import (
     note,
     recording,
     report,
+    report_uncached,
 )
 from .requests import FragmentRequest, build_requests, check_tags
 from .stats import FragmentStats
@@ -103,6 +104,10 @@ class FragmentCache:
     :param hole_filler: punches per-request values (a CSRF token) out of
         stored bodies and fills them in for each request; see
         :mod:`jinja_fragcache.holes`.  The Django bridge sets one.
+    :param on_invalidated: ``on_invalidated(counters)`` is called with the
+        version counters an invalidation bumped, once the bump is stored
+        (for a queued bump, once its replay is), never before: the hook
+        for purging a CDN.  Its errors are logged, never raised.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class FragmentCache:
         identity: VaryIdentity | None = None,
         debug: bool = False,
         hole_filler: holes.HoleFiller | None = None,
+        on_invalidated: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
@@ -139,6 +145,7 @@ class FragmentCache:
         self.identity = identity or VaryIdentity()
         self.debug = debug
         self.holes = hole_filler
+        self.on_invalidated = on_invalidated
         self.statistics = FragmentStats()
         #: Invalidations still to make: see :mod:`jinja_fragcache.invalidation`.
         self.pending = PendingBumps(self._replay_sync, lambda: self.breaker.cooldown)
@@ -303,6 +310,12 @@ class FragmentCache:
             for request, entry in zip(requests, entries, strict=True)
         ]
 
+    def report_skipped(self, requests: Sequence[FragmentRequest]) -> None:
+        """Tell the enclosing fragment and the page that *requests* render
+        without the cache (a tag's ``if`` was false)."""
+        if requests:
+            report_uncached(requests[0].name, counters_of(self.prefix, requests))
+
     # -- invalidation ----------------------------------------------------------
 
     def invalidate(
@@ -368,6 +381,7 @@ class FragmentCache:
     ) -> bool:
         """Queue what could not be bumped, and the bumps to make again later;
         true when every bump was made."""
+        self._announce(counters, left)
         if again_after:
             self.pending.add_later(counters, again_after)
         if not left:
@@ -385,6 +399,7 @@ class FragmentCache:
 
     def _replay_sync(self, counters: list[str]) -> list[str]:
         left: list[str] = self._drive(bump_flow(counters), "(replay)")
+        self._announce(counters, left)
         return left
 
     async def _areplayed(self) -> bool:
@@ -393,7 +408,20 @@ class FragmentCache:
         if not counters:
             return True
         left = await self._adrive(bump_flow(counters), "(replay)")
+        self._announce(counters, left)
         return self.pending.settle(counters, left)
+
+    def _announce(self, counters: list[str], left: list[str]) -> None:
+        """Call ``on_invalidated`` with the counters that were bumped."""
+        if self.on_invalidated is None:
+            return
+        bumped = [k for k in counters if k not in left] if left else counters
+        if not bumped:
+            return
+        try:
+            self.on_invalidated(bumped)
+        except Exception:
+            logger.exception("on_invalidated failed for %s", ", ".join(bumped))
 
     def stats(self) -> dict[str, dict[str, float | int | bool]]:
         """Per-fragment counters as plain data; see :class:`FragmentStats`."""

@@ -26,7 +26,6 @@ from markupsafe import Markup
 
 from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
-from .recording import report_uncached
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
@@ -324,7 +323,7 @@ class FragmentCacheExtension(Extension):
             cache, context, lineno, name, digest, timeout, tags, [vary]
         )
         if not condition:
-            report_uncached(name)
+            cache.report_skipped([request])
             return caller()
         if self.environment.is_async:
             return self._cache_fragment_async(cache, context, request, caller)
@@ -365,7 +364,7 @@ class FragmentCacheExtension(Extension):
                 cache, context, requests, condition, items, caller
             )
         if not condition:
-            report_uncached(name)
+            cache.report_skipped(requests)
             bodies = [caller(item) for item in items]
         elif requests:
             bodies = cache.render_many(requests, lambda i: caller(items[i]))
@@ -383,7 +382,7 @@ class FragmentCacheExtension(Extension):
         caller: Callable[..., Awaitable[str]],
     ) -> str:
         if not condition:
-            report_uncached(requests[0].name if requests else "")
+            cache.report_skipped(requests)
             bodies = [await caller(item) for item in items]
         elif requests:
             bodies = await cache.render_many_async(requests, lambda i: caller(items[i]))

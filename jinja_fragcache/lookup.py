@@ -59,6 +59,11 @@ def _plan_keys(
 _keys_for = SizeBoundedCache(_plan_keys, maxsize=8192)
 
 
+def counters_of(prefix: str, requests: Sequence[FragmentRequest]) -> list[str]:
+    """The version counters *requests* depend on directly."""
+    return [k for r in requests for k in _keys_for(prefix, r.name, r.vary, r.tags)[1]]
+
+
 class DecodedEntries:
     """Recently decoded entries, keyed by their bytes, bounded in size."""
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .keys import FragmentCacheWarning, lock_key
-from .lookup import Read, lookup, settle, texts
+from .lookup import Read, counters_of, lookup, settle, texts
 from .recording import (
     EXPIRES,
     UNCACHED,
@@ -258,7 +258,7 @@ def _not_frozen(cache: FragmentCache, outer: str, inner: str) -> None:
 
 
 def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:
-    report_uncached(requests[0].name)
+    report_uncached(requests[0].name, counters_of(cache.prefix, requests))
     rendered = yield ("render", range(len(requests)))
     _record_renders(cache, requests[0].name, rendered)
     seconds = sum(r.seconds for r in rendered)

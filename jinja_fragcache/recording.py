@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 #: The versions the fragments rendered so far inside an enclosing fragment
@@ -82,7 +82,10 @@ EXPIRES = "\x00expires"
 def report(versions: dict[str, str], soft_expiry: float | None) -> None:
     """Tell the enclosing fragment, if any, what this one depends on and
     when it goes stale (the soonest expiry inside is kept, as
-    :data:`EXPIRES`)."""
+    :data:`EXPIRES`); and the page, if it is being recorded, what it holds."""
+    page = _page.get()
+    if page is not None:
+        page.add(versions)
     collected = collector.get()
     if collected is None:
         return
@@ -98,11 +101,69 @@ def report(versions: dict[str, str], soft_expiry: float | None) -> None:
 UNCACHED = "\x00uncached"
 
 
-def report_uncached(name: str) -> None:
+def report_uncached(name: str, counters: Iterable[str] = ()) -> None:
     """Tell the enclosing fragment, if any, that fragment *name* inside it
     did not cache (its ``if`` was false, its timeout 0, a vary value was
     refused, or the backend was down): the enclosing one must not freeze
-    this render's output."""
+    this render's output.  The page still holds it: its *counters* are
+    what an invalidation of it would bump."""
+    page = _page.get()
+    if page is not None:
+        page.add(counters)
+        page.uncached = True
     collected = collector.get()
     if collected is not None:
         collected.setdefault(UNCACHED, name)
+
+
+class PageContents:
+    """What one response holds, as :func:`page_contents` records it."""
+
+    __slots__ = ("counters", "holes", "uncached")
+
+    def __init__(self) -> None:
+        #: The version counter keys of every fragment and cached view the
+        #: response holds, hits and misses, nested ones included: each
+        #: invalidation that would change the response bumps one of them.
+        #: Ordered, without repeats.
+        self.counters: dict[str, None] = {}
+        #: How many holes were filled for this response: its output differs
+        #: per request even where every fragment was a hit.
+        self.holes = 0
+        #: Whether some fragment rendered uncached.
+        self.uncached = False
+
+    def add(self, counters: Iterable[str]) -> None:
+        self.counters.update((k, None) for k in counters if k[:1] != "\x00")
+
+
+_page: contextvars.ContextVar[PageContents | None] = contextvars.ContextVar(
+    "jinja_fragcache_page", default=None
+)
+
+
+@contextlib.contextmanager
+def page_contents() -> Iterator[PageContents]:
+    """Record what a response holds until the block ends (the Django
+    bridge's surrogate-key middleware uses it)::
+
+        with page_contents() as contents:
+            html = template.render()
+        contents.counters  # every fragment's counters, nested included
+
+    Blocks nest: an inner one records for itself only.
+    """
+    contents = PageContents()
+    token = _page.set(contents)
+    try:
+        yield contents
+    finally:
+        _page.reset(token)
+
+
+def report_holes(count: int) -> None:
+    """Tell the page, if it is being recorded, that *count* holes were
+    filled for it."""
+    page = _page.get()
+    if page is not None:
+        page.holes += count

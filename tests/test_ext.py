@@ -22,6 +22,8 @@ from jinja_fragcache import (
     set_default_cache,
 )
 from jinja_fragcache.entry import Entry
+from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
+from jinja_fragcache.recording import page_contents
 
 from .support import CountingBackend, render
 
@@ -862,3 +864,58 @@ def test_a_conditional_inner_in_cache_each_keeps_its_meaning(
     )
     for staff in (False, True, False, True):
         assert render(t, items=[1, 2], staff=staff) == ("SS" if staff else "PP")
+
+
+CONTENTS = {
+    "page.html": (
+        "{% cache_fragment 300 page tags=['site'] %}"
+        "{% cache_fragment 300 card 7 tags=['product:7'] %}card{% endcache_fragment %}"
+        "{% include 'menu.html' %}{% endcache_fragment %}"
+    ),
+    "menu.html": "{% cache_fragment 300 menu %}menu{% endcache_fragment %}",
+}
+
+
+def _counters(cache: FragmentCache) -> set[str]:
+    """The counters the page of :data:`CONTENTS` depends on, by the key rules."""
+    return {
+        variant_version_key(cache.key_for("page")),
+        variant_version_key(cache.key_for("card", 7)),
+        variant_version_key(cache.key_for("menu")),
+        *(name_version_key(n, prefix=cache.prefix) for n in ("page", "card", "menu")),
+        tag_version_key("site", prefix=cache.prefix),
+        tag_version_key("product:7", prefix=cache.prefix),
+    }
+
+
+def test_an_outer_entry_records_every_tag_name_and_variant_inside(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    page = make_env(CONTENTS).get_template("page.html")
+    with page_contents() as miss:
+        assert render(page) == "cardmenu"
+    entry = Entry.decode(cache.backend.get_many([cache.key_for("page")])[0] or b"")
+    assert set(entry.versions) == _counters(cache)
+    # A hit on the outer alone knows all it contains, nested ones included.
+    with page_contents() as hit:
+        assert render(page) == "cardmenu"
+    assert set(miss.counters) == set(hit.counters) == _counters(cache)
+    assert not hit.uncached
+
+
+def test_page_contents_hold_fragments_that_rendered_uncached(
+    make_env: MakeEnv, cache: FragmentCache
+) -> None:
+    t = template(
+        make_env(),
+        "{% cache_fragment 300 a if flag %}A{% endcache_fragment %}"
+        "{% cache_fragment 0 b %}B{% endcache_fragment %}",
+    )
+    with page_contents() as contents:
+        assert render(t, flag=False) == "AB"
+    assert contents.uncached
+    assert {
+        name_version_key("a", prefix=cache.prefix),
+        name_version_key("b", prefix=cache.prefix),
+        variant_version_key(cache.key_for("a")),
+    } <= set(contents.counters)

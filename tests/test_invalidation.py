@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
+from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
 
 ENTRY = FragmentRequest("box", timeout=None)  # never expires on its own
 
@@ -123,3 +124,58 @@ def test_invalidate_on_save_invalidates_again_later(settings: Any) -> None:
     assert template.render({"names": before}) == "none"  # stored late
     time.sleep(0.5)
     assert template.render({"names": "editors"}) == "editors"
+
+
+def test_on_invalidated_hears_each_bump_only_once_it_is_stored(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    # The CDN purge hangs on this hook: a purge sent before the bump is
+    # stored lets the edge refetch the old content.
+    from jinja_fragcache import RedisBackend
+
+    url, (_, _, freeze) = restartable_redis
+    heard: list[list[str]] = []
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(
+        backend, prefix="hook", breaker_cooldown=60, on_invalidated=heard.append
+    )
+    key = cache.key_for("box", 1)
+    try:
+        assert cache.invalidate("box", 1)
+        assert cache.invalidate_all("box")
+        assert asyncio.run(cache.ainvalidate_tags("a", "b"))
+        assert heard == [
+            [variant_version_key(key)],
+            [name_version_key("box", prefix="hook")],
+            [tag_version_key(t, prefix="hook") for t in ("a", "b")],
+        ]
+        heard.clear()
+        freeze(True)
+        assert cache.invalidate_tags("c") is False
+        assert heard == []  # not stored: nothing to purge yet
+        freeze(False)
+        cache.breaker._open_until = 1.0
+        assert cache.pending.replay()
+        assert heard == [[tag_version_key("c", prefix="hook")]]
+    finally:
+        freeze(False)
+        backend.close()
+
+
+def test_on_invalidated_hears_a_delayed_bump_again_and_never_breaks_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    heard: list[list[str]] = []
+
+    def hook(counters: list[str]) -> None:
+        heard.append(counters)
+        raise RuntimeError("purge endpoint down")
+
+    cache = FragmentCache(MemoryBackend(), prefix="later", on_invalidated=hook)
+    with caplog.at_level(logging.ERROR, "jinja_fragcache"):
+        assert cache.invalidate_tags("t", again_after=0.1) is True
+    deadline = time.monotonic() + 5
+    while len(heard) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert heard == [[tag_version_key("t", prefix="later")]] * 2
+    assert "on_invalidated failed" in caplog.text

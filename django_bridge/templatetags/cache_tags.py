@@ -41,7 +41,6 @@ from django.utils.safestring import SafeString, mark_safe
 from jinja_fragcache import FragmentRequest
 from jinja_fragcache.cache import build_requests
 from jinja_fragcache.identity import MissingValue
-from jinja_fragcache.recording import report_uncached
 from jinja_fragcache.timeouts import check_timeout
 
 from ..api import invalidate_fragment
@@ -251,7 +250,7 @@ class CacheFragmentNode(_FragmentNode):
     def render(self, context: Context) -> SafeString:
         (request,) = self.requests(context, [self.vary(context)])
         if not self.options.cached(context):
-            report_uncached(self.name)
+            get_fragment_cache().report_skipped([request])
             return self.nodelist.render(context)
         return mark_safe(
             get_fragment_cache().render(request, lambda: self.nodelist.render(context))
@@ -276,7 +275,7 @@ class CacheEachNode(_FragmentNode):
                 return self.nodelist.render(context)
 
         if not self.options.cached(context):
-            report_uncached(self.name)
+            get_fragment_cache().report_skipped(requests)
             bodies = [render_item(i) for i in range(len(items))]
         elif requests:
             bodies = get_fragment_cache().render_many(requests, render_item)
