@@ -14,6 +14,7 @@ from jinja_fragcache import FragmentCache
 from .backend import DjangoCacheBackend
 from .conf import settings
 from .identity import django_identity
+from .purge import AfterInvalidation
 from .safety import CsrfHoles, refuse_leftover_tokens
 
 _caches: dict[tuple[Any, ...], FragmentCache] = {}
@@ -41,6 +42,9 @@ def get_fragment_cache() -> FragmentCache:
             cache = _caches.get(config)
             if cache is None:
                 alias, prefix, grace, lock_timeout, lock_wait, fail_open, debug = config
+                # Purges the edge after each stored bump; it reads
+                # FRAGCACHE["PURGE"] when called.
+                purger = AfterInvalidation()
                 cache = _caches[config] = FragmentCache(
                     DjangoCacheBackend(alias),
                     prefix=prefix,
@@ -52,7 +56,9 @@ def get_fragment_cache() -> FragmentCache:
                     hole_filler=CsrfHoles(),
                     identity=django_identity(),
                     debug=debug,
+                    on_invalidated=purger,
                 )
+                purger.statistics = cache.statistics
     return cache
 
 

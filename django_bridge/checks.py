@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import DEFAULTS, settings
 
@@ -59,7 +61,49 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="fragcache.W002",
             )
         )
+    return problems + _cdn_problems()
+
+
+def _cdn_problems() -> list[Any]:
+    """``SURROGATE_KEYS`` and ``PURGE``: meaningful, and used together."""
+    problems: list[Any] = []
+    style = _read(problems, lambda: settings.surrogate_style)
+    purge = _read(problems, lambda: settings.purge)
+    if problems or purge is None:
+        return problems
+    if style is None:
+        problems.append(
+            Warning(
+                'FRAGCACHE["PURGE"] is set but FRAGCACHE["SURROGATE_KEYS"] is '
+                "not: no response lists its keys, so a purge finds nothing.",
+                hint='Set FRAGCACHE["SURROGATE_KEYS"] = {"HEADER": "xkey"} and add '
+                "django_bridge.middleware.SurrogateKeyMiddleware to MIDDLEWARE.",
+                id="fragcache.W003",
+            )
+        )
+    elif style.header != "xkey":
+        problems.append(
+            Warning(
+                'FRAGCACHE["PURGE"] purges Varnish by its xkey header, but '
+                f"responses list their keys in {style.header}.",
+                hint='Use FRAGCACHE["SURROGATE_KEYS"] = {"HEADER": "xkey"} with '
+                "Varnish.",
+                id="fragcache.W004",
+            )
+        )
     return problems
+
+
+_T = TypeVar("_T")
+
+
+def _read(problems: list[Any], read: Callable[[], _T]) -> _T | None:
+    """*read()*, or ``None`` with an E003 in *problems*."""
+    try:
+        return read()
+    except ImproperlyConfigured as error:
+        problems.append(Error(str(error), id="fragcache.E003"))
+        return None
 
 
 #: The network caches, and the OPTIONS that set a read timeout on each.
