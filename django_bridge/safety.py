@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.middleware.csrf import get_token
 
 from jinja_fragcache import FragmentRequest
-from jinja_fragcache.holes import MARK, hole
+from jinja_fragcache.holes import MARK, Unfilled, hole
 
 logger = logging.getLogger("django_bridge")
 
@@ -72,12 +72,8 @@ class CsrfHoles:
     def fill(self, fragment: FragmentRequest, name: str) -> str:
         request = _request(fragment)
         if name != CSRF_HOLE or request is None:
-            logger.error(
-                "no value for hole %r of fragment %r: rendered empty",
-                name,
-                fragment.name,
-            )
-            return ""
+            # The core renders the fragment uncached instead, and logs it.
+            raise Unfilled(f"no value for hole {name!r} in this context")
         return get_token(request)
 
 

@@ -40,6 +40,7 @@ from .recording import (
     note,
     recording,
     report,
+    report_holes,
     report_uncached,
 )
 from .requests import FragmentRequest, build_requests, check_tags
@@ -209,9 +210,11 @@ class FragmentCache:
         if hits is not None:
             if self.debug:
                 for i in self._foreign(requests, read):
-                    fresh = self._collect(render, i)
-                    self._compare(requests[i], read, i, fresh.body)
-            return hits
+                    self._compare(requests[i], read, i, self._collect(render, i))
+            return [
+                self._open(r, stored, render, i) if holes.MARK in stored else stored
+                for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
+            ]
         results: list[str] = self._drive(
             miss_flow(self, requests, wait, read, found), name, render
         )
@@ -242,8 +245,13 @@ class FragmentCache:
             if self.debug:
                 for i in self._foreign(requests, read):
                     fresh = await self._acollect(render, i)
-                    self._compare(requests[i], read, i, fresh.body)
-            return hits
+                    self._compare(requests[i], read, i, fresh)
+            return [
+                await self._aopen(r, stored, render, i)
+                if holes.MARK in stored
+                else stored
+                for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
+            ]
         results: list[str] = await self._adrive(
             miss_flow(self, requests, wait, read, found), name, render
         )
@@ -283,7 +291,8 @@ class FragmentCache:
     def _hits(
         self, requests: Sequence[FragmentRequest], read: Read, found: Any
     ) -> list[str] | None:
-        """The bodies, if the first read found every entry fresh and done.
+        """The stored bodies, if the first read found every entry fresh and
+        done (their holes still to fill).
 
         Fills ``read.entries``; ``None`` sends the batch to :meth:`_flow`.
         """
@@ -305,10 +314,7 @@ class FragmentCache:
         fetched = time.perf_counter() - read.start
         self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
         note("hit", requests[0].name, read.keys, fetched, 0.0)
-        return [
-            self._opened(request, entry.body)  # type: ignore[union-attr]
-            for request, entry in zip(requests, entries, strict=True)
-        ]
+        return [entry.body for entry in entries]  # type: ignore[union-attr]
 
     def report_skipped(self, requests: Sequence[FragmentRequest]) -> None:
         """Tell the enclosing fragment and the page that *requests* render
@@ -445,6 +451,9 @@ class FragmentCache:
                 if kind == "render":
                     assert render is not None
                     result: Any = [self._collect(render, i) for i in op[1]]
+                elif kind == "open":
+                    assert render is not None
+                    result = self._open(op[1], op[2], render, op[3])
                 elif kind == "sleep":
                     time.sleep(op[1])
                     result = None
@@ -471,6 +480,9 @@ class FragmentCache:
                 if kind == "render":
                     assert render is not None
                     result: Any = [await self._acollect(render, i) for i in op[1]]
+                elif kind == "open":
+                    assert render is not None
+                    result = await self._aopen(op[1], op[2], render, op[3])
                 elif kind == "sleep":
                     await asyncio.sleep(op[1])
                     result = None
@@ -484,27 +496,121 @@ class FragmentCache:
             except StopIteration as stop:
                 return stop.value
 
-    def _collect(self, render: Callable[[int], str], index: int) -> Rendered:
+    def _collect(
+        self,
+        render: Callable[[int], str],
+        index: int,
+        live: holes.LiveHoles | None = None,
+    ) -> Rendered:
+        """Render item *index*, recording what the fragments inside report
+        and the ``{% nocache %}`` blocks met (see :meth:`_finish`)."""
         collected: dict[str, str] = {}
-        token = collector.set(collected)
+        outer, scope = _scopes(live)
+        token, live_token = collector.set(collected), holes.live.set(scope)
         start = time.perf_counter()
         try:
             body = str(render(index))
         finally:
             collector.reset(token)
-        return Rendered(body, collected, time.perf_counter() - start)
+            holes.live.reset(live_token)
+        seconds = time.perf_counter() - start
+        done = _finish(scope, outer, body, collected, seconds)
+        return done or self._collect(render, index, holes.OFF)
 
     async def _acollect(
-        self, render: Callable[[int], Awaitable[str]], index: int
+        self,
+        render: Callable[[int], Awaitable[str]],
+        index: int,
+        live: holes.LiveHoles | None = None,
     ) -> Rendered:
         collected: dict[str, str] = {}
-        token = collector.set(collected)
+        outer, scope = _scopes(live)
+        token, live_token = collector.set(collected), holes.live.set(scope)
         start = time.perf_counter()
         try:
             body = str(await render(index))
         finally:
             collector.reset(token)
-        return Rendered(body, collected, time.perf_counter() - start)
+            holes.live.reset(live_token)
+        seconds = time.perf_counter() - start
+        done = _finish(scope, outer, body, collected, seconds)
+        return done or await self._acollect(render, index, holes.OFF)
+
+    # -- holes: filled on the way out ---------------------------------------
+
+    def _open(
+        self,
+        request: FragmentRequest,
+        stored: str,
+        render: Callable[[int], str],
+        index: int,
+    ) -> str:
+        """The output of a stored body for *request*: its holes filled, or,
+        when one cannot be, the fragment rendered uncached."""
+        try:
+            table, blocks = _blocks(request, stored)
+            token = holes.live.set(holes.OFF)  # fragments inside start afresh
+            try:
+                outputs = {name: str(table.render(int(name))) for name in blocks}
+            finally:
+                holes.live.reset(token)
+            return self._filled(request, stored, outputs)
+        except holes.Unfilled as exc:
+            self._unfilled(request, exc)
+            return self._collect(render, index, holes.OFF).body
+
+    async def _aopen(
+        self,
+        request: FragmentRequest,
+        stored: str,
+        render: Callable[[int], Awaitable[str]],
+        index: int,
+    ) -> str:
+        try:
+            table, blocks = _blocks(request, stored)
+            token = holes.live.set(holes.OFF)
+            try:
+                outputs = {n: str(await table.render(int(n))) for n in blocks}
+            finally:
+                holes.live.reset(token)
+            return self._filled(request, stored, outputs)
+        except holes.Unfilled as exc:
+            self._unfilled(request, exc)
+            return (await self._acollect(render, index, holes.OFF)).body
+
+    def _filled(
+        self, request: FragmentRequest, stored: str, outputs: dict[str, str]
+    ) -> str:
+        """*stored* with the ``{% nocache %}`` *outputs* and the system
+        holes in; inside another fragment's render, the blocks' markers."""
+        scope = holes.live.get()
+        table = request.holes
+
+        marking = scope is not None and scope is not holes.OFF and table is not None
+
+        def value(name: str) -> str:
+            if name in outputs:
+                if not marking:
+                    return outputs[name]
+                return scope.mark(table.owner, int(name), outputs[name])  # type: ignore[union-attr]
+            if self.holes is None:
+                raise holes.Unfilled(f"nothing fills hole {name!r}")
+            return self.holes.fill(request, name)
+
+        body = holes.fill(stored, value)
+        if not marking:  # else the outermost fragment counts them
+            report_holes(1)
+        return body
+
+    def _unfilled(self, request: FragmentRequest, exc: holes.Unfilled) -> None:
+        self.statistics.record_error(request.name)
+        logger.error(
+            "fragment %r (%s) rendered uncached: %s",
+            request.name,
+            request.template.removeprefix("django:") or "<string>",
+            exc,
+        )
+        report_uncached(request.name, counters_of(self.prefix, [request]))
 
     # -- backend calls: fail open behind a circuit breaker -------------------
 
@@ -579,7 +685,7 @@ class FragmentCache:
         ]
 
     def _compare(
-        self, request: FragmentRequest, read: Read, index: int, fresh: str
+        self, request: FragmentRequest, read: Read, index: int, fresh: Rendered
     ) -> None:
         entry = read.entries[index]
         assert entry is not None
@@ -594,17 +700,66 @@ class FragmentCache:
                 stacklevel=2,
             )
 
-    def _sealed(self, request: FragmentRequest, body: str) -> str:
-        """The stored form of a rendered body: escaped, and its per-request
-        values made holes (see :mod:`jinja_fragcache.holes`)."""
-        stored = holes.escape(body)
-        return stored if self.holes is None else self.holes.punch(request, stored)
-
-    def _opened(self, request: FragmentRequest, stored: str) -> str:
-        """The output of a stored body for *request*: its holes filled."""
-        if holes.MARK not in stored:  # nearly every hit: nothing to fill
+    def _sealed(self, request: FragmentRequest, rendered: Rendered) -> str | None:
+        """The stored form of a rendered body: escaped, its ``{% nocache %}``
+        blocks and per-request values made holes (see
+        :mod:`jinja_fragcache.holes`); ``None`` when a block inside belongs
+        to another template, which this fragment could not render on a hit."""
+        if rendered.live is None:
+            stored: str | None = holes.escape(rendered.body)
+        else:
+            stored = rendered.live.sealed(rendered.marked or "", request.holes)
+        if stored is None or self.holes is None:
             return stored
-        filler = self.holes
-        if filler is None:
-            return holes.fill(stored, lambda name: "")
-        return holes.fill(stored, lambda name: filler.fill(request, name))
+        return self.holes.punch(request, stored)
+
+
+def _scopes(
+    live: holes.LiveHoles | None,
+) -> tuple[holes.LiveHoles | None, holes.LiveHoles]:
+    """The live holes around a render, and those it records in: the ones
+    around it, or its own if it is the outermost (or *live*, when given)."""
+    outer = holes.live.get()
+    if live is not None:
+        return outer, live
+    if outer is None or outer is holes.OFF:
+        return outer, holes.LiveHoles()
+    return outer, outer
+
+
+def _finish(
+    scope: holes.LiveHoles,
+    outer: holes.LiveHoles | None,
+    body: str,
+    versions: dict[str, str],
+    seconds: float,
+) -> Rendered | None:
+    """A render's result: the outermost fills its blocks' markers in.
+
+    ``None`` when a marker cannot be filled (it was altered on its way):
+    the caller renders again with the blocks' content in place, uncached.
+    """
+    if not scope.met or scope is holes.OFF:
+        return Rendered(body, versions, seconds)
+    if scope is outer:  # nested: the outermost fragment fills them in
+        return Rendered(body, versions, seconds, scope, body)
+    try:
+        served = scope.served(body)
+    except holes.Unfilled as exc:
+        logger.error("rendering a fragment uncached: %s", exc)
+        return None
+    report_holes(len(scope.met))
+    return Rendered(served, versions, seconds, scope, body)
+
+
+def _blocks(request: FragmentRequest, stored: str) -> tuple[holes.HoleTable, list[str]]:
+    """The ``{% nocache %}`` holes of *stored*, which *request*'s table must
+    render; :class:`~.holes.Unfilled` if one is not in it."""
+    blocks = [name for name in holes.names(stored) if name.isdigit()]
+    table = request.holes
+    if blocks and table is None:
+        raise holes.Unfilled(f"no {{% nocache %}} block {blocks[0]} here")
+    for name in blocks:
+        if int(name) not in table.lines:  # type: ignore[union-attr]
+            raise holes.Unfilled(f"no {{% nocache %}} block {name} here")
+    return table, blocks  # type: ignore[return-value]

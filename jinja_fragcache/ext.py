@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -24,8 +25,10 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from markupsafe import Markup
 
+from . import holes
 from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
+from .holes import HoleTable
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
@@ -44,6 +47,10 @@ class FragmentCacheExtension(Extension):
         {% endcache_each %}
         {% invalidate_fragment NAME [VARY ...] %}
         {% cache_key_for NAME [VARY ...] %}
+        {% nocache %}...{% endnocache %}
+
+    A ``nocache`` block inside a fragment renders on every request, hit or
+    miss: a hole in the cached body (see :mod:`jinja_fragcache.holes`).
 
     The environment's ``fragment_cache`` attribute picks the
     :class:`FragmentCache`; when it is ``None`` the process default (an
@@ -53,7 +60,13 @@ class FragmentCacheExtension(Extension):
         env.fragment_cache = FragmentCache(RedisBackend.from_url(url))
     """
 
-    tags = {"cache_fragment", "cache_each", "invalidate_fragment", "cache_key_for"}
+    tags = {
+        "cache_fragment",
+        "cache_each",
+        "invalidate_fragment",
+        "cache_key_for",
+        "nocache",
+    }
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -87,6 +100,9 @@ class FragmentCacheExtension(Extension):
             )
             return nodes.Output([call], lineno=lineno)
 
+        if tag == "nocache":
+            return self._parse_nocache(parser, lineno)
+
         timeout = self._parse_timeout(parser, tag, lineno)
         name = self._parse_name(parser, tag, lineno)
         if tag == "cache_each":
@@ -96,20 +112,31 @@ class FragmentCacheExtension(Extension):
         vary, tags, condition = self._parse_options(parser, tag, keywords=True)
         body = self._parse_body(parser, tag, lineno)
         inner = self._inner_conditions(body)
+        bound = {target.name} if tag == "cache_each" else set()
+        blocks = self._nocache_blocks(parser, body, tag, name, lineno, bound)
+        digest = self._digest(parser, body)
+        # The caller renders the body, or with hole=N, block N alone, with
+        # the context the tag sees: what a hit needs to fill its holes.
+        hole = nodes.Name(f"_fragcache_hole_{parser.free_identifier().name}", "param")
+        body = self._with_holes(body, hole.name, blocks)
         common = [
             nodes.ContextReference(),
             nodes.Const(lineno),
             nodes.Const(name),
-            nodes.Const(self._digest(parser, body)),
+            nodes.Const(digest),
             timeout,
             tags,
             condition,
+            nodes.Const(_owner(parser)),
+            nodes.Const({index: line for index, (line, _) in blocks.items()}),
         ]
         if tag == "cache_fragment":
             call = self.call_method(
                 "_cache_fragment", [*common, nodes.List(vary + inner)], lineno=lineno
             )
-            return nodes.CallBlock(call, [], [], body, lineno=lineno)
+            return nodes.CallBlock(
+                call, [hole], [nodes.Const(None)], body, lineno=lineno
+            )
 
         if not vary:
             parser.fail(
@@ -150,8 +177,104 @@ class FragmentCacheExtension(Extension):
                 None,
                 False,
             ),
-            nodes.CallBlock(call, [nodes.Name(target.name, "param")], [], body),
+            nodes.CallBlock(
+                call,
+                [nodes.Name(target.name, "param"), hole],
+                [nodes.Const(None)],
+                body,
+            ),
         ]
+
+    def _parse_nocache(self, parser: Parser, lineno: int) -> nodes.Node:
+        """``{% nocache %}``: numbered in its template, so a stored body can
+        name it (see :mod:`jinja_fragcache.holes`)."""
+        index = getattr(parser, "_fragcache_blocks", 0)
+        parser._fragcache_blocks = index + 1  # type: ignore[attr-defined]
+        body = self._parse_body(parser, "nocache", lineno)
+        call = self.call_method(
+            "_nocache",
+            [nodes.Const(_owner(parser)), nodes.Const(index)],
+            lineno=lineno,
+        )
+        return nodes.CallBlock(call, [], [], body, lineno=lineno)
+
+    def _is_call(self, node: nodes.Node, *methods: str) -> bool:
+        target = getattr(getattr(node, "call", None), "node", None)
+        return (
+            isinstance(target, nodes.ExtensionAttribute)
+            and target.identifier == self.identifier
+            and target.name in methods
+        )
+
+    def _nocache_blocks(
+        self,
+        parser: Parser,
+        body: list[nodes.Node],
+        tag: str,
+        name: str,
+        lineno: int,
+        bound: set[str],
+    ) -> dict[int, tuple[int, list[nodes.Node]]]:
+        """Every ``nocache`` block in *body*, nested fragments' included: its
+        index, with its line and body.
+
+        A hit renders them without the fragment's body, so a name the body
+        binds (a ``for`` or ``cache_each`` variable, a ``set``, a macro
+        argument) would not exist there: reading one is a compile error.
+        """
+        blocks: dict[int, tuple[int, list[nodes.Node]]] = {}
+        scope = nodes.Scope(body)
+        for block in scope.find_all(nodes.CallBlock):
+            if not self._is_call(block, "_nocache"):
+                continue
+            index = block.call.args[1].value  # type: ignore[attr-defined]
+            if index in blocks:  # a nested fragment's copy of it
+                continue
+            names = list(block.find_all(nodes.Name))
+            own = {id(n) for n in names}
+            reads = {n.name for n in names if n.ctx == "load"}
+            reads -= {n.name for n in names if n.ctx != "load"}
+            binds = set(bound) | {
+                n.name
+                for n in scope.find_all(nodes.Name)
+                if n.ctx != "load" and id(n) not in own
+            }
+            if "loop" in reads and _inside_loop(block, scope):
+                binds.add("loop")
+            clash = sorted(reads & binds)
+            if clash:
+                parser.fail(
+                    f"nocache reads {', '.join(map(repr, clash))}, which {tag} "
+                    f"{name!r} (line {lineno}) sets inside: on a hit the fragment's "
+                    "body does not run, so it would not exist. Set it before the "
+                    "fragment.",
+                    block.lineno,
+                )
+            blocks[index] = (block.lineno, block.body)
+        return blocks
+
+    def _with_holes(
+        self,
+        body: list[nodes.Node],
+        hole: str,
+        blocks: dict[int, tuple[int, list[nodes.Node]]],
+    ) -> list[nodes.Node]:
+        """*body* when the caller's *hole* argument is ``None``, else the
+        body of that ``nocache`` block."""
+        if not blocks:
+            return body
+        argument = nodes.Name(hole, "load")
+        branches = [
+            nodes.If(
+                nodes.Compare(argument, [nodes.Operand("eq", nodes.Const(index))]),
+                copy.deepcopy(block),
+                [],
+                [],
+            )
+            for index, (_, block) in blocks.items()
+        ]
+        test = nodes.Test(argument, "none", [], [], None, None)
+        return [nodes.If(test, body, branches, [])]
 
     def _inner_conditions(self, body: list[nodes.Node]) -> list[nodes.Expr]:
         """The ``if`` of every fragment nested in *body*, as booleans for
@@ -159,15 +282,9 @@ class FragmentCacheExtension(Extension):
         to keep per condition (a staff menu inside a shared page)."""
         found: list[nodes.Expr] = []
         for block in nodes.Scope(body).find_all(nodes.CallBlock):
-            call = block.call
-            target = getattr(call, "node", None)
-            if not (
-                isinstance(target, nodes.ExtensionAttribute)
-                and target.identifier == self.identifier
-                and target.name in ("_cache_fragment", "_cache_each")
-            ):
+            if not self._is_call(block, "_cache_fragment", "_cache_each"):
                 continue
-            condition = call.args[6]
+            condition = block.call.args[6]
             if isinstance(condition, nodes.Const) and condition.value is True:
                 continue
             found.append(nodes.Not(nodes.Not(copy.deepcopy(condition))))
@@ -288,6 +405,7 @@ class FragmentCacheExtension(Extension):
         timeout: object,
         tags: object,
         varies: Iterable[Iterable[object]],
+        table: HoleTable | None,
     ) -> list[FragmentRequest]:
         """One request per variant; errors name the template and the line."""
         try:
@@ -299,6 +417,7 @@ class FragmentCacheExtension(Extension):
                 template=context.name or "",
                 digest=digest,
                 context=context,
+                holes=table,
                 identity=cache.identity,
                 where=_where(context, lineno),
                 debug=cache.debug,
@@ -315,12 +434,15 @@ class FragmentCacheExtension(Extension):
         timeout: object,
         tags: object,
         condition: object,
+        owner: str,
+        lines: dict[int, int],
         vary: list[object],
         caller: Caller,
     ) -> Any:
         cache = self.cache
+        table = HoleTable(owner, lines, caller) if lines else None
         (request,) = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary]
+            cache, context, lineno, name, digest, timeout, tags, [vary], table
         )
         if not condition:
             cache.report_skipped([request])
@@ -351,13 +473,16 @@ class FragmentCacheExtension(Extension):
         timeout: object,
         tags: object,
         condition: object,
+        owner: str,
+        lines: dict[int, int],
         items: list[object],
         varies: list[tuple[object, ...]],
         caller: Caller,
     ) -> Any:
         cache = self.cache
+        table = HoleTable(owner, lines, lambda i: caller(None, i)) if lines else None
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, varies
+            cache, context, lineno, name, digest, timeout, tags, varies, table
         )
         if self.environment.is_async:
             return self._cache_each_async(
@@ -390,6 +515,26 @@ class FragmentCacheExtension(Extension):
             bodies = []
         return _markup(context, "".join(bodies))
 
+    def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
+        if holes.live.get() is None:  # outside any fragment: just the content
+            return caller()
+        if self.environment.is_async:
+            return self._nocache_async(owner, index, caller)
+        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+        try:
+            output = caller()
+        finally:
+            holes.live.reset(token)
+        return holes.output(owner, index, output)
+
+    async def _nocache_async(self, owner: str, index: int, caller: Caller) -> str:
+        token = holes.live.set(holes.OFF)
+        try:
+            output = await caller()
+        finally:
+            holes.live.reset(token)
+        return holes.output(owner, index, output)
+
     def _invalidate(self, name: str, vary: list[object]) -> Any:
         if self.environment.is_async:
             return self._invalidate_async(name, vary)
@@ -402,6 +547,23 @@ class FragmentCacheExtension(Extension):
 
     def _key_for(self, name: str, vary: list[object]) -> str:
         return self.cache.key_for(name, *vary)
+
+
+def _inside_loop(block: nodes.Node, scope: nodes.Node) -> bool:
+    return any(
+        any(node is block for node in loop.find_all(nodes.CallBlock))
+        for loop in scope.find_all(nodes.For)
+    )
+
+
+def _owner(parser: Parser) -> str:
+    """Who the ``nocache`` blocks of the template being parsed belong to:
+    its name, or, for a template without one, a name of its own."""
+    owner = getattr(parser, "_fragcache_owner", None)
+    if owner is None:
+        owner = parser.name or f"<string {secrets.token_hex(8)}>"
+        parser._fragcache_owner = owner  # type: ignore[attr-defined]
+    return str(owner)
 
 
 def _markup(context: Context, body: str) -> str:

@@ -1,46 +1,83 @@
 """Holes: the per-request parts of a cached body, filled in on the way out.
 
-A stored body is the rendered output with every per-request value (the
-Django bridge's CSRF token, say) replaced by a named hole, so the entry can
-be shared and each request still gets its own value.  The encoding is
-injective, so no rendered text can pass for a hole:
+A stored body is the rendered output with every per-request part replaced
+by a named hole, so the entry can be shared and each request still gets its
+own value.  There are two kinds, one mechanism:
+
+- a ``{% nocache %}`` block, named by its index in its template (``"3"``);
+  it is rendered again, with the request's context, whenever the entry is
+  read;
+- a value the system fills (the Django bridge's CSRF token,
+  ``"csrf_token"``), punched out of the output by a :class:`HoleFiller`.
+
+The stored form is a sequence of segments, literal text and hole
+references, written with an injective encoding, so no rendered text can
+pass for a hole:
 
 - ``"\\x00"`` in the output is stored as ``"\\x00\\x00"``;
-- a hole named ``name`` (``[a-z_]+``) is stored as ``"\\x00name\\x00"``.
+- a hole named ``name`` (``[a-z_]+`` or digits) is stored as
+  ``"\\x00name\\x00"``.
 
-A :class:`HoleFiller` decides where the holes go (:meth:`~HoleFiller.punch`,
-before an entry is stored) and what fills them (:meth:`~HoleFiller.fill`,
-for each request that reads one).  Without a filler, bodies are only
-escaped, and a hole is never made.
+While a fragment renders, a ``{% nocache %}`` block inside it outputs its
+own content *and* records it in the :data:`live` :class:`LiveHoles` of the
+outermost fragment rendering, leaving a marker in the output.  A marker
+holds a nonce drawn for that render, which no template can know, so the
+output can be cut into segments without trusting its content.  The
+fragment's stored body gets a hole where the marker was, and the response
+gets the content.
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from .requests import FragmentRequest
 
 MARK = "\x00"
 _NAME_RE = re.compile(r"[a-z_]+\Z")
-_STORED_RE = re.compile("\x00([a-z_]*)\x00")
+_STORED_RE = re.compile("\x00([a-z_0-9]*)\x00")
+
+
+class Unfilled(Exception):
+    """A hole that cannot be filled for this request: the fragment is
+    rendered uncached instead, so no placeholder reaches a client."""
 
 
 class HoleFiller(Protocol):
-    """Where a cache's holes go, and what fills them."""
+    """Where a cache's system holes go, and what fills them."""
 
     def punch(self, request: FragmentRequest, stored: str) -> str:
         """Return *stored* (already :func:`escape`\\ d) with this request's
         per-request values replaced by :func:`hole`\\ s."""
 
     def fill(self, request: FragmentRequest, name: str) -> str:
-        """The value of hole *name* for *request*."""
+        """The value of hole *name* for *request*; :class:`Unfilled` if it
+        has none."""
+
+
+class HoleTable(NamedTuple):
+    """The ``{% nocache %}`` blocks inside one fragment tag.
+
+    :param owner: the template they belong to, as its tag knows it at
+        compile time: a marker of another template (an ``include``, an
+        imported macro) cannot be filled by this tag on a hit.
+    :param lines: each block's index in its template, with its line.
+    :param render: ``render(index)`` renders that block with the context
+        the fragment tag sees (awaitable in an async environment).
+    """
+
+    owner: str
+    lines: Mapping[int, int]
+    render: Callable[[int], Any]
 
 
 def hole(name: str) -> str:
-    """The stored form of hole *name*."""
+    """The stored form of system hole *name*."""
     if not _NAME_RE.match(name):
         raise ValueError(f"a hole name is [a-z_]+, got {name!r}")
     return f"{MARK}{name}{MARK}"
@@ -51,8 +88,105 @@ def escape(body: str) -> str:
     return body.replace(MARK, MARK + MARK) if MARK in body else body
 
 
+def names(stored: str) -> list[str]:
+    """The holes of a stored body, each once, in order."""
+    return list(dict.fromkeys(m[1] for m in _STORED_RE.finditer(stored) if m[1]))
+
+
 def fill(stored: str, value: Callable[[str], str]) -> str:
     """The output of a stored body: each hole replaced by ``value(name)``."""
     if MARK not in stored:
         return stored
     return _STORED_RE.sub(lambda m: value(m[1]) if m[1] else MARK, stored)
+
+
+class _Met(NamedTuple):
+    owner: str
+    block: int
+    output: str
+
+
+class LiveHoles:
+    """The ``{% nocache %}`` blocks met while one outermost fragment
+    renders, with what each rendered.
+
+    ``holes.live.get()`` is the one of the render in progress: ``None``
+    outside any fragment (a block then outputs its content, nothing else)
+    or :data:`OFF` while a fragment renders uncached.
+    """
+
+    __slots__ = ("_nonce", "_pattern", "met")
+
+    def __init__(self) -> None:
+        self._nonce = ""
+        self._pattern: re.Pattern[str] | None = None
+        self.met: list[_Met] = []
+
+    def mark(self, owner: str, index: int, output: str) -> str:
+        """The marker that stands for block *index*'s *output* in the
+        output of the fragments around it."""
+        if not self._nonce:
+            self._nonce = secrets.token_hex(16)
+        self.met.append(_Met(owner, index, str(output)))
+        return f"{MARK}{self._nonce}{len(self.met) - 1}{MARK}"
+
+    def _segments(self, body: str) -> list[str]:
+        """*body* cut at its markers: text, marker number, text, ...
+
+        :raises Unfilled: when a marker was damaged on its way here (a
+            filter applied to the block's output, say), since the body
+            could not be rebuilt without one reaching the client.
+        """
+        if self._pattern is None:
+            self._pattern = re.compile(f"{MARK}{self._nonce}([0-9]+){MARK}")
+        segments = self._pattern.split(body)
+        numbers = segments[1::2]
+        if any(int(n) >= len(self.met) for n in numbers) or any(
+            self._nonce in text for text in segments[::2]
+        ):
+            raise Unfilled("a {% nocache %} marker was altered before it was filled")
+        return segments
+
+    def served(self, body: str) -> str:
+        """*body* with every marker replaced by its block's output."""
+        if not self.met:
+            return body
+        segments = self._segments(body)
+        for i in range(1, len(segments), 2):
+            segments[i] = self.met[int(segments[i])].output
+        return "".join(segments)
+
+    def sealed(self, body: str, table: HoleTable | None) -> str | None:
+        """*body* in its stored form, each marker a hole of *table*; ``None``
+        when a marker belongs to a block *table* cannot render (inside an
+        ``include``d template or a macro defined elsewhere): then the
+        fragment must not be stored for this render."""
+        if not self.met or not self._nonce or self._nonce not in body:
+            return escape(body)
+        segments = self._segments(body)
+        for i in range(0, len(segments), 2):
+            segments[i] = escape(segments[i])
+        for i in range(1, len(segments), 2):
+            met = self.met[int(segments[i])]
+            ours = table is not None and met.owner == table.owner
+            if not ours or met.block not in table.lines:  # type: ignore[union-attr]
+                return None
+            segments[i] = f"{MARK}{met.block}{MARK}"
+        return "".join(segments)
+
+
+#: A fragment that renders uncached: its blocks output their content only.
+OFF = LiveHoles()
+
+live: contextvars.ContextVar[LiveHoles | None] = contextvars.ContextVar(
+    "jinja_fragcache_live_holes", default=None
+)
+
+
+def output(owner: str, index: int, rendered: str) -> str:
+    """What a ``{% nocache %}`` block outputs where it stands: its content,
+    or the marker of its content while a fragment around it renders."""
+    holes = live.get()
+    if holes is None or holes is OFF:
+        return rendered
+    return holes.mark(owner, index, rendered)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
+from .holes import MARK
 from .keys import FragmentCacheWarning, lock_key
 from .lookup import Read, counters_of, lookup, settle, texts
 from .recording import (
@@ -106,7 +107,10 @@ def miss_flow(
     served_stale = 0
     for i, usable in enumerate(entries):
         if usable is not None and i not in won:
-            results[i] = cache._opened(requests[i], usable.body)
+            stored = usable.body
+            if MARK in stored:
+                stored = yield ("open", requests[i], stored, i)
+            results[i] = stored
             served_stale += not usable.is_fresh(now)
             report(usable.versions, usable.soft_expiry)
     fetched = time.perf_counter() - start
@@ -159,17 +163,20 @@ def miss_flow(
     soft_expiry = None if timeout is None else time.time() + timeout
     writes: dict[str, bytes] = {}
     try:
-        for i, (body, nested, _) in zip(to_render, rendered, strict=True):
-            results[i] = body
+        for i, done in zip(to_render, rendered, strict=True):
+            results[i] = done.body
             snapshot = {k: versions.get(k) or "" for k in own[i]}
-            snapshot.update(nested)
+            snapshot.update(done.versions)
             expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
             report(snapshot, expires)  # an uncached inner goes further up too
             inner = snapshot.pop(UNCACHED, None)
             if inner is not None:
                 _not_frozen(cache, requests[i].name, inner)
                 continue
-            stored = cache._sealed(requests[i], body)
+            stored = cache._sealed(requests[i], done)
+            if stored is None:
+                _foreign_block(requests[i].name)
+                continue
             if cache.store_filter is None or cache.store_filter(requests[i], stored):
                 entry = Entry(stored, expires, first.template, first.digest, snapshot)
                 writes[keys[i]] = entry.encode()
@@ -255,6 +262,17 @@ def _not_frozen(cache: FragmentCache, outer: str, inner: str) -> None:
             FragmentCacheWarning,
             stacklevel=2,
         )
+
+
+def _foreign_block(name: str) -> None:
+    warnings.warn(
+        f"fragment {name!r} is not cached: a {{% nocache %}} block inside it "
+        "belongs to another template (an include, an imported macro, a "
+        "block of a child template), which the fragment cannot render on a "
+        "hit; move the block into the fragment's own template",
+        FragmentCacheWarning,
+        stacklevel=2,
+    )
 
 
 def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:

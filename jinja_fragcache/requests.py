@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from .holes import HoleTable
 from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
 from .keys import FragmentCacheWarning
 from .timeouts import Timeout, check_timeout
@@ -24,6 +25,8 @@ class FragmentRequest(NamedTuple):
     :param digest: the digest of the block's source (and what it includes).
     :param context: the template context the tag rendered in, for a
         ``store_filter``; not part of the key.
+    :param holes: the ``{% nocache %}`` blocks inside, which a hit renders
+        again (see :mod:`jinja_fragcache.holes`); not part of the key.
     """
 
     name: str
@@ -33,6 +36,7 @@ class FragmentRequest(NamedTuple):
     template: str = ""
     digest: str = ""
     context: Any = None
+    holes: HoleTable | None = None
 
 
 def check_tags(tags: object) -> tuple[str, ...]:
@@ -57,6 +61,7 @@ def build_requests(
     template: str = "",
     digest: str = "",
     context: Any = None,
+    holes: HoleTable | None = None,
     identity: VaryIdentity | None = None,
     where: str = "",
     debug: bool = False,
@@ -90,6 +95,8 @@ def build_requests(
             )
             strings, wanted = (), 0.0
         requests.append(
-            FragmentRequest(name, strings, wanted, tag_names, template, digest, context)
+            FragmentRequest(
+                name, strings, wanted, tag_names, template, digest, context, holes
+            )
         )
     return requests

@@ -11,6 +11,10 @@ Usage::
     {% endcache_each %}
     {% invalidate_fragment NAME [VARY ...] %}
     {% cache_key_for NAME [VARY ...] %}
+    {% nocache %}…{% endnocache %}
+
+A ``nocache`` block inside a fragment renders on every request, hit or
+miss: a hole in the cached body (see :mod:`jinja_fragcache.holes`).
 
 A fragment cached by a Jinja2 template is a hit here for the same name and
 vary values, and the other way round: both call
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,11 +43,13 @@ from django.template.context import Context
 from django.template.defaulttags import TemplateIfParser
 from django.utils.safestring import SafeString, mark_safe
 
-from jinja_fragcache import FragmentRequest
+from jinja_fragcache import FragmentRequest, holes
 from jinja_fragcache.cache import build_requests
+from jinja_fragcache.holes import HoleTable
 from jinja_fragcache.identity import MissingValue
 from jinja_fragcache.timeouts import check_timeout
 
+from .. import templatenames
 from ..api import invalidate_fragment
 from ..cache import get_fragment_cache
 
@@ -188,6 +195,74 @@ def _included_source(parser: Parser, name: str) -> str:
         return "\0missing"
 
 
+class NocacheNode(Node):
+    """``{% nocache %}``: numbered in its template, so a stored body can
+    name it (see :mod:`jinja_fragcache.holes`)."""
+
+    def __init__(self, owner: str, index: int, lineno: int, nodelist: NodeList):
+        self.owner, self.index, self.lineno = owner, index, lineno
+        self.nodelist = nodelist
+
+    def render(self, context: Context) -> str:
+        if holes.live.get() is None:  # outside any fragment: just the content
+            return self.nodelist.render(context)
+        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+        try:
+            output = self.nodelist.render(context)
+        finally:
+            holes.live.reset(token)
+        return holes.output(self.owner, self.index, output)
+
+
+@register.tag("nocache")
+def do_nocache(parser: Parser, token: Token) -> NocacheNode:
+    """A part of a cached fragment rendered on every request."""
+    index = getattr(parser, "_fragcache_blocks", 0)
+    parser._fragcache_blocks = index + 1  # type: ignore[attr-defined]
+    nodelist = parser.parse(("endnocache",))
+    parser.delete_first_token()
+    return NocacheNode(_owner(parser), index, token.lineno or 0, nodelist)
+
+
+def _owner(parser: Parser) -> str:
+    """Who the ``nocache`` blocks of the template being parsed belong to."""
+    owner = getattr(parser, "_fragcache_owner", None)
+    if owner is None:
+        owner = f"{_template_name(parser)} {secrets.token_hex(8)}"
+        parser._fragcache_owner = owner  # type: ignore[attr-defined]
+    return str(owner)
+
+
+def _check_blocks(
+    parser: Parser,
+    token: Token,
+    tag: str,
+    name: str,
+    nodelist: NodeList,
+    binds: set[str],
+) -> None:
+    """A hit renders a ``nocache`` block without the fragment's body, so a
+    name the body binds would not exist there: reading one is an error."""
+    every = templatenames.nodes_in(nodelist)
+    for block in every:
+        if not isinstance(block, NocacheNode):
+            continue
+        inside = templatenames.nodes_in(block.nodelist)
+        own = {id(node) for node in inside}
+        outside = [node for node in every if id(node) not in own]
+        clash = templatenames.read(inside) - templatenames.bound(inside)
+        clash &= binds | templatenames.bound(outside)
+        if clash:
+            raise _fail(
+                parser,
+                block.token or token,
+                f"nocache reads "
+                f"{', '.join(map(repr, sorted(clash)))}, which {tag} {name!r} sets "
+                "inside: on a hit the fragment's body does not run, so it would "
+                "not exist. Set it before the fragment.",
+            )
+
+
 class _FragmentNode(Node):
     def __init__(
         self,
@@ -199,11 +274,18 @@ class _FragmentNode(Node):
         nodelist: NodeList,
         digest: str,
         template_name: str,
+        owner: str,
     ) -> None:
         self.tag, self.token, self.name = tag, token, name
         self.lineno = token.lineno
         self.timeout, self.options, self.nodelist = timeout, options, nodelist
-        self.digest, self.template_name = digest, template_name
+        self.digest, self.template_name, self.owner = digest, template_name, owner
+        #: The ``nocache`` blocks inside, nested fragments' included.
+        self.blocks = {
+            node.index: node
+            for node in nodelist.get_nodes_by_type(NocacheNode)
+            if isinstance(node, NocacheNode)
+        }
         # The ``if`` of every fragment nested inside joins this one's key:
         # an outer entry must not freeze what an inner keeps per condition.
         inner = nodelist.get_nodes_by_type(_FragmentNode)
@@ -227,6 +309,12 @@ class _FragmentNode(Node):
             f"template {self.template_name.removeprefix('django:') or '<string>'!r}, "
             f"line {self.lineno}"
         )
+        table = None
+        if self.blocks:
+            lines = {index: block.lineno for index, block in self.blocks.items()}
+            table = HoleTable(
+                self.owner, lines, lambda i: self.blocks[i].nodelist.render(context)
+            )
         try:
             return build_requests(
                 self.name,
@@ -236,6 +324,7 @@ class _FragmentNode(Node):
                 template=self.template_name,
                 digest=self.digest,
                 context=context,
+                holes=table,
                 identity=cache.identity,
                 where=where,
                 debug=cache.debug,
@@ -302,8 +391,17 @@ def do_cache_fragment(parser: Parser, token: Token) -> CacheFragmentNode:
     name = _name(parser, token, tag, bits)
     options = _Options(parser, token, tag, bits, keywords=True)
     nodelist, digest = _body(parser, token, tag)
+    _check_blocks(parser, token, tag, name, nodelist, set())
     return CacheFragmentNode(
-        tag, token, name, timeout, options, nodelist, digest, _template_name(parser)
+        tag,
+        token,
+        name,
+        timeout,
+        options,
+        nodelist,
+        digest,
+        _template_name(parser),
+        _owner(parser),
     )
 
 
@@ -327,6 +425,7 @@ def do_cache_each(parser: Parser, token: Token) -> CacheEachNode:
             f"such as {target}.pk",
         )
     nodelist, digest = _body(parser, token, tag)
+    _check_blocks(parser, token, tag, name, nodelist, {target})
     return CacheEachNode(
         tag,
         token,
@@ -336,6 +435,7 @@ def do_cache_each(parser: Parser, token: Token) -> CacheEachNode:
         nodelist,
         digest,
         _template_name(parser),
+        _owner(parser),
         target=target,
         iterable=iterable,
     )
