@@ -35,6 +35,7 @@ from .keys import (
 from .lookup import DecodedEntries, Read, check, counters_of
 from .miss import miss_flow, render_uncached
 from .recording import (
+    UNCACHED,
     collector,
     last_outcome,
     note,
@@ -514,6 +515,8 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
+        if live is holes.OFF:  # its blocks' content is in: never stored
+            collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
         return done or self._collect(render, index, holes.OFF)
 
@@ -533,6 +536,8 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
+        if live is holes.OFF:  # its blocks' content is in: never stored
+            collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
         return done or await self._acollect(render, index, holes.OFF)
 

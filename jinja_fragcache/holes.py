@@ -115,11 +115,12 @@ class LiveHoles:
     or :data:`OFF` while a fragment renders uncached.
     """
 
-    __slots__ = ("_nonce", "_pattern", "met")
+    __slots__ = ("_damaged", "_nonce", "_pattern", "met")
 
     def __init__(self) -> None:
         self._nonce = ""
         self._pattern: re.Pattern[str] | None = None
+        self._damaged: re.Pattern[str] | None = None
         self.met: list[_Met] = []
 
     def mark(self, owner: str, index: int, output: str) -> str:
@@ -139,10 +140,14 @@ class LiveHoles:
         """
         if self._pattern is None:
             self._pattern = re.compile(f"{MARK}{self._nonce}([0-9]+){MARK}")
+            # What is left of a marker a filter changed (upper, truncate).
+            self._damaged = re.compile(f"{MARK}{self._nonce[:6]}", re.I)
         segments = self._pattern.split(body)
         numbers = segments[1::2]
+        damaged = self._damaged
+        assert damaged is not None
         if any(int(n) >= len(self.met) for n in numbers) or any(
-            self._nonce in text for text in segments[::2]
+            damaged.search(text) for text in segments[::2]
         ):
             raise Unfilled("a {% nocache %} marker was altered before it was filled")
         return segments

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import DictLoader, Environment
 
-from jinja_fragcache import MemoryBackend
+from jinja_fragcache import FragmentCache, FragmentCacheExtension, MemoryBackend
 
-from .support import free_port
+from .support import CountingBackend, MakeEnv, Tick, free_port
 
 REDIS_URL_VARIABLE = "FRAGCACHE_TEST_REDIS_URL"
 
@@ -216,3 +217,58 @@ def restartable_redis(tmp_path: Any) -> Iterator[tuple[str, Any]]:
             proc.send_signal(signal.SIGCONT)
             proc.terminate()
             proc.wait(10)
+
+
+# -- the Jinja matrix: sync and async, {% %} and <% %>, memory and Redis ----
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> CountingBackend:
+    if request.param == "memory":
+        return CountingBackend(MemoryBackend())
+    return CountingBackend(request.getfixturevalue("redis_backend"))
+
+
+@pytest.fixture
+def cache(backend: CountingBackend, unique_prefix: str) -> FragmentCache:
+    return FragmentCache(backend, prefix=unique_prefix, lock_wait=0.5)
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "async"])
+def enable_async(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture(params=["{%", "<%"], ids=["braces", "angle"])
+def delimiters(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_env(enable_async: bool, delimiters: str, cache: FragmentCache) -> MakeEnv:
+    """Build an environment; templates are written with {% %} and translated."""
+
+    def translate(source: str) -> str:
+        if delimiters == "{%":
+            return source
+        return source.replace("{%", "<%").replace("%}", "%>")
+
+    def make(templates: dict[str, str] | None = None, **options: Any) -> Environment:
+        if delimiters == "<%":
+            options.update(block_start_string="<%", block_end_string="%>")
+        env = Environment(
+            loader=DictLoader({k: translate(v) for k, v in (templates or {}).items()}),
+            extensions=[FragmentCacheExtension],
+            enable_async=enable_async,
+            **options,
+        )
+        env.fragment_cache = cache  # type: ignore[attr-defined]
+        env.globals["translate"] = translate
+        return env
+
+    return make
+
+
+@pytest.fixture
+def tick() -> Tick:
+    return Tick()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,21 +13,34 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from jinja2 import Template
+from jinja2 import Environment, Template
 
 from jinja_fragcache.backends.base import Timeout
 
 T = TypeVar("T")
 
 
+#: A hole or a live ``{% nocache %}`` marker: never in any output.
+PLACEHOLDER = re.compile("\x00(?:[0-9a-fA-F]{6,32})?[0-9]+\x00")
+
+
 def render(template: Template, **context: Any) -> str:
-    """Render sync or async, as the template's environment is set up."""
+    """Render sync or async, as the template's environment is set up; no
+    placeholder may reach the output."""
+    output = render_unchecked(template, **context)
+    assert not PLACEHOLDER.search(output), f"a placeholder leaked: {output!r}"
+    return output
+
+
+def render_unchecked(template: Template, **context: Any) -> str:
+    """:func:`render`, for output that holds a placeholder's look-alike on
+    purpose."""
     if template.environment.is_async:
         cache = getattr(template.environment, "fragment_cache", None)
         return run(template.render_async(**context), getattr(cache, "backend", None))
@@ -185,3 +199,21 @@ def unreachable_redis_caches() -> dict[str, Any]:
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
         }
     }
+
+
+MakeEnv = Callable[..., Environment]
+
+
+def template(env: Environment, source: str) -> Template:
+    return env.from_string(env.globals["translate"](source))  # type: ignore[operator]
+
+
+class Tick:
+    """Counts how often a block's body really rendered."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def __call__(self, label: str) -> str:
+        self.count[label] = self.count.get(label, 0) + 1
+        return label

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from jinja2 import DictLoader, Environment, Template, TemplateRuntimeError
+from jinja2 import Environment, TemplateRuntimeError
 from jinja2.exceptions import TemplateSyntaxError
 
 from jinja_fragcache import (
@@ -25,77 +24,7 @@ from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
 from jinja_fragcache.recording import page_contents
 
-from .support import CountingBackend, render
-
-MakeEnv = Callable[..., Environment]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> CountingBackend:
-    if request.param == "memory":
-        return CountingBackend(MemoryBackend())
-    return CountingBackend(request.getfixturevalue("redis_backend"))
-
-
-@pytest.fixture
-def cache(backend: CountingBackend, unique_prefix: str) -> FragmentCache:
-    return FragmentCache(backend, prefix=unique_prefix, lock_wait=0.5)
-
-
-@pytest.fixture(params=[False, True], ids=["sync", "async"])
-def enable_async(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
-@pytest.fixture(params=["{%", "<%"], ids=["braces", "angle"])
-def delimiters(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def make_env(enable_async: bool, delimiters: str, cache: FragmentCache) -> MakeEnv:
-    """Build an environment; templates are written with {% %} and translated."""
-
-    def translate(source: str) -> str:
-        if delimiters == "{%":
-            return source
-        return source.replace("{%", "<%").replace("%}", "%>")
-
-    def make(templates: dict[str, str] | None = None, **options: Any) -> Environment:
-        if delimiters == "<%":
-            options.update(block_start_string="<%", block_end_string="%>")
-        env = Environment(
-            loader=DictLoader({k: translate(v) for k, v in (templates or {}).items()}),
-            extensions=[FragmentCacheExtension],
-            enable_async=enable_async,
-            **options,
-        )
-        env.fragment_cache = cache  # type: ignore[attr-defined]
-        env.globals["translate"] = translate
-        return env
-
-    return make
-
-
-def template(env: Environment, source: str) -> Template:
-    return env.from_string(env.globals["translate"](source))  # type: ignore[operator]
-
-
-class Tick:
-    """Counts how often a block's body really rendered."""
-
-    def __init__(self) -> None:
-        self.count: dict[str, int] = {}
-
-    def __call__(self, label: str) -> str:
-        self.count[label] = self.count.get(label, 0) + 1
-        return label
-
-
-@pytest.fixture
-def tick() -> Tick:
-    return Tick()
-
+from .support import CountingBackend, MakeEnv, Tick, render, template
 
 # -- syntax ---------------------------------------------------------------------
 
