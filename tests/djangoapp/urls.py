@@ -101,3 +101,5 @@ urlpatterns += [
     path("async-localized/", views.async_localized, name="async-localized"),
     path("private-localized/", views.private_localized, name="private-localized"),
 ]
+
+urlpatterns += [path("cdn/", include("tests.djangoapp.cdn"))]
