@@ -163,6 +163,28 @@ def test_a_form_with_a_csrf_token_stays_private(edge: str) -> None:
 
 
 @pytest.mark.django_db
+def test_a_csrf_token_is_seen_even_before_its_cookie_is_set(
+    edge: str, settings: Any
+) -> None:
+    # Placed after CsrfViewMiddleware, the middleware sees the response
+    # before the CSRF cookie is added: the flag that get_token() set tells.
+    stack = [m for m in settings.MIDDLEWARE if m != SURROGATE_KEY_MIDDLEWARE]
+    settings.MIDDLEWARE = [*stack, SURROGATE_KEY_MIDDLEWARE]
+    response = Client().get("/cdn/plainform/")
+    assert b"csrfmiddlewaretoken" in response.content
+    assert is_private(response)
+
+
+@pytest.mark.django_db
+def test_a_page_with_a_nocache_hole_stays_private(edge: str) -> None:
+    client = Client()
+    for run in (1, 2):  # a miss, then a hit whose hole is filled again
+        response = client.get("/cdn/nocache/")
+        assert f"visitor {cdn.runs['nocache']}!" in response.content.decode()
+        assert is_private(response), run
+
+
+@pytest.mark.django_db
 def test_a_page_that_read_the_session_stays_private(edge: str) -> None:
     assert is_private(Client().get("/cdn/session/"))
 
