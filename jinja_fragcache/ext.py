@@ -276,19 +276,41 @@ class FragmentCacheExtension(Extension):
         test = nodes.Test(argument, "none", [], [], None, None)
         return [nodes.If(test, body, branches, [])]
 
-    def _inner_conditions(self, body: list[nodes.Node]) -> list[nodes.Expr]:
-        """The ``if`` of every fragment nested in *body*, as booleans for
-        the outer key: an outer entry must not freeze what an inner meant
-        to keep per condition (a staff menu inside a shared page)."""
+    def _inner_conditions(
+        self, body: list[nodes.Node], seen: frozenset[str] = frozenset()
+    ) -> list[nodes.Expr]:
+        r"""The ``if`` of every fragment nested in *body*, through constant
+        ``include``\ s too, as booleans for the outer key: an outer entry
+        must not freeze what an inner meant to keep per condition (a staff
+        menu inside a shared page)."""
         found: list[nodes.Expr] = []
-        for block in nodes.Scope(body).find_all(nodes.CallBlock):
+        scope = nodes.Scope(body)
+        for block in scope.find_all(nodes.CallBlock):
             if not self._is_call(block, "_cache_fragment", "_cache_each"):
                 continue
             condition = block.call.args[6]
             if isinstance(condition, nodes.Const) and condition.value is True:
                 continue
-            found.append(nodes.Not(nodes.Not(copy.deepcopy(condition))))
+            # (a parsed include's nodes point at the environment: shared)
+            shared = {id(self.environment): self.environment}
+            found.append(nodes.Not(nodes.Not(copy.deepcopy(condition, shared))))
+        for ref in scope.find_all(nodes.Include):
+            name = getattr(ref.template, "value", None)
+            if isinstance(name, str) and name not in seen:
+                included = self._parse_included(name)
+                if included is not None:
+                    found += self._inner_conditions(included.body, seen | {name})
         return found
+
+    def _parse_included(self, name: str) -> nodes.Template | None:
+        loader = self.environment.loader
+        if loader is None:
+            return None
+        try:
+            source, filename, _ = loader.get_source(self.environment, name)
+        except TemplateNotFound:  # an error at render time, or ignore missing
+            return None
+        return self.environment.parse(source, name, filename)
 
     def _parse_timeout(self, parser: Parser, tag: str, lineno: int) -> nodes.Expr:
         if parser.stream.current.type == "block_end":

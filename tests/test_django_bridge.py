@@ -697,3 +697,17 @@ def test_an_inner_that_did_not_cache_is_never_frozen_into_its_outer(
     order = [True, False] if staff_first else [False, True]
     for staff in order + order:
         assert render(source, staff=staff) == ("staff menu" if staff else "public menu")
+
+
+@pytest.mark.parametrize("staff_first", [True, False])
+def test_an_inner_in_an_included_template_is_never_frozen_into_its_outer(
+    engine: str, render: Render, staff_first: bool
+) -> None:
+    included = "staff_menu.html" if engine == "dtl" else "staff_menu.jinja"
+    source = (
+        f"{{% cache_fragment 300 page %}}{{% include '{included}' %}}"
+        "{% endcache_fragment %}"
+    )
+    order = [True, False] if staff_first else [False, True]
+    for staff in order + order:
+        assert render(source, staff=staff) == ("staff menu" if staff else "public menu")

@@ -734,6 +734,25 @@ def test_an_inner_that_did_not_cache_is_never_frozen_into_its_outer(
         assert render(t, staff=staff) == ("staff menu" if staff else "public menu")
 
 
+@pytest.mark.parametrize("staff_first", [True, False])
+def test_an_inner_in_an_included_template_is_never_frozen_into_its_outer(
+    make_env: MakeEnv, staff_first: bool
+) -> None:
+    env = make_env(
+        {
+            "page.html": "{% cache_fragment 300 page %}{% include 'menu.html' %}"
+            "{% endcache_fragment %}",
+            "menu.html": NESTED_CONDITION.removeprefix(
+                "{% cache_fragment 300 page %}"
+            ).removesuffix("{% endcache_fragment %}"),
+        }
+    )
+    page = env.get_template("page.html")
+    order = [True, False] if staff_first else [False, True]
+    for staff in order + order:
+        assert render(page, staff=staff) == ("staff menu" if staff else "public menu")
+
+
 def test_under_debug_an_outer_left_uncached_names_both(
     make_env: MakeEnv, cache: FragmentCache
 ) -> None:

@@ -41,6 +41,9 @@ from django.template.base import (
 )
 from django.template.context import Context
 from django.template.defaulttags import TemplateIfParser
+from django.template.engine import Engine
+from django.template.exceptions import TemplateDoesNotExist
+from django.template.loader_tags import IncludeNode
 from django.utils.safestring import SafeString, mark_safe
 
 from jinja_fragcache import FragmentRequest, holes
@@ -190,9 +193,34 @@ def _body(parser: Parser, token: Token, tag: str) -> tuple[NodeList, str]:
 
 def _included_source(parser: Parser, name: str) -> str:
     try:
-        return str(parser.origin.loader.get_template(name).source)  # type: ignore[union-attr]
+        return str(_loader(parser).get_template(name).source)
     except Exception:  # not found, or no loader: the name alone counts
         return "\0missing"
+
+
+def _loader(parser: Parser) -> Any:
+    """What loads the templates this one includes: its origin's loader, or
+    for a template made from a string, the default engine."""
+    loader = parser.origin.loader if parser.origin else None
+    return loader or Engine.get_default()
+
+
+def _nested_fragments(
+    nodelist: NodeList, loader: Any, seen: frozenset[str] = frozenset()
+) -> list[_FragmentNode]:
+    r"""The fragments inside *nodelist*, at any depth and through constant
+    ``include``\ s."""
+    found = list(nodelist.get_nodes_by_type(_FragmentNode))
+    for node in nodelist.get_nodes_by_type(IncludeNode):
+        name = getattr(node.template, "var", None)  # type: ignore[attr-defined]
+        if not isinstance(name, str) or name in seen:
+            continue
+        try:
+            included = loader.get_template(name)
+        except TemplateDoesNotExist:  # an error at render time
+            continue
+        found += _nested_fragments(included.nodelist, loader, seen | {name})
+    return found  # type: ignore[return-value]
 
 
 class NocacheNode(Node):
@@ -275,6 +303,7 @@ class _FragmentNode(Node):
         digest: str,
         template_name: str,
         owner: str,
+        loader: Any,
     ) -> None:
         self.tag, self.token, self.name = tag, token, name
         self.lineno = token.lineno
@@ -286,13 +315,13 @@ class _FragmentNode(Node):
             for node in nodelist.get_nodes_by_type(NocacheNode)
             if isinstance(node, NocacheNode)
         }
-        # The ``if`` of every fragment nested inside joins this one's key:
-        # an outer entry must not freeze what an inner keeps per condition.
-        inner = nodelist.get_nodes_by_type(_FragmentNode)
+        # The ``if`` of every fragment nested inside, through constant
+        # includes too, joins this one's key: an outer entry must not freeze
+        # what an inner keeps per condition.
         self.inner_options = [
             node.options
-            for node in inner
-            if isinstance(node, _FragmentNode) and node.options.condition is not None
+            for node in _nested_fragments(nodelist, loader)
+            if node.options.condition is not None
         ]
 
     def vary(self, context: Context) -> list[object]:
@@ -402,6 +431,7 @@ def do_cache_fragment(parser: Parser, token: Token) -> CacheFragmentNode:
         digest,
         _template_name(parser),
         _owner(parser),
+        _loader(parser),
     )
 
 
@@ -436,6 +466,7 @@ def do_cache_each(parser: Parser, token: Token) -> CacheEachNode:
         digest,
         _template_name(parser),
         _owner(parser),
+        _loader(parser),
         target=target,
         iterable=iterable,
     )
