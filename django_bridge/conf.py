@@ -144,6 +144,10 @@ def _is_http_url(url: object) -> bool:
     if not isinstance(url, str):
         return False
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 

@@ -279,6 +279,10 @@ def problems() -> list[str]:
             "SURROGATE_KEYS": {"HEADER": "xkey"},
             "PURGE": {"BACKEND": "varnish", "URLS": ["http://x/"], "TIMEOUT": -1},
         },
+        {
+            "SURROGATE_KEYS": {"HEADER": "xkey"},
+            "PURGE": {"BACKEND": "varnish", "URLS": ["http://x:port/"]},
+        },
     ],
 )
 def test_a_bad_cdn_setting_is_an_error(settings: Any, fragcache_settings: Any) -> None:
@@ -564,6 +568,21 @@ def test_an_invalidation_purges_exactly_the_pages_that_hold_it(
             assert _line(body, marker) != _line(before[page], marker)
         else:
             assert body == before[page]
+
+
+def test_a_page_whose_variants_were_folded_is_still_purged(edge_site: str) -> None:
+    folded = edge_site + "/cdn/many/?n=600"
+    fetch(folded)
+    assert fetch(folded)[1]
+    others = cached_at_the_edge(edge_site)
+
+    assert invalidate_fragment("item", 7)
+    assert purges.flush()
+
+    assert not fetch(folded)[1]
+    assert {page: fetch(edge_site + page) for page in PAGES} == {
+        page: (body, True) for page, body in others.items()
+    }
 
 
 def test_a_page_with_a_form_is_not_shared_at_the_edge(edge_site: str) -> None:
