@@ -210,7 +210,7 @@ class VarnishPurger:
             )
             response = connection.getresponse()
             response.read()
-        except (OSError, http.client.HTTPException) as error:
+        except Exception as error:  # whatever went wrong, the purge is kept
             return f"{type(error).__name__}: {error}"
         finally:
             connection.close()
