@@ -100,6 +100,15 @@ def targets(results: dict[str, dict[str, Any]], peers: list[str]) -> list[str]:
             f"{t['hit']:.1f} µs, uncached page {t['shell']:.1f} µs, raw fetch "
             f"{t['fetch']:.1f} µs"
         )
+    for kind, measured in results.items():
+        h = measured["hole"]
+        verdict = "met" if h["overhead"] <= 0 else "missed"
+        lines.append(
+            f"- {kind}: hit with one small hole − (plain hit + the hole's content "
+            f"rendered alone) = **{h['overhead']:+.1f} µs** (target ≤ 0: "
+            f"{verdict}); medians: plain hit {h['hit']:.1f} µs, with the hole "
+            f"{h['hit with hole']:.1f} µs, the hole alone {h['hole alone']:.1f} µs"
+        )
     redis = results.get("redis")
     if redis is not None:
         hits = redis["hit"]

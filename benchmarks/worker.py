@@ -103,6 +103,25 @@ def hit_overhead(
     return result
 
 
+def hole_cost(ours: Any, plan: Plan) -> dict[str, float]:
+    """What one small ``{% nocache %}`` hole adds to a hit, against what its
+    content costs to render alone (the target: no more than that)."""
+    ours.render_hole_hit()  # cached
+    samples = sample(
+        {
+            "hit": ours.render_hit,
+            "hit with hole": ours.render_hole_hit,
+            "hole alone": ours.render_hole_alone,
+        },
+        batch_seconds=plan.batch_seconds,
+        rounds=plan.rounds,
+    )
+    rounds = zip(*samples.values(), strict=True)
+    result = {name: statistics.median(values) for name, values in samples.items()}
+    result["overhead"] = statistics.median(h - p - a for p, h, a in rounds)
+    return result
+
+
 def check_same_html(adapters: list[Adapter]) -> None:
     """Render every page once (so that the hit cases are hits) and check that
     every implementation gives the same HTML as ours."""
@@ -135,6 +154,7 @@ def measure(kind: str, redis_url: str, plan: Plan) -> dict[str, Any]:
             "50 siblings": plan.compare({a.name: a.render_siblings for a in adapters}),
         }
         results["target"] = hit_overhead(adapters[0], raw_fetch(kind, render_url), plan)
+        results["hole"] = hole_cost(adapters[0], plan)
         if kind == "redis":
             results["commands"] = redis_commands(adapters, render_url)
     finally:

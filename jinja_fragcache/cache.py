@@ -553,13 +553,17 @@ class FragmentCache:
         """The output of a stored body for *request*: its holes filled, or,
         when one cannot be, the fragment rendered uncached."""
         try:
-            table, blocks = _blocks(request, stored)
-            token = holes.live.set(holes.OFF)  # fragments inside start afresh
-            try:
-                outputs = {name: str(table.render(int(name))) for name in blocks}
-            finally:
-                holes.live.reset(token)
-            return self._filled(request, stored, outputs)
+            cut, table = _cut(request, stored)
+            outer = holes.live.get()
+            if outer is None:  # a hit outside any fragment, the common case
+                outputs = {b: table.render(b) for b in cut.blocks}
+            else:
+                token = holes.live.set(holes.OFF)  # fragments inside start afresh
+                try:
+                    outputs = {b: table.render(b) for b in cut.blocks}
+                finally:
+                    holes.live.reset(token)
+            return self._filled(request, cut, outputs, outer)
         except holes.Unfilled as exc:
             self._unfilled(request, exc)
             return self._collect(render, index, holes.OFF).body
@@ -572,40 +576,42 @@ class FragmentCache:
         index: int,
     ) -> str:
         try:
-            table, blocks = _blocks(request, stored)
+            cut, table = _cut(request, stored)
+            outer = holes.live.get()
             token = holes.live.set(holes.OFF)
             try:
-                outputs = {n: str(await table.render(int(n))) for n in blocks}
+                outputs = {b: await table.render(b) for b in cut.blocks}
             finally:
                 holes.live.reset(token)
-            return self._filled(request, stored, outputs)
+            return self._filled(request, cut, outputs, outer)
         except holes.Unfilled as exc:
             self._unfilled(request, exc)
             return (await self._acollect(render, index, holes.OFF)).body
 
     def _filled(
-        self, request: FragmentRequest, stored: str, outputs: dict[str, str]
+        self,
+        request: FragmentRequest,
+        cut: holes.Cut,
+        outputs: dict[int, Any],
+        outer: holes.LiveHoles | None,
     ) -> str:
-        """*stored* with the ``{% nocache %}`` *outputs* and the system
-        holes in; inside another fragment's render, the blocks' markers."""
-        scope = holes.live.get()
-        table = request.holes
-
-        marking = scope is not None and scope is not holes.OFF and table is not None
-
-        def value(name: str) -> str:
-            if name in outputs:
-                if not marking:
-                    return outputs[name]
-                return scope.mark(table.owner, int(name), outputs[name])  # type: ignore[union-attr]
-            if self.holes is None:
+        """The body with the ``{% nocache %}`` *outputs* and the system holes
+        in; inside another fragment's render (*outer*), the blocks' markers."""
+        marking = outer is not None and outer is not holes.OFF
+        owner = request.holes.owner if request.holes else ""
+        parts = list(cut.parts)
+        for i in range(1, len(parts), 2):
+            name = parts[i]
+            if name.isdigit():
+                output = str(outputs[int(name)])
+                parts[i] = outer.mark(owner, int(name), output) if marking else output  # type: ignore[union-attr]
+            elif self.holes is None:
                 raise holes.Unfilled(f"nothing fills hole {name!r}")
-            return self.holes.fill(request, name)
-
-        body = holes.fill(stored, value)
+            else:
+                parts[i] = self.holes.fill(request, name)
         if not marking:  # else the outermost fragment counts them
             report_holes(1)
-        return body
+        return "".join(parts)
 
     def _unfilled(self, request: FragmentRequest, exc: holes.Unfilled) -> None:
         self.statistics.record_error(request.name)
@@ -757,14 +763,13 @@ def _finish(
     return Rendered(served, versions, seconds, scope, body)
 
 
-def _blocks(request: FragmentRequest, stored: str) -> tuple[holes.HoleTable, list[str]]:
-    """The ``{% nocache %}`` holes of *stored*, which *request*'s table must
-    render; :class:`~.holes.Unfilled` if one is not in it."""
-    blocks = [name for name in holes.names(stored) if name.isdigit()]
+def _cut(request: FragmentRequest, stored: str) -> tuple[holes.Cut, holes.HoleTable]:
+    """*stored* cut at its holes, and the table that renders its
+    ``{% nocache %}`` blocks; :class:`~.holes.Unfilled` if a block is not in
+    it (another template of the same name wrote the entry)."""
+    cut = holes.cut(stored)
     table = request.holes
-    if blocks and table is None:
-        raise holes.Unfilled(f"no {{% nocache %}} block {blocks[0]} here")
-    for name in blocks:
-        if int(name) not in table.lines:  # type: ignore[union-attr]
-            raise holes.Unfilled(f"no {{% nocache %}} block {name} here")
-    return table, blocks  # type: ignore[return-value]
+    for block in cut.blocks:
+        if table is None or block not in table.lines:
+            raise holes.Unfilled(f"no {{% nocache %}} block {block} here")
+    return cut, table  # type: ignore[return-value]

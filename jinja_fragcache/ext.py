@@ -462,7 +462,7 @@ class FragmentCacheExtension(Extension):
         caller: Caller,
     ) -> Any:
         cache = self.cache
-        table = HoleTable(owner, lines, caller) if lines else None
+        table = HoleTable(owner, lines, _raw(caller)) if lines else None
         (request,) = self._requests(
             cache, context, lineno, name, digest, timeout, tags, [vary], table
         )
@@ -502,7 +502,8 @@ class FragmentCacheExtension(Extension):
         caller: Caller,
     ) -> Any:
         cache = self.cache
-        table = HoleTable(owner, lines, lambda i: caller(None, i)) if lines else None
+        raw = _raw(caller)
+        table = HoleTable(owner, lines, lambda i: raw(None, i)) if lines else None
         requests = self._requests(
             cache, context, lineno, name, digest, timeout, tags, varies, table
         )
@@ -569,6 +570,13 @@ class FragmentCacheExtension(Extension):
 
     def _key_for(self, name: str, vary: list[object]) -> str:
         return self.cache.key_for(name, *vary)
+
+
+def _raw(caller: Caller) -> Caller:
+    """The function of a ``caller`` macro, called without the checks of
+    :class:`jinja2.runtime.Macro` (a hole's render on every hit: its
+    arguments are ours and always given)."""
+    return getattr(caller, "_func", caller)
 
 
 def _inside_loop(block: nodes.Node, scope: nodes.Node) -> bool:

@@ -88,16 +88,60 @@ def escape(body: str) -> str:
     return body.replace(MARK, MARK + MARK) if MARK in body else body
 
 
-def names(stored: str) -> list[str]:
-    """The holes of a stored body, each once, in order."""
-    return list(dict.fromkeys(m[1] for m in _STORED_RE.finditer(stored) if m[1]))
+class Cut(NamedTuple):
+    """A stored body cut at its holes."""
+
+    #: Text, hole name, text, ..., text: an odd count, the texts unescaped.
+    parts: tuple[str, ...]
+    #: The ``{% nocache %}`` blocks among the holes, each once.
+    blocks: tuple[int, ...]
+
+
+def cut(stored: str) -> Cut:
+    """*stored* cut at its holes.  Kept for the bodies read recently, so a
+    hit on the same entry cuts it once."""
+    found = _cuts.get(stored)
+    if found is None:
+        found = _cut(stored)
+        if _cuts.size + len(stored) > _CUT_BUDGET:
+            _cuts.clear()  # O(1) and lock-free; the next hits cut again
+        _cuts[stored] = found
+        _cuts.size += len(stored)
+    return found
+
+
+class _Cuts(dict[str, Cut]):
+    size = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
+
+_cuts = _Cuts()
+_CUT_BUDGET = 8 * 1024 * 1024  # characters of the bodies kept
+
+
+def _cut(stored: str) -> Cut:
+    pieces = _STORED_RE.split(stored)
+    parts = [pieces[0]]
+    for i in range(1, len(pieces), 2):
+        if pieces[i]:
+            parts += (pieces[i], pieces[i + 1])
+        else:  # an escaped "\x00" belongs to the text
+            parts[-1] += MARK + pieces[i + 1]
+    blocks = dict.fromkeys(int(name) for name in parts[1::2] if name.isdigit())
+    return Cut(tuple(parts), tuple(blocks))
 
 
 def fill(stored: str, value: Callable[[str], str]) -> str:
     """The output of a stored body: each hole replaced by ``value(name)``."""
     if MARK not in stored:
         return stored
-    return _STORED_RE.sub(lambda m: value(m[1]) if m[1] else MARK, stored)
+    parts = list(cut(stored).parts)
+    for i in range(1, len(parts), 2):
+        parts[i] = value(parts[i])
+    return "".join(parts)
 
 
 class _Met(NamedTuple):

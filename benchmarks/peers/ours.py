@@ -6,7 +6,10 @@ from typing import Any
 
 from jinja2 import Environment
 
-from .base import CARD, FRAGMENT, MAX_ENTRIES, TIMEOUT, Adapter
+from .base import BODY, CARD, FRAGMENT, HIT_UID, MAX_ENTRIES, SHELL, TIMEOUT, Adapter
+
+#: The hole of the "hit with a hole" case: what a sidebar greets a user with.
+HOLE = "Hello, {{ user }}!"
 
 
 class Ours(Adapter):
@@ -38,6 +41,23 @@ class Ours(Adapter):
             + CARD
             + "{% endcache_each %}",
         )
+
+        # One small hole in the same fragment, and that hole's content alone.
+        self.holed = env.from_string(
+            SHELL.format(
+                f"{{% cache_fragment {TIMEOUT} holed uid %}}"
+                + FRAGMENT
+                + HOLE.join(("{% nocache %}", "{% endnocache %}"))
+                + "{% endcache_fragment %}"
+            )
+        )
+        self.hole = env.from_string(HOLE)
+
+    def render_hole_hit(self) -> str:
+        return self.holed.render({"uid": HIT_UID, "body": BODY, "user": "alice"})
+
+    def render_hole_alone(self) -> str:
+        return self.hole.render({"user": "alice"})
 
     def teardown(self) -> None:
         if self.kind == "redis":
