@@ -518,7 +518,9 @@ class FragmentCache:
         if live is holes.OFF:  # its blocks' content is in: never stored
             collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
-        return done or self._collect(render, index, holes.OFF)
+        if isinstance(done, holes.Unfilled):
+            return self._collect(render, index, holes.OFF)._replace(unfilled=str(done))
+        return done
 
     async def _acollect(
         self,
@@ -539,7 +541,10 @@ class FragmentCache:
         if live is holes.OFF:  # its blocks' content is in: never stored
             collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
-        return done or await self._acollect(render, index, holes.OFF)
+        if isinstance(done, holes.Unfilled):
+            again = await self._acollect(render, index, holes.OFF)
+            return again._replace(unfilled=str(done))
+        return done
 
     # -- holes: filled on the way out ---------------------------------------
 
@@ -565,7 +570,7 @@ class FragmentCache:
                     holes.live.reset(token)
             return self._filled(request, cut, outputs, outer)
         except holes.Unfilled as exc:
-            self._unfilled(request, exc)
+            self._unfilled(request, str(exc))
             return self._collect(render, index, holes.OFF).body
 
     async def _aopen(
@@ -585,7 +590,7 @@ class FragmentCache:
                 holes.live.reset(token)
             return self._filled(request, cut, outputs, outer)
         except holes.Unfilled as exc:
-            self._unfilled(request, exc)
+            self._unfilled(request, str(exc))
             return (await self._acollect(render, index, holes.OFF)).body
 
     def _filled(
@@ -613,13 +618,11 @@ class FragmentCache:
             report_holes(1)
         return "".join(parts)
 
-    def _unfilled(self, request: FragmentRequest, exc: holes.Unfilled) -> None:
+    def _unfilled(self, request: FragmentRequest, why: str) -> None:
+        """A hole of *request* could not be filled: it renders uncached."""
         self.statistics.record_error(request.name)
         logger.error(
-            "fragment %r (%s) rendered uncached: %s",
-            request.name,
-            request.template.removeprefix("django:") or "<string>",
-            exc,
+            "fragment %r (%s) rendered uncached: %s", request.name, request.where, why
         )
         report_uncached(request.name, counters_of(self.prefix, [request]))
 
@@ -744,11 +747,12 @@ def _finish(
     body: str,
     versions: dict[str, str],
     seconds: float,
-) -> Rendered | None:
+) -> Rendered | holes.Unfilled:
     """A render's result: the outermost fills its blocks' markers in.
 
-    ``None`` when a marker cannot be filled (it was altered on its way):
-    the caller renders again with the blocks' content in place, uncached.
+    :class:`~.holes.Unfilled` when a marker cannot be filled (it was
+    altered on its way): the caller renders again with the blocks' content
+    in place, uncached.
     """
     if not scope.met or scope is holes.OFF:
         return Rendered(body, versions, seconds)
@@ -757,8 +761,7 @@ def _finish(
     try:
         served = scope.served(body)
     except holes.Unfilled as exc:
-        logger.error("rendering a fragment uncached: %s", exc)
-        return None
+        return exc
     report_holes(len(scope.met))
     return Rendered(served, versions, seconds, scope, body)
 

@@ -440,6 +440,7 @@ class FragmentCacheExtension(Extension):
                 digest=digest,
                 context=context,
                 holes=table,
+                line=lineno,
                 identity=cache.identity,
                 where=_where(context, lineno),
                 debug=cache.debug,

@@ -41,6 +41,9 @@ class Rendered(NamedTuple):
     seconds: float
     live: LiveHoles | None = None
     marked: str | None = None
+    #: Why the blocks' markers could not be filled, if they could not: the
+    #: body was rendered again, uncached, with their content in place.
+    unfilled: str = ""
 
 
 def new_version() -> bytes:

@@ -165,6 +165,8 @@ def miss_flow(
     try:
         for i, done in zip(to_render, rendered, strict=True):
             results[i] = done.body
+            if done.unfilled:
+                cache._unfilled(requests[i], done.unfilled)
             snapshot = {k: versions.get(k) or "" for k in own[i]}
             snapshot.update(done.versions)
             expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))

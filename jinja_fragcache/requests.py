@@ -27,6 +27,7 @@ class FragmentRequest(NamedTuple):
         ``store_filter``; not part of the key.
     :param holes: the ``{% nocache %}`` blocks inside, which a hit renders
         again (see :mod:`jinja_fragcache.holes`); not part of the key.
+    :param line: the tag's line in *template*, for messages.
     """
 
     name: str
@@ -37,6 +38,13 @@ class FragmentRequest(NamedTuple):
     digest: str = ""
     context: Any = None
     holes: HoleTable | None = None
+    line: int = 0
+
+    @property
+    def where(self) -> str:
+        """Where the tag is, as messages name it."""
+        template = self.template.removeprefix("django:") or "<string>"
+        return f"template {template!r}, line {self.line}"
 
 
 def check_tags(tags: object) -> tuple[str, ...]:
@@ -62,6 +70,7 @@ def build_requests(
     digest: str = "",
     context: Any = None,
     holes: HoleTable | None = None,
+    line: int = 0,
     identity: VaryIdentity | None = None,
     where: str = "",
     debug: bool = False,
@@ -96,7 +105,7 @@ def build_requests(
             strings, wanted = (), 0.0
         requests.append(
             FragmentRequest(
-                name, strings, wanted, tag_names, template, digest, context, holes
+                name, strings, wanted, tag_names, template, digest, context, holes, line
             )
         )
     return requests

@@ -818,6 +818,7 @@ CONTENTS = {
     "page.html": (
         "{% cache_fragment 300 page tags=['site'] %}"
         "{% cache_fragment 300 card 7 tags=['product:7'] %}card{% endcache_fragment %}"
+        "{% cache_each 300 row p in [1] p tags=['rows'] %}{{ p }}{% endcache_each %}"
         "{% include 'menu.html' %}{% endcache_fragment %}"
     ),
     "menu.html": "{% cache_fragment 300 menu %}menu{% endcache_fragment %}",
@@ -830,9 +831,15 @@ def _counters(cache: FragmentCache) -> set[str]:
         variant_version_key(cache.key_for("page")),
         variant_version_key(cache.key_for("card", 7)),
         variant_version_key(cache.key_for("menu")),
-        *(name_version_key(n, prefix=cache.prefix) for n in ("page", "card", "menu")),
-        tag_version_key("site", prefix=cache.prefix),
-        tag_version_key("product:7", prefix=cache.prefix),
+        variant_version_key(cache.key_for("row", 1)),
+        *(
+            name_version_key(n, prefix=cache.prefix)
+            for n in ("page", "card", "menu", "row")
+        ),
+        *(
+            tag_version_key(t, prefix=cache.prefix)
+            for t in ("site", "product:7", "rows")
+        ),
     }
 
 
@@ -841,12 +848,12 @@ def test_an_outer_entry_records_every_tag_name_and_variant_inside(
 ) -> None:
     page = make_env(CONTENTS).get_template("page.html")
     with page_contents() as miss:
-        assert render(page) == "cardmenu"
+        assert render(page) == "card1menu"
     entry = Entry.decode(cache.backend.get_many([cache.key_for("page")])[0] or b"")
     assert set(entry.versions) == _counters(cache)
     # A hit on the outer alone knows all it contains, nested ones included.
     with page_contents() as hit:
-        assert render(page) == "cardmenu"
+        assert render(page) == "card1menu"
     assert set(miss.counters) == set(hit.counters) == _counters(cache)
     assert not hit.uncached
 

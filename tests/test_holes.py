@@ -198,22 +198,25 @@ def test_a_hole_another_template_cannot_fill_renders_uncached_and_is_logged(
     assert render(env.get_template("a.html"), user="x") == "Ax"
     with caplog.at_level(logging.ERROR, "jinja_fragcache"):
         assert render(env.get_template("b.html"), tick=tick) == "b"
-    assert "'shared' (b.html) rendered uncached" in caplog.text
+    assert "'shared' (template 'b.html', line 1) rendered uncached" in caplog.text
     assert tick.count == {"b": 1}
 
 
 def test_a_marker_altered_by_a_filter_renders_uncached_never_leaks(
     make_env: MakeEnv, caplog: pytest.LogCaptureFixture, cache: FragmentCache
 ) -> None:
-    t = template(
-        make_env(),
-        "{% cache_fragment 300 f %}{% set x %}{% nocache %}{{ user }}"
-        "{% endnocache %}{% endset %}{{ x | upper }}{% endcache_fragment %}",
+    env = make_env(
+        {
+            "f.html": "\n{% cache_fragment 300 f %}{% set x %}{% nocache %}{{ user }}"
+            "{% endnocache %}{% endset %}{{ x | upper }}{% endcache_fragment %}"
+        }
     )
+    t = env.get_template("f.html")
     with caplog.at_level(logging.ERROR, "jinja_fragcache"):
-        assert render(t, user="al") == "AL"
+        assert render(t, user="al") == "\nAL"
+    assert "'f' (template 'f.html', line 2) rendered uncached" in caplog.text
     assert "marker was altered" in caplog.text
-    assert render(t, user="bo") == "BO"
+    assert render(t, user="bo") == "\nBO"
     assert cache.backend.get_many([cache.key_for("f")]) == [None]
 
 

@@ -354,6 +354,7 @@ class _FragmentNode(Node):
                 digest=self.digest,
                 context=context,
                 holes=table,
+                line=self.lineno or 0,
                 identity=cache.identity,
                 where=where,
                 debug=cache.debug,
