@@ -27,6 +27,8 @@ from django_bridge import (
 from django_bridge.backend import DjangoCacheBackend
 from jinja_fragcache import make_fragment_key
 
+from .support import PLACEHOLDER
+
 Render = Callable[..., str]
 SYNTAX_ERRORS = (TemplateSyntaxError, jinja2.TemplateSyntaxError)
 
@@ -75,7 +77,9 @@ def compile_source(engine: str, source: str) -> Any:
 @pytest.fixture
 def render(engine: str, cache_settings: str) -> Render:
     def render(source: str, **context: Any) -> str:
-        return str(compile_source(engine, source).render(context))
+        output = str(compile_source(engine, source).render(context))
+        assert not PLACEHOLDER.search(output), f"a placeholder leaked: {output!r}"
+        return output
 
     return render
 
@@ -385,6 +389,23 @@ def test_a_shared_fragment_with_a_token_gives_each_visitor_their_own(
     assert get_fragment_cache().stats()["form"]["hits"] == 1
     assert valid_for(bob, bobs) and not valid_for(bob, alices)
     assert valid_for(alice, page_token(alice.get(f"/form/{engine}/")))
+
+
+@pytest.mark.parametrize("engine", ["dtl-hole", "jinja2-hole"])
+def test_the_token_and_a_nocache_hole_fill_alike_in_one_shared_fragment(
+    cache_settings: str, engine: str
+) -> None:
+    alice, bob = Client(), Client()
+    first = alice.get(f"/form/{engine}/?who=alice")
+    assert b"Hi alice</form>" in first.content
+    stored = cached_form_entries(cache_settings)[0] or b""
+    assert b"\x00csrf_token\x00" in stored and b"\x000\x00" in stored
+    assert b"alice" not in stored
+    second = bob.get(f"/form/{engine}/?who=bob")  # a hit: both holes filled
+    assert b"Hi bob</form>" in second.content
+    assert get_fragment_cache().stats()["form"]["hits"] == 1
+    assert valid_for(bob, page_token(second))
+    assert valid_for(alice, page_token(first))
 
 
 @pytest.mark.django_db

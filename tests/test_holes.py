@@ -19,8 +19,8 @@ from jinja_fragcache import FragmentCache, FragmentCacheWarning
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.recording import page_contents
 
-from .support import MakeEnv, Tick, render, render_unchecked, template
-from .test_django_bridge import compile_source
+from .support import PLACEHOLDER, MakeEnv, Tick, render, render_unchecked, template
+from .test_django_bridge import compile_source as compile_unchecked
 
 SIDEBAR = (
     "{% cache_fragment 300 sidebar %}[{{ tick('sidebar') }}] "
@@ -310,6 +310,19 @@ def test_dtl_and_jinja_twins_fill_each_others_holes(django_cache: str) -> None:
     assert compile_source("jinja2", source).render({"user": "b", "tick": tick}) == (
         "<1>b"
     )
+
+
+def compile_source(engine: str, source: str) -> Any:
+    """A Django template whose output is checked for placeholders."""
+    compiled = compile_unchecked(engine, source)
+
+    class Checked:
+        def render(self, context: dict[str, Any]) -> str:
+            output = str(compiled.render(context))
+            assert not PLACEHOLDER.search(output), f"a placeholder leaked: {output!r}"
+            return output
+
+    return Checked()
 
 
 class _Ticks:

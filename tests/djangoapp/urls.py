@@ -31,6 +31,9 @@ FORMS = {
     "jinja2": "<% cache_fragment 300 form VARY %><form>{{ csrf_input }}</form><% endcache_fragment %>",
     "jinja2-raw": "<% cache_fragment 300 form VARY %><script>token='{{ csrf_token }}'</script><% endcache_fragment %>",
     "meta": '{% load cache_tags %}{% cache_fragment 300 form VARY %}<meta name="csrf-token" content="{{ csrf_token }}">{% endcache_fragment %}',
+    # The token hole and a {% nocache %} hole in one shared fragment.
+    "dtl-hole": "{% load cache_tags %}{% cache_fragment 300 form VARY %}<form>{% csrf_token %}Hi {% nocache %}{{ request.GET.who }}{% endnocache %}</form>{% endcache_fragment %}",
+    "jinja2-hole": "<% cache_fragment 300 form VARY %><form>{{ csrf_input }}Hi <% nocache %>{{ request.GET.who }}<% endnocache %></form><% endcache_fragment %>",
 }
 
 
