@@ -131,6 +131,10 @@ class FragmentCache:
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
+        # A backend with a near cache (RedisBackend) tracks this prefix.  Looked
+        # up on the class: a proxy's __getattr__ is not asked (it may fail).
+        if callable(getattr(type(self.backend), "bind_prefix", None)):
+            self.backend.bind_prefix(self.prefix)  # type: ignore[attr-defined]
         if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
             raise ValueError(
                 "stale_grace and lock_wait must be >= 0, "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..near import DEFAULT_MAX_BYTES, NearCache, TrackingConnection, WriteToken
 from .base import Timeout
 
 if TYPE_CHECKING:
@@ -22,6 +24,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return false
 """
+
+# Each key's value and PTTL in one command: a value kept by the near cache
+# must not outlive its server-side expiry, and Redis reports an expiry only
+# when it reclaims the key, which can be late (see jinja_fragcache.near).
+_READ_WITH_TTL = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    out[2 * i - 1] = redis.call('GET', key)
+    out[2 * i] = redis.call('PTTL', key)
+end
+return out
+"""
+_READ_WITH_TTL_SHA = hashlib.sha1(_READ_WITH_TTL.encode()).hexdigest()
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
@@ -45,19 +60,57 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
+def _with_ttls(reply: Sequence[Any]) -> list[tuple[bytes | None, int]]:
+    """The script's flat ``[value, pttl, ...]`` as pairs; Lua's false is a
+    missing value."""
+    return [
+        (
+            _as_bytes(reply[i]) if reply[i] not in (None, False) else None,
+            int(reply[i + 1]),
+        )
+        for i in range(0, len(reply), 2)
+    ]
+
+
+def _counter(value: int | None) -> bytes | None:
+    return None if value is None else b"%d" % value
+
+
+def _added(
+    mapping: Mapping[str, bytes], added: list[bool], timeout: Timeout
+) -> dict[str, tuple[bytes | None, float | None]]:
+    """What an ``add_many`` made known: the values it stored.  Where it
+    stored nothing, the server holds a value this process has not seen."""
+    return {
+        key: (value, timeout)
+        for (key, value), ok in zip(mapping.items(), added, strict=True)
+        if ok
+    }
+
+
 class RedisBackend:
     """A Redis server shared by every process.
 
-    ``get_many`` is one MGET; ``set_many`` and ``add_many`` are one pipeline
-    each.  Nothing read from Redis is ever unpickled.  Clients made here use
-    short socket timeouts (0.5 s) so that a dead server costs little: the
-    fragment cache then fails open.
+    ``get_many`` is one MGET, or nothing at all when the near cache holds
+    every key (only the keys it lacks are read otherwise, in one command);
+    ``set_many`` and ``add_many`` are one pipeline each.  Nothing read from
+    Redis is ever unpickled.  Clients made here use short socket timeouts
+    (0.5 s) so that a dead server costs little: the fragment cache then
+    fails open.
 
     :param client: a ``redis.Redis`` to use; made from *url* when ``None``.
     :param async_client: a ``redis.asyncio.Redis`` for async rendering.  When
         ``None``, one is made per event loop from *url* or from *client*'s
         connection settings (an asyncio client is bound to its loop).
     :param url: a Redis URL, used when *client* is ``None``.
+    :param near_cache: keep the values read and written in a per-process
+        near cache that Redis keeps coherent (``CLIENT TRACKING``, one extra
+        connection and thread per process): a hit on keys already held
+        costs no round trip.  See :mod:`jinja_fragcache.near`.  Only keys
+        under a bound prefix are kept: :class:`~jinja_fragcache.FragmentCache`
+        binds its own (:meth:`bind_prefix`), *near_cache_prefix* adds one.
+    :param near_cache_bytes: the near cache's bound, keys plus values.
+    :param near_cache_prefix: a key prefix to track besides those bound.
     :param connection_kwargs: passed to the clients made here.
     """
 
@@ -67,6 +120,9 @@ class RedisBackend:
         *,
         async_client: redis.asyncio.Redis | None = None,
         url: str | None = None,
+        near_cache: bool = True,
+        near_cache_bytes: int = DEFAULT_MAX_BYTES,
+        near_cache_prefix: str | None = None,
         **connection_kwargs: Any,
     ) -> None:
         redis_module = _import_redis()
@@ -82,6 +138,13 @@ class RedisBackend:
             asyncio.AbstractEventLoop, redis.asyncio.Redis
         ] = weakref.WeakKeyDictionary()
         self._incr = self.client.register_script(_INCR_EXISTING)
+        self._read_with_ttl = self.client.register_script(_READ_WITH_TTL)
+        #: The near cache, or ``None`` when turned off.
+        self.near: NearCache | None = None
+        if near_cache:
+            self.near = NearCache(self._tracking_connection, max_bytes=near_cache_bytes)
+            if near_cache_prefix is not None:
+                self.near.bind_prefix(near_cache_prefix)
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -98,37 +161,107 @@ class RedisBackend:
     def __repr__(self) -> str:
         return f"<RedisBackend {self.client!r}>"
 
+    def bind_prefix(self, prefix: str) -> None:
+        """Keep the keys of a fragment cache with this *prefix* in the near
+        cache; :class:`~jinja_fragcache.FragmentCache` calls it."""
+        if self.near is not None:
+            self.near.bind_prefix(f"{prefix}:")
+
+    def _tracking_connection(self) -> TrackingConnection:
+        """A new connection like the client's, in RESP2, for tracking."""
+        pool = self.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(protocol=2, decode_responses=False)
+        conn: TrackingConnection = pool.connection_class(**kwargs)
+        return conn
+
+    def _begin(self, keys: Any) -> WriteToken | None:
+        return None if self.near is None else self.near.begin_write(keys)
+
+    def _end(
+        self,
+        token: WriteToken | None,
+        known: Mapping[str, tuple[bytes | None, float | None]] | None,
+    ) -> None:
+        if token is not None:
+            assert self.near is not None
+            self.near.end_write(token, known)
+
     # -- sync ------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return [_as_bytes(v) for v in self.client.mget(keys)]
+        plan = None if self.near is None else self.near.plan(keys)
+        if plan is None or plan.values is None:
+            return [_as_bytes(v) for v in self.client.mget(keys)]
+        if not plan.missing:
+            return plan.values
+        assert self.near is not None
+        missing = [keys[i] for i in plan.missing]
+        fetched = None
+        try:
+            fetched = _with_ttls(self._read_with_ttl(keys=missing))
+        finally:
+            values = self.near.complete(keys, plan, fetched)
+        return values
 
     def set(self, key: str, value: bytes, timeout: Timeout) -> None:
-        self.client.set(key, value, px=_px(timeout))
+        token, known = self._begin((key,)), None
+        try:
+            self.client.set(key, value, px=_px(timeout))
+            known = {key: (value, timeout)}
+        finally:
+            self._end(token, known)
 
     def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for key, value in mapping.items():
-            pipe.set(key, value, px=_px(timeout))
-        pipe.execute()
+        token, known = self._begin(mapping), None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in mapping.items():
+                pipe.set(key, value, px=_px(timeout))
+            pipe.execute()
+            known = {key: (value, timeout) for key, value in mapping.items()}
+        finally:
+            self._end(token, known)
 
     def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
-        return bool(self.client.set(key, value, px=_px(timeout), nx=True))
+        return self.add_many({key: value}, timeout)[0]
 
     def add_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> list[bool]:
-        pipe = self.client.pipeline(transaction=False)
-        for key, value in mapping.items():
-            pipe.set(key, value, px=_px(timeout), nx=True)
-        return [bool(ok) for ok in pipe.execute()]
+        token, known = self._begin(mapping), None
+        try:
+            if len(mapping) == 1:
+                [(key, value)] = mapping.items()
+                results = [self.client.set(key, value, px=_px(timeout), nx=True)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for key, value in mapping.items():
+                    pipe.set(key, value, px=_px(timeout), nx=True)
+                results = pipe.execute()
+            added = [bool(ok) for ok in results]
+            known = _added(mapping, added, timeout)
+        finally:
+            self._end(token, known)
+        return added
 
     def delete(self, key: str) -> None:
-        self.client.delete(key)
+        token, known = self._begin((key,)), None
+        try:
+            self.client.delete(key)
+            known = {key: (None, None)}
+        finally:
+            self._end(token, known)
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        result = self._incr(keys=[key], args=[delta])
-        return None if result is None else int(result)
+        token, known = self._begin((key,)), None
+        try:
+            result = self._incr(keys=[key], args=[delta])
+            value = None if result is None else int(result)
+            known = {key: (_counter(value), None)}
+        finally:
+            self._end(token, known)
+        return value
 
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
@@ -142,6 +275,8 @@ class RedisBackend:
         }
 
     def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
         self.client.close()
 
     # -- async -------------------------------------------------------------------
@@ -174,34 +309,90 @@ class RedisBackend:
     async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return [_as_bytes(v) for v in await self.async_client.mget(keys)]
+        plan = None if self.near is None else self.near.plan(keys)
+        if plan is None or plan.values is None:
+            return [_as_bytes(v) for v in await self.async_client.mget(keys)]
+        if not plan.missing:
+            return plan.values
+        assert self.near is not None
+        fetched = None
+        try:
+            fetched = await self._aread_with_ttl([keys[i] for i in plan.missing])
+        finally:
+            values = self.near.complete(keys, plan, fetched)
+        return values
+
+    async def _aread_with_ttl(
+        self, keys: Sequence[str]
+    ) -> list[tuple[bytes | None, int]]:
+        from redis.exceptions import NoScriptError
+
+        client = self.async_client
+        try:
+            reply = await client.evalsha(_READ_WITH_TTL_SHA, len(keys), *keys)
+        except NoScriptError:
+            reply = await client.eval(_READ_WITH_TTL, len(keys), *keys)
+        return _with_ttls(reply)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
-        await self.async_client.set(key, value, px=_px(timeout))
+        token, known = self._begin((key,)), None
+        try:
+            await self.async_client.set(key, value, px=_px(timeout))
+            known = {key: (value, timeout)}
+        finally:
+            self._end(token, known)
 
     async def aset_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
-        pipe = self.async_client.pipeline(transaction=False)
-        for key, value in mapping.items():
-            pipe.set(key, value, px=_px(timeout))
-        await pipe.execute()
+        token, known = self._begin(mapping), None
+        try:
+            pipe = self.async_client.pipeline(transaction=False)
+            for key, value in mapping.items():
+                pipe.set(key, value, px=_px(timeout))
+            await pipe.execute()
+            known = {key: (value, timeout) for key, value in mapping.items()}
+        finally:
+            self._end(token, known)
 
     async def aadd(self, key: str, value: bytes, timeout: Timeout) -> bool:
-        return bool(await self.async_client.set(key, value, px=_px(timeout), nx=True))
+        return (await self.aadd_many({key: value}, timeout))[0]
 
     async def aadd_many(
         self, mapping: Mapping[str, bytes], timeout: Timeout
     ) -> list[bool]:
-        pipe = self.async_client.pipeline(transaction=False)
-        for key, value in mapping.items():
-            pipe.set(key, value, px=_px(timeout), nx=True)
-        return [bool(ok) for ok in await pipe.execute()]
+        token, known = self._begin(mapping), None
+        try:
+            client = self.async_client
+            if len(mapping) == 1:
+                [(key, value)] = mapping.items()
+                results = [await client.set(key, value, px=_px(timeout), nx=True)]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for key, value in mapping.items():
+                    pipe.set(key, value, px=_px(timeout), nx=True)
+                results = await pipe.execute()
+            added = [bool(ok) for ok in results]
+            known = _added(mapping, added, timeout)
+        finally:
+            self._end(token, known)
+        return added
 
     async def adelete(self, key: str) -> None:
-        await self.async_client.delete(key)
+        token, known = self._begin((key,)), None
+        try:
+            await self.async_client.delete(key)
+            known = {key: (None, None)}
+        finally:
+            self._end(token, known)
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        result = await self.async_client.eval(_INCR_EXISTING, 1, key, delta)
-        return None if result is None else int(result)
+        token, known = self._begin((key,)), None
+        try:
+            result = await self.async_client.eval(_INCR_EXISTING, 1, key, delta)
+            value = None if result is None else int(result)
+            known = {key: (_counter(value), None)}
+        finally:
+            self._end(token, known)
+        return value
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop."""

@@ -1,0 +1,679 @@
+"""A per-process near cache in front of Redis, kept coherent by the server.
+
+A hit whose keys this process already holds costs no round trip: the raw
+values that ``get_many`` read (and what this process wrote) are kept here,
+bounded in bytes, least recently used first out, and Redis tells the process
+when any of them changes, through server-assisted client-side caching
+(``CLIENT TRACKING``, Redis 6 or later).
+
+**Tracking.**  One dedicated connection per process, in RESP2: it asks
+``CLIENT ID``, turns on ``CLIENT TRACKING on REDIRECT <its own id> BCAST
+PREFIX <prefix>:`` for every key prefix bound to it, then ``SUBSCRIBE
+__redis__:invalidate``.  A daemon thread reads the messages and drops the
+keys they name (a ``None`` payload drops everything).  RESP2 rather than
+RESP3 pushes: a subscribed connection is the documented pattern for every
+Redis 6+, it needs nothing of redis-py's push handling (whose built-in
+client-side cache needs Redis 7.4), and the main clients keep whatever
+protocol they use.  BCAST rather than the default mode: the server then
+remembers nothing per key, a key created later (a negative entry) is
+covered, and so is every write by anyone: other processes, ``redis-cli``,
+expiry and eviction (each sends an invalidation; checked by
+``tests/test_near_cache.py``).
+
+**Expiry.**  Redis sends the invalidation of an expired key only when it
+reclaims it, which with many keys can be many seconds late (measured: over
+10 s with 200,000 keys holding a TTL).  So a read that misses the near cache
+asks the server for each key's value *and* its ``PTTL`` in the same single
+command (a small Lua script, still one round trip), and a value is never
+served here past its server-side expiry.  A write keeps the TTL it gave.
+
+**Consistency.**  A value this near cache returns was the server's value at
+most one invalidation-push delay ago: every write to a tracked key, by
+anyone, reaches this process as an invalidation message sent by the server
+right after the write and before it replies to the writer.  Before answering
+from memory, a read checks (``poll(2)``, no round trip) that no such message
+is waiting unread or being applied; if one is, the read goes to the server.
+A read whose reply raced an invalidation of the same key is not kept.  Writes
+made through this process (``set``, ``add``, ``delete``, ``incr`` and their
+batches, sync or async) drop the local copy before they return, so this
+process sees its own invalidations on its very next read.  While the
+tracking connection is not established (not yet, lost, a server restart),
+the near cache is empty and bypassed, every read goes to the server; it is
+used again only once tracking is back on a fresh connection, after being
+emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
+near cache.  A forked child starts empty with a tracking connection of its
+own.
+
+Writes are kept too, but Redis echoes every write to a tracked key back as
+an invalidation, including this process's own, so a written value usually
+lives here only until its echo: the near cache pays off on reads, which
+is where fragment hits are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import select
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+__all__ = ["DEFAULT_MAX_BYTES", "NearCache", "TrackingConnection"]
+
+logger = logging.getLogger("jinja_fragcache")
+
+#: The default bound of a near cache: 32 MiB of keys and values.
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+#: Bytes counted for each entry on top of its key and value: the tuple,
+#: the dictionary slot and the string headers, roughly.
+ENTRY_OVERHEAD = 120
+
+_CHANNEL = b"__redis__:invalidate"
+
+#: Seconds of silence on the tracking connection before it is PINGed, and
+#: seconds the PING has to be answered before the connection counts as lost.
+PING_INTERVAL = 5.0
+PING_TIMEOUT = 2.0
+
+
+class TrackingConnection(Protocol):
+    """What the tracking thread needs of a connection: redis-py's
+    ``Connection``, made with ``protocol=2``."""
+
+    def connect(self) -> None: ...
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def can_read(self, timeout: float = 0) -> bool: ...
+
+    def disconnect(self, *args: Any) -> None: ...
+
+
+class RefusedError(Exception):
+    """The server answered, and will not track: no near cache."""
+
+
+#: One entry: the value (``None``: known missing) and when it expires
+#: (``time.monotonic()`` seconds, ``math.inf`` for never).
+_Entry = tuple[bytes | None, float]
+
+
+class Plan:
+    """What a read found locally, and what it must still ask the server."""
+
+    __slots__ = ("values", "missing", "epoch", "started")
+
+    def __init__(
+        self,
+        values: list[bytes | None] | None,
+        missing: list[int],
+        epoch: int,
+        started: float,
+    ) -> None:
+        #: The values, local ones filled in; ``None`` means bypass entirely.
+        self.values = values
+        #: Indices still to read from the server.
+        self.missing = missing
+        self.epoch = epoch
+        self.started = started
+
+
+class WriteToken:
+    """A write in flight: its keys, and the tracking session it began in."""
+
+    __slots__ = ("keys", "epoch", "started")
+
+    def __init__(self, keys: list[str], epoch: int, started: float) -> None:
+        self.keys = keys
+        self.epoch = epoch
+        self.started = started
+
+
+_live: weakref.WeakSet[NearCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for near in list(_live):
+        near._forked()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class NearCache:
+    """Raw values of tracked keys, bounded by bytes, kept coherent by Redis.
+
+    :param connect: makes a new, unconnected tracking connection (RESP2).
+    :param max_bytes: the bound of keys plus values plus a fixed overhead
+        per entry (:data:`ENTRY_OVERHEAD`).
+    :param prefixes: key prefixes to track; more with :meth:`bind_prefix`.
+        Keys under no bound prefix are never kept.
+
+    Statistics (attributes, per process): ``hits`` (keys answered from
+    memory), ``misses`` (keys read from the server through the near cache),
+    ``bypassed`` (reads that went to the server whole, tracking being down
+    or an invalidation pending), ``invalidations`` (keys dropped by the
+    server's messages), ``flushes`` and ``sessions`` (tracking connections
+    established).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], TrackingConnection],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        prefixes: Iterable[str] = (),
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        self.max_bytes = max_bytes
+        self._connect = connect
+        self._prefixes: tuple[str, ...] = ()
+        self._init_state()
+        for prefix in prefixes:
+            self.bind_prefix(prefix)
+        _live.add(self)
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        # Keys being read or written, and those of them invalidated
+        # meanwhile: such a reply may predate the write and is not kept.
+        self._inflight: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        #: Bumped whenever everything is dropped; a reply from an older
+        #: epoch is not kept.
+        self._epoch = 0
+        self._active = False
+        self._processing = False
+        self._poll: Any = None
+        self._tracker: _Tracker | None = None
+        self.refused = False
+        self.hits = self.misses = self.bypassed = 0
+        self.invalidations = self.flushes = self.sessions = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<NearCache {len(self._data)} keys, {self._bytes} bytes, "
+            f"active={self._active}>"
+        )
+
+    # -- configuration -------------------------------------------------------
+
+    def bind_prefix(self, prefix: str) -> None:
+        """Track (and keep) every key that starts with *prefix*.
+
+        Redis refuses overlapping prefixes, so a prefix covered by one
+        already bound is skipped, and one that covers bound ones replaces
+        them.  Bound while tracking runs, tracking restarts (emptied).
+        """
+        if not prefix:
+            raise ValueError("a tracked prefix cannot be empty")
+        with self._lock:
+            if any(prefix.startswith(p) for p in self._prefixes):
+                return
+            kept = [p for p in self._prefixes if not p.startswith(prefix)]
+            self._prefixes = (*kept, prefix)
+            tracker = self._tracker
+        if tracker is not None:
+            self._deactivate()
+            tracker.restart()
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return self._prefixes
+
+    @property
+    def active(self) -> bool:
+        """Whether tracking is established and the near cache in use."""
+        return self._active
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as counted against ``max_bytes``."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def peek(self, key: str) -> _Entry | None:
+        """The local entry of *key* (value, expiry), for tests and debugging;
+        no statistics, no recency."""
+        return self._data.get(key)
+
+    def stats(self) -> dict[str, int | bool]:
+        return {
+            "near_hits": self.hits,
+            "near_misses": self.misses,
+            "near_bypassed": self.bypassed,
+            "near_invalidations": self.invalidations,
+            "near_flushes": self.flushes,
+            "near_sessions": self.sessions,
+            "near_keys": len(self._data),
+            "near_bytes": self._bytes,
+            "near_active": self._active,
+        }
+
+    def close(self) -> None:
+        """Stop tracking and drop everything."""
+        tracker = self._tracker
+        self._tracker = None
+        self._deactivate()
+        if tracker is not None:
+            tracker.stop()
+
+    # -- reads -----------------------------------------------------------------
+
+    def _tracked(self, key: str) -> bool:
+        return any(key.startswith(p) for p in self._prefixes)
+
+    def _usable(self) -> bool:
+        """Under the lock: may the store answer now?"""
+        if not self._active or self._processing:
+            return False
+        # An invalidation the thread has not read yet, or the connection's
+        # end (EOF is readable too): ask the server instead.
+        return not self._poll.poll(0)
+
+    def plan(self, keys: Sequence[str]) -> Plan:
+        """Answer what memory can; say what the server must be asked.
+
+        The caller reads ``plan.missing`` with :meth:`complete`, or all of
+        *keys* the plain way when ``plan.values`` is ``None``.
+        """
+        self._ensure_tracking()
+        now = time.monotonic()
+        with self._lock:
+            if not self._usable():
+                self.bypassed += 1
+                return Plan(None, [], self._epoch, now)
+            data = self._data
+            values: list[bytes | None] = []
+            missing: list[int] = []
+            for i, key in enumerate(keys):
+                entry = data.get(key)
+                if entry is not None and entry[1] > now:
+                    data.move_to_end(key)
+                    values.append(entry[0])
+                    continue
+                values.append(None)
+                missing.append(i)
+                if self._tracked(key):  # untracked keys are read, never kept
+                    self._inflight[key] = self._inflight.get(key, 0) + 1
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+            return Plan(values, missing, self._epoch, now)
+
+    def complete(
+        self,
+        keys: Sequence[str],
+        plan: Plan,
+        fetched: Sequence[tuple[bytes | None, int]] | None,
+    ) -> list[bytes | None]:
+        """Merge what the server returned for ``plan.missing``: each value
+        with its ``PTTL`` in milliseconds (``-1`` none, ``-2`` missing).
+        *fetched* ``None`` means the read failed: only release the keys."""
+        assert plan.values is not None
+        values = plan.values
+        with self._lock:
+            keep = plan.epoch == self._epoch and self._active
+            for n, i in enumerate(plan.missing):
+                key = keys[i]
+                if fetched is not None:
+                    values[i] = fetched[n][0]
+                if not self._release(key) or fetched is None:
+                    continue  # untracked, or failed
+                value, pttl = fetched[n]
+                if keep and key not in self._dirty:
+                    expires = math.inf if pttl < 0 else plan.started + pttl / 1000
+                    self._put(key, value, expires)
+                if key not in self._inflight:
+                    self._dirty.discard(key)
+        return values
+
+    def _release(self, key: str) -> bool:
+        count = self._inflight.get(key)
+        if count is None:
+            return False
+        if count > 1:
+            self._inflight[key] = count - 1
+        else:
+            del self._inflight[key]
+        return True
+
+    # -- writes ----------------------------------------------------------------
+
+    def begin_write(self, keys: Iterable[str]) -> WriteToken:
+        """Drop *keys* before a write is sent, and mark reads in flight of
+        them: whatever such a read returns may predate the write."""
+        self._ensure_tracking()
+        tracked = [k for k in keys if self._tracked(k)]
+        with self._lock:
+            for key in tracked:
+                self._drop(key)
+                if key in self._inflight:
+                    self._dirty.add(key)
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+            return WriteToken(tracked, self._epoch, time.monotonic())
+
+    def end_write(
+        self,
+        token: WriteToken,
+        known: Mapping[str, tuple[bytes | None, float | None]] | None = None,
+    ) -> None:
+        """After the write: keep what it made known (``key: (value,
+        timeout seconds or None)``) unless an invalidation of that key, or a
+        flush, came meanwhile.  Always call it, with ``None`` on failure."""
+        known = known or {}
+        with self._lock:
+            keep = token.epoch == self._epoch and self._active
+            for key in token.keys:
+                # A write also invalidates concurrent reads of the key that
+                # started before it: they must not keep their older reply.
+                dirty = key in self._dirty
+                # A read that finished while the write was in flight may
+                # have kept the value from before it.
+                self._drop(key)
+                self._release(key)
+                if key in self._inflight:
+                    self._dirty.add(key)
+                else:
+                    self._dirty.discard(key)
+                if keep and not dirty and key in known:
+                    value, timeout = known[key]
+                    expires = math.inf if timeout is None else token.started + timeout
+                    self._put(key, value, expires)
+
+    # -- the store -------------------------------------------------------------
+
+    def _put(self, key: str, value: bytes | None, expires: float) -> None:
+        size = len(key) + (len(value) if value is not None else 0) + ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return
+        self._drop(key)
+        self._data[key] = (value, expires)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            old_key, (old_value, _) = self._data.popitem(last=False)
+            self._bytes -= self._size(old_key, old_value)
+
+    @staticmethod
+    def _size(key: str, value: bytes | None) -> int:
+        return len(key) + (len(value) if value is not None else 0) + ENTRY_OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        entry = self._data.pop(key, None)
+        if entry is not None:
+            self._bytes -= self._size(key, entry[0])
+
+    def _flush(self) -> None:
+        """Under the lock: drop everything, and every reply in flight."""
+        self._data.clear()
+        self._bytes = 0
+        self._epoch += 1
+        self.flushes += 1
+
+    # -- what the tracking thread calls ------------------------------------------
+
+    def _invalidate(self, keys: list[str] | None) -> None:
+        with self._lock:
+            if keys is None:
+                self._flush()
+            else:
+                for key in keys:
+                    self._drop(key)
+                    if key in self._inflight:
+                        self._dirty.add(key)
+                self.invalidations += len(keys)
+            self._processing = False
+
+    def _begin_processing(self) -> None:
+        with self._lock:
+            self._processing = True
+
+    def _activate(self, fd: int) -> None:
+        poll = select.poll()
+        poll.register(fd, select.POLLIN | select.POLLPRI)
+        with self._lock:
+            self._flush()
+            self._poll = poll
+            self._processing = False
+            self._active = True
+            self.sessions += 1
+
+    def _deactivate(self) -> None:
+        with self._lock:
+            self._active = False
+            self._poll = None
+            self._flush()
+
+    def _refuse(self, reason: object) -> None:
+        with self._lock:
+            self.refused = True
+            self._active = False
+            self._flush()
+        logger.warning(
+            "Redis refused client-side tracking (%s): the near cache is off, "
+            "every read goes to the server",
+            reason,
+        )
+
+    def _ensure_tracking(self) -> None:
+        # A forked child is reset by the at-fork hook, so no pid check here.
+        if self._tracker is not None or self.refused or not self._prefixes:
+            return
+        with self._lock:
+            if self._tracker is not None or self.refused:
+                return
+            self._tracker = _Tracker(self, self._connect)
+        self._tracker.start()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's thread is gone and its connection
+        is the parent's.  Start empty; tracking starts again on first use."""
+        tracker = self._tracker
+        prefixes, max_bytes = self._prefixes, self.max_bytes
+        self._init_state()
+        self._prefixes, self.max_bytes = prefixes, max_bytes
+        if tracker is not None:
+            tracker.abandon()
+
+
+class _Tracker:
+    """The tracking thread: connects, enables tracking, applies messages,
+    and reconnects when the connection is lost."""
+
+    def __init__(
+        self, owner: NearCache, connect: Callable[[], TrackingConnection]
+    ) -> None:
+        # A weak reference: a near cache nobody uses any more ends its thread.
+        self._owner: weakref.ReferenceType[NearCache] = weakref.ref(owner)
+        self._connect = connect
+        self._stopped = False
+        self._restart = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._pipe_open = True
+        self._conn: TrackingConnection | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="jinja-fragcache-near-cache", daemon=True
+        )
+        weakref.finalize(owner, self.stop)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake()
+        if threading.current_thread() is self._thread:
+            return  # the finalizer, run by the thread itself: it ends anyway
+        if self._thread.is_alive():
+            self._thread.join(2)
+        if not self._thread.is_alive():
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._pipe_open:
+            self._pipe_open = False
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def restart(self) -> None:
+        self._restart = True
+        self._wake()
+
+    def abandon(self) -> None:
+        """In a forked child: forget the parent's thread and sockets."""
+        self._stopped = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # redis-py shuts a socket down only in the process that opened
+            # it, so this closes the child's copy and leaves the parent's.
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+        self._close_pipe()
+
+    def _wake(self) -> None:
+        if self._pipe_open:
+            with contextlib.suppress(OSError):  # full: awake already
+                os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopped:
+            owner = self._owner()
+            if owner is None:
+                return
+            prefixes = owner.prefixes
+            del owner
+            try:
+                conn = self._open(prefixes)
+            except RefusedError as exc:
+                owner = self._owner()
+                if owner is not None:
+                    owner._refuse(exc)
+                return
+            except Exception as exc:
+                logger.debug("near cache: cannot track yet (%s)", exc)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            try:
+                self._listen(conn)
+            except Exception as exc:
+                logger.debug("near cache: tracking connection lost (%s)", exc)
+            finally:
+                owner = self._owner()
+                if owner is not None:
+                    owner._deactivate()
+                del owner
+                self._conn = None
+                conn.disconnect()
+
+    def _sleep(self, seconds: float) -> None:
+        ready, _, _ = select.select([self._wake_r], [], [], seconds)
+        if ready:
+            os.read(self._wake_r, 4096)
+
+    def _open(self, prefixes: tuple[str, ...]) -> TrackingConnection:
+        import redis
+
+        conn = self._connect()
+        try:
+            conn.connect()
+            try:
+                conn.send_command("CLIENT", "ID")
+                client_id = int(conn.read_response())
+                options: list[str] = ["BCAST"]
+                for prefix in prefixes:
+                    options += ["PREFIX", prefix]
+                conn.send_command(
+                    "CLIENT", "TRACKING", "on", "REDIRECT", client_id, *options
+                )
+                conn.read_response()
+            except redis.ResponseError as exc:
+                raise RefusedError(str(exc)) from exc
+            conn.send_command("SUBSCRIBE", _CHANNEL)
+            reply = conn.read_response()
+            if not (isinstance(reply, list) and reply[0] == b"subscribe"):
+                raise redis.ConnectionError(f"unexpected SUBSCRIBE reply {reply!r}")
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._conn = conn
+        return conn
+
+    def _listen(self, conn: TrackingConnection) -> None:
+        import redis
+
+        sock: Any = conn._sock  # type: ignore[attr-defined]
+        fd = sock.fileno()
+        owner = self._owner()
+        if owner is None:
+            return
+        # Only now, tracking on and subscribed: every read from here on is
+        # covered, so the (emptied) store may be used.
+        owner._activate(fd)
+        del owner
+        ping_due = time.monotonic() + PING_INTERVAL
+        pong_due: float | None = None
+        while not self._stopped and not self._restart:
+            now = time.monotonic()
+            deadline = pong_due if pong_due is not None else ping_due
+            ready, _, _ = select.select(
+                [fd, self._wake_r], [], [], max(0.0, deadline - now)
+            )
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            if fd not in ready:
+                now = time.monotonic()
+                if pong_due is not None and now >= pong_due:
+                    raise redis.ConnectionError("tracking connection: no PONG")
+                if pong_due is None and now >= ping_due:
+                    conn.send_command("PING")
+                    pong_due = now + PING_TIMEOUT
+                if self._owner() is None:
+                    return
+                continue
+            owner = self._owner()
+            if owner is None:
+                return
+            owner._begin_processing()
+            keys: list[str] | None = []
+            flush = False
+            try:
+                while conn.can_read(0):
+                    message = conn.read_response()
+                    kind = message[0] if isinstance(message, list) else None
+                    if kind == b"pong":
+                        pong_due = None
+                    elif kind == b"message" and message[1] == _CHANNEL:
+                        payload = message[2]
+                        if payload is None:
+                            flush = True
+                        else:
+                            assert keys is not None
+                            keys += [
+                                k.decode() if isinstance(k, bytes) else str(k)
+                                for k in payload
+                            ]
+            finally:
+                owner._invalidate(None if flush else keys)
+                del owner
+            ping_due = time.monotonic() + PING_INTERVAL
+        self._restart = False
