@@ -32,7 +32,7 @@ from .keys import (
     tag_version_key,
     variant_version_key,
 )
-from .lookup import DecodedEntries, Read, check, counters_of
+from .lookup import DecodedEntries, Pending, Read, check, counters_of
 from .miss import miss_flow, render_uncached
 from .recording import (
     UNCACHED,
@@ -195,35 +195,8 @@ class FragmentCache:
         round trip.  With *wait*, a miss whose re-render lock another request
         holds waits up to ``lock_wait`` for it; collections do not wait.
         """
-        name = requests[0].name
-        skipped = _skipped(requests)
-        # Queued invalidations go first: a read before them could find what
-        # they clear, so while they cannot be made, nothing is read.
-        if self.pending.has_failed and not self.pending.replay():
-            skipped = list(range(len(requests)))
-        if skipped:
-            if len(skipped) < len(requests):
-                return self._render_partly(requests, render, skipped)
-            uncached: list[str] = self._drive(
-                render_uncached(self, requests), name, render
-            )
-            return uncached
-        # The hit path is plain code; only the rest enters the flow.
-        read = Read(requests, self.prefix)
-        found = self._call(name, ("get_many", read.keys_read))
-        hits = self._hits(requests, read, found)
-        if hits is not None:
-            if self.debug:
-                for i in self._foreign(requests, read):
-                    self._compare(requests[i], read, i, self._collect(render, i))
-            return [
-                self._open(r, stored, render, i) if holes.MARK in stored else stored
-                for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
-            ]
-        results: list[str] = self._drive(
-            miss_flow(self, requests, wait, read, found), name, render
-        )
-        return results
+        found = self.lookup(requests, wait=wait)
+        return found if type(found) is list else self.finish(found, render)  # type: ignore[arg-type]
 
     async def render_many_async(
         self,
@@ -233,19 +206,87 @@ class FragmentCache:
         wait: bool = False,
     ) -> list[str]:
         """Async :meth:`render_many`; *render* returns an awaitable."""
-        name = requests[0].name
+        found = await self.alookup(requests, wait=wait)
+        if type(found) is list:
+            return found
+        return await self.afinish(found, render)  # type: ignore[arg-type]
+
+    def lookup(
+        self, requests: Sequence[FragmentRequest], *, wait: bool = False
+    ) -> list[str] | Pending:
+        """The first half of :meth:`render_many`, which needs no render: the
+        bodies, when one read finds every entry fresh and whole (no hole to
+        fill); else the :class:`~.lookup.Pending` that :meth:`finish` takes
+        on with the render.  The tags compile a hit to this call alone."""
+        # Queued invalidations go first: a read before them could find what
+        # they clear, so while they cannot be made, nothing is read.
+        skipped = _skipped(requests)
+        if self.pending.has_failed and not self.pending.replay():
+            skipped = list(range(len(requests)))
+        if skipped:
+            return Pending(requests, wait, skipped)
+        read = Read(requests, self.prefix)
+        found = self._call(requests[0].name, ("get_many", read.keys_read))
+        return self._first(requests, wait, read, found)
+
+    async def alookup(
+        self, requests: Sequence[FragmentRequest], *, wait: bool = False
+    ) -> list[str] | Pending:
+        """Async :meth:`lookup`."""
         skipped = _skipped(requests)
         if self.pending.has_failed and not await self._areplayed():
             skipped = list(range(len(requests)))
         if skipped:
+            return Pending(requests, wait, skipped)
+        read = Read(requests, self.prefix)
+        found = await self._acall(requests[0].name, ("get_many", read.keys_read))
+        return self._first(requests, wait, read, found)
+
+    def _first(
+        self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
+    ) -> list[str] | Pending:
+        hits = self._hits(requests, read, found)
+        if hits is None or self.debug or any(holes.MARK in body for body in hits):
+            return Pending(requests, wait, None, read, found, hits)
+        return hits
+
+    def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
+        """The second half of :meth:`render_many`: what :meth:`lookup` left."""
+        requests, name = pending.requests, pending.requests[0].name
+        skipped, read, hits = pending.skipped, pending.read, pending.hits
+        if skipped is not None:
+            if len(skipped) < len(requests):
+                return self._render_partly(requests, render, skipped)
+            uncached: list[str] = self._drive(
+                render_uncached(self, requests), name, render
+            )
+            return uncached
+        assert read is not None
+        if hits is not None:
+            if self.debug:
+                for i in self._foreign(requests, read):
+                    self._compare(requests[i], read, i, self._collect(render, i))
+            return [
+                self._open(r, stored, render, i) if holes.MARK in stored else stored
+                for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
+            ]
+        flow = miss_flow(self, requests, pending.wait, read, pending.found)
+        results: list[str] = self._drive(flow, name, render)
+        return results
+
+    async def afinish(
+        self, pending: Pending, render: Callable[[int], Awaitable[str]]
+    ) -> list[str]:
+        """Async :meth:`finish`."""
+        requests, name = pending.requests, pending.requests[0].name
+        skipped, read, hits = pending.skipped, pending.read, pending.hits
+        if skipped is not None:
             if len(skipped) < len(requests):
                 return await self._arender_partly(requests, render, skipped)
             flow = render_uncached(self, requests)
             uncached: list[str] = await self._adrive(flow, name, render)
             return uncached
-        read = Read(requests, self.prefix)
-        found = await self._acall(name, ("get_many", read.keys_read))
-        hits = self._hits(requests, read, found)
+        assert read is not None
         if hits is not None:
             if self.debug:
                 for i in self._foreign(requests, read):
@@ -257,9 +298,8 @@ class FragmentCache:
                 else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
             ]
-        results: list[str] = await self._adrive(
-            miss_flow(self, requests, wait, read, found), name, render
-        )
+        flow = miss_flow(self, requests, pending.wait, read, pending.found)
+        results: list[str] = await self._adrive(flow, name, render)
         return results
 
     def _render_partly(

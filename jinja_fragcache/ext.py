@@ -12,7 +12,7 @@ import copy
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import nodes
 from jinja2.exceptions import (
@@ -29,6 +29,7 @@ from . import holes
 from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
+from .lookup import Pending
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
@@ -130,13 +131,19 @@ class FragmentCacheExtension(Extension):
             nodes.Const(_owner(parser)),
             nodes.Const({index: line for index, (line, _) in blocks.items()}),
         ]
+        # A hit is one call and an output: the body, its caller and the
+        # render machinery exist only on the other branch.  A fragment with
+        # holes needs its caller on a hit too: it is one call block.
+        found = f"_fragcache_found_{parser.free_identifier().name}"
         if tag == "cache_fragment":
-            call = self.call_method(
-                "_cache_fragment", [*common, nodes.List(vary + inner)], lineno=lineno
-            )
-            return nodes.CallBlock(
-                call, [hole], [nodes.Const(None)], body, lineno=lineno
-            )
+            arguments = [*common, nodes.List(vary + inner)]
+            if blocks:
+                call = self.call_method("_cache_fragment", arguments, lineno=lineno)
+                return nodes.CallBlock(call, [hole], [nodes.Const(None)], body)
+            lookup = self.call_method("_lookup_fragment", arguments, lineno=lineno)
+            finish = self.call_method("_finish_fragment", [nodes.Name(found, "load")])
+            render = nodes.CallBlock(finish, [hole], [nodes.Const(None)], body)
+            return _hit_or_render(found, lookup, render)
 
         if not vary:
             parser.fail(
@@ -162,7 +169,17 @@ class FragmentCacheExtension(Extension):
             None,
             None,
         )
-        call = self.call_method("_cache_each", [*common, items, varies], lineno=lineno)
+        params = [nodes.Name(target.name, "param"), hole]
+        if blocks:
+            call = self.call_method("_cache_each", [*common, items, varies])
+            both: list[nodes.Node] = [
+                nodes.CallBlock(call, params, [nodes.Const(None)], body)
+            ]
+        else:
+            lookup = self.call_method("_lookup_each", [*common, items, varies])
+            finish = self.call_method("_finish_each", [nodes.Name(found, "load")])
+            render = nodes.CallBlock(finish, params, [nodes.Const(None)], body)
+            both = _hit_or_render(found, lookup, render)
         return [
             nodes.Assign(
                 nodes.Name(items.name, "store"),
@@ -177,12 +194,7 @@ class FragmentCacheExtension(Extension):
                 None,
                 False,
             ),
-            nodes.CallBlock(
-                call,
-                [nodes.Name(target.name, "param"), hole],
-                [nodes.Const(None)],
-                body,
-            ),
+            *both,
         ]
 
     def _parse_nocache(self, parser: Parser, lineno: int) -> nodes.Node:
@@ -199,7 +211,12 @@ class FragmentCacheExtension(Extension):
         return nodes.CallBlock(call, [], [], body, lineno=lineno)
 
     def _is_call(self, node: nodes.Node, *methods: str) -> bool:
-        target = getattr(getattr(node, "call", None), "node", None)
+        """Whether *node* is a call block of one of this extension's *methods*."""
+        return self._calls(getattr(node, "call", None), *methods)
+
+    def _calls(self, call: object, *methods: str) -> bool:
+        """Whether *call* calls one of this extension's *methods*."""
+        target = getattr(call, "node", None)
         return (
             isinstance(target, nodes.ExtensionAttribute)
             and target.identifier == self.identifier
@@ -285,10 +302,10 @@ class FragmentCacheExtension(Extension):
         menu inside a shared page)."""
         found: list[nodes.Expr] = []
         scope = nodes.Scope(body)
-        for block in scope.find_all(nodes.CallBlock):
-            if not self._is_call(block, "_cache_fragment", "_cache_each"):
+        for call in scope.find_all(nodes.Call):
+            if not self._calls(call, *_LOOKUPS):
                 continue
-            condition = block.call.args[6]
+            condition = call.args[6]
             if isinstance(condition, nodes.Const) and condition.value is True:
                 continue
             # (a parsed include's nodes point at the environment: shared)
@@ -448,7 +465,7 @@ class FragmentCacheExtension(Extension):
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
 
-    def _cache_fragment(
+    def _lookup_fragment(
         self,
         context: Context,
         lineno: int,
@@ -460,34 +477,24 @@ class FragmentCacheExtension(Extension):
         owner: str,
         lines: dict[int, int],
         vary: list[object],
-        caller: Caller,
     ) -> Any:
+        """The output of a fresh, whole hit; else the :class:`_Unfinished`
+        that ``_finish_fragment`` renders (awaitable when async)."""
         cache = self.cache
-        table = HoleTable(owner, lines, _raw(caller)) if lines else None
-        (request,) = self._requests(
+        table = HoleTable(owner, lines) if lines else None
+        requests = self._requests(
             cache, context, lineno, name, digest, timeout, tags, [vary], table
         )
         if not condition:
-            cache.report_skipped([request])
-            return caller()
+            return _Unfinished(cache, context, requests, None)
         if self.environment.is_async:
-            return self._cache_fragment_async(cache, context, request, caller)
-        return _markup(context, cache.render(request, caller))
+            return self._alookup(cache, context, requests, wait=True)
+        found = cache.lookup(requests, wait=True)
+        if type(found) is list:
+            return _markup(context, found[0])
+        return _Unfinished(cache, context, requests, found)  # type: ignore[arg-type]
 
-    async def _cache_fragment_async(
-        self,
-        cache: FragmentCache,
-        context: Context,
-        request: FragmentRequest,
-        caller: Caller,
-    ) -> str:
-        return _markup(context, await cache.render_async(request, caller))
-
-    @staticmethod
-    def _as_list(iterable: Iterable[object]) -> list[object]:
-        return list(iterable)
-
-    def _cache_each(
+    def _lookup_each(
         self,
         context: Context,
         lineno: int,
@@ -500,44 +507,106 @@ class FragmentCacheExtension(Extension):
         lines: dict[int, int],
         items: list[object],
         varies: list[tuple[object, ...]],
-        caller: Caller,
     ) -> Any:
+        """``_lookup_fragment`` for a collection: the joined output when
+        every item is a fresh, whole hit."""
         cache = self.cache
-        raw = _raw(caller)
-        table = HoleTable(owner, lines, lambda i: raw(None, i)) if lines else None
+        table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
             cache, context, lineno, name, digest, timeout, tags, varies, table
         )
-        if self.environment.is_async:
-            return self._cache_each_async(
-                cache, context, requests, condition, items, caller
-            )
+        if not requests:
+            return ""
         if not condition:
-            cache.report_skipped(requests)
-            bodies = [caller(item) for item in items]
-        elif requests:
-            bodies = cache.render_many(requests, lambda i: caller(items[i]))
-        else:
-            bodies = []
-        return _markup(context, "".join(bodies))
+            return _Unfinished(cache, context, requests, None, items)
+        if self.environment.is_async:
+            return self._alookup(cache, context, requests, items=items)
+        found = cache.lookup(requests)
+        if type(found) is list:
+            return _markup(context, "".join(found))
+        return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
 
-    async def _cache_each_async(
+    async def _alookup(
         self,
         cache: FragmentCache,
         context: Context,
         requests: list[FragmentRequest],
-        condition: object,
-        items: list[object],
-        caller: Callable[..., Awaitable[str]],
+        *,
+        wait: bool = False,
+        items: list[object] | None = None,
+    ) -> Any:
+        found = await cache.alookup(requests, wait=wait)
+        if type(found) is list:
+            return _markup(context, "".join(found))
+        return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
+
+    def _finish_fragment(self, unfinished: _Unfinished, caller: Caller) -> Any:
+        """Render what ``_lookup_fragment`` could not answer: a miss, a hit
+        with holes to fill, or a fragment that bypasses the cache."""
+        if unfinished.pending is None:
+            unfinished.cache.report_skipped(unfinished.requests)
+            return caller()
+        pending = unfinished.with_holes(_raw(caller))
+        if self.environment.is_async:
+            return self._afinish(unfinished, pending, lambda _: caller())
+        (body,) = unfinished.cache.finish(pending, lambda _: caller())
+        return _markup(unfinished.context, body)
+
+    def _finish_each(self, unfinished: _Unfinished, caller: Caller) -> Any:
+        """``_finish_fragment`` for a collection: renders only the misses."""
+        items = unfinished.items or []
+        if unfinished.pending is None:
+            unfinished.cache.report_skipped(unfinished.requests)
+            if self.environment.is_async:
+                return self._arender_all(unfinished, caller)
+            return _markup(unfinished.context, "".join(caller(i) for i in items))
+        raw = _raw(caller)
+        pending = unfinished.with_holes(lambda i: raw(None, i))
+        if self.environment.is_async:
+            return self._afinish(unfinished, pending, lambda i: caller(items[i]))
+        bodies = unfinished.cache.finish(pending, lambda i: caller(items[i]))
+        return _markup(unfinished.context, "".join(bodies))
+
+    async def _afinish(
+        self,
+        unfinished: _Unfinished,
+        pending: Pending,
+        render: Callable[[int], Awaitable[str]],
     ) -> str:
-        if not condition:
-            cache.report_skipped(requests)
-            bodies = [await caller(item) for item in items]
-        elif requests:
-            bodies = await cache.render_many_async(requests, lambda i: caller(items[i]))
-        else:
-            bodies = []
-        return _markup(context, "".join(bodies))
+        bodies = await unfinished.cache.afinish(pending, render)
+        return _markup(unfinished.context, "".join(bodies))
+
+    async def _arender_all(self, unfinished: _Unfinished, caller: Caller) -> str:
+        bodies = [await caller(item) for item in unfinished.items or []]
+        return _markup(unfinished.context, "".join(bodies))
+
+    def _cache_fragment(self, *arguments: Any, caller: Caller) -> Any:
+        """``_lookup_fragment`` and ``_finish_fragment`` in one call, for a
+        fragment with holes, which a hit renders through its caller too."""
+        found = self._lookup_fragment(*arguments)
+        return self._finished(found, self._finish_fragment, caller)
+
+    def _cache_each(self, *arguments: Any, caller: Caller) -> Any:
+        """``_cache_fragment`` for a collection."""
+        return self._finished(self._lookup_each(*arguments), self._finish_each, caller)
+
+    def _finished(
+        self, found: Any, finish: Callable[[Any, Caller], Any], caller: Caller
+    ) -> Any:
+        if self.environment.is_async:
+            return self._afinished(found, finish, caller)
+        return found if isinstance(found, str) else finish(found, caller)
+
+    async def _afinished(
+        self, found: Any, finish: Callable[[Any, Caller], Any], caller: Caller
+    ) -> Any:
+        if not isinstance(found, str):
+            found = await found
+        return found if isinstance(found, str) else await finish(found, caller)
+
+    @staticmethod
+    def _as_list(iterable: Iterable[object]) -> list[object]:
+        return list(iterable)
 
     def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
         if holes.live.get() is None:  # outside any fragment: just the content
@@ -571,6 +640,43 @@ class FragmentCacheExtension(Extension):
 
     def _key_for(self, name: str, vary: list[object]) -> str:
         return self.cache.key_for(name, *vary)
+
+
+#: The calls that look a fragment up, whose arguments start alike.
+_LOOKUPS = ("_lookup_fragment", "_lookup_each", "_cache_fragment", "_cache_each")
+
+
+class _Unfinished(NamedTuple):
+    """What a tag's lookup leaves for its render: the caller (and so the
+    body) exists only on that branch of the compiled template."""
+
+    cache: FragmentCache
+    context: Context
+    requests: list[FragmentRequest]
+    #: ``None``: the tag's ``if`` was false, the body renders uncached.
+    pending: Pending | None
+    items: list[object] | None = None
+
+    def with_holes(self, render: Callable[[int], Any]) -> Pending:
+        """The pending lookup, its blocks now rendered by *render* (the
+        caller, which exists from this branch on)."""
+        assert self.pending is not None
+        table = self.requests[0].holes
+        if table is not None:
+            table.render = render
+        return self.pending
+
+
+def _hit_or_render(
+    found: str, lookup: nodes.Expr, render: nodes.CallBlock
+) -> list[nodes.Node]:
+    """``found = lookup``, then its output if it is one (a hit), else
+    *render* (which takes *found* on)."""
+    is_output = nodes.Test(nodes.Name(found, "load"), "string", [], [], None, None)
+    return [
+        nodes.Assign(nodes.Name(found, "store"), lookup),
+        nodes.If(is_output, [nodes.Output([nodes.Name(found, "load")])], [], [render]),
+    ]
 
 
 def _raw(caller: Caller) -> Caller:

@@ -60,7 +60,7 @@ class HoleFiller(Protocol):
         has none."""
 
 
-class HoleTable(NamedTuple):
+class HoleTable:
     """The ``{% nocache %}`` blocks inside one fragment tag.
 
     :param owner: the template they belong to, as its tag knows it at
@@ -68,12 +68,29 @@ class HoleTable(NamedTuple):
         imported macro) cannot be filled by this tag on a hit.
     :param lines: each block's index in its template, with its line.
     :param render: ``render(index)`` renders that block with the context
-        the fragment tag sees (awaitable in an async environment).
+        the fragment tag sees (awaitable in an async environment).  A tag
+        whose blocks render through a caller that exists only once the
+        lookup missed sets it then.
     """
 
-    owner: str
-    lines: Mapping[int, int]
-    render: Callable[[int], Any]
+    __slots__ = ("lines", "owner", "render")
+
+    def __init__(
+        self,
+        owner: str,
+        lines: Mapping[int, int],
+        render: Callable[[int], Any] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.lines = lines
+        self.render: Callable[[int], Any] = render or _not_yet
+
+    def __repr__(self) -> str:
+        return f"<HoleTable {self.owner!r} {dict(self.lines)!r}>"
+
+
+def _not_yet(index: int) -> str:
+    raise RuntimeError(f"{{% nocache %}} block {index} has no renderer yet")
 
 
 def hole(name: str) -> str:

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen
@@ -106,6 +106,20 @@ class Read:
         self.versions: dict[str, str | None] = {}
         self.entries: list[Entry | None] = []
         self.start = time.perf_counter()
+
+
+class Pending(NamedTuple):
+    """What :meth:`~jinja_fragcache.cache.FragmentCache.lookup` could not
+    answer without a render, for ``finish`` to take on."""
+
+    requests: Sequence[FragmentRequest]
+    wait: bool
+    #: The requests that bypass the cache, when any do (nothing was read).
+    skipped: list[int] | None = None
+    read: Read | None = None
+    found: Any = None
+    #: The stored bodies when every entry was a fresh hit (holes to fill).
+    hits: list[str] | None = None
 
 
 def _edited(entry: Entry, request: FragmentRequest) -> bool:
