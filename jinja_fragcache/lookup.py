@@ -40,7 +40,11 @@ def texts(values: Sequence[bytes | None]) -> list[str | None]:
     program wrote there, a restore went wrong) reads as missing: entries
     that depend on it are misses, and the miss protocol replaces it."""
     return [
-        v.decode("ascii") if v is not None and _COUNTER_RE.match(v) else None
+        v.decode("ascii")
+        if v is not None
+        # isdigit() first: the common case without a regex call
+        and ((v.isdigit() and len(v) <= 20) or _COUNTER_RE.match(v))
+        else None
         for v in values
     ]
 
