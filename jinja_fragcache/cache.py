@@ -246,9 +246,13 @@ class FragmentCache:
         self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
     ) -> list[str] | Pending:
         hits = self._hits(requests, read, found)
-        if hits is None or self.debug or any(holes.MARK in body for body in hits):
-            return Pending(requests, wait, None, read, found, hits)
-        return hits
+        if hits is not None and not self.debug:
+            for body in hits:
+                if holes.MARK in body:  # holes to fill: finish() does it
+                    break
+            else:
+                return hits
+        return Pending(requests, wait, None, read, found, hits)
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""

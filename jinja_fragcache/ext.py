@@ -580,29 +580,77 @@ class FragmentCacheExtension(Extension):
         bodies = [await caller(item) for item in unfinished.items or []]
         return _markup(unfinished.context, "".join(bodies))
 
-    def _cache_fragment(self, *arguments: Any, caller: Caller) -> Any:
-        """``_lookup_fragment`` and ``_finish_fragment`` in one call, for a
-        fragment with holes, which a hit renders through its caller too."""
-        found = self._lookup_fragment(*arguments)
-        return self._finished(found, self._finish_fragment, caller)
-
-    def _cache_each(self, *arguments: Any, caller: Caller) -> Any:
-        """``_cache_fragment`` for a collection."""
-        return self._finished(self._lookup_each(*arguments), self._finish_each, caller)
-
-    def _finished(
-        self, found: Any, finish: Callable[[Any, Caller], Any], caller: Caller
+    def _cache_fragment(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        owner: str,
+        lines: dict[int, int],
+        vary: list[object],
+        caller: Caller,
     ) -> Any:
+        """A fragment with holes, which a hit renders through its caller
+        too: the lookup and the render in one call."""
+        cache = self.cache
+        table = HoleTable(owner, lines, _raw(caller))
+        requests = self._requests(
+            cache, context, lineno, name, digest, timeout, tags, [vary], table
+        )
+        if not condition:
+            cache.report_skipped(requests)
+            return caller()
         if self.environment.is_async:
-            return self._afinished(found, finish, caller)
-        return found if isinstance(found, str) else finish(found, caller)
+            return self._arender(cache, context, requests, lambda _: caller(), True)
+        (body,) = cache.render_many(requests, lambda _: caller(), wait=True)
+        return _markup(context, body)
 
-    async def _afinished(
-        self, found: Any, finish: Callable[[Any, Caller], Any], caller: Caller
+    def _cache_each(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        owner: str,
+        lines: dict[int, int],
+        items: list[object],
+        varies: list[tuple[object, ...]],
+        caller: Caller,
     ) -> Any:
-        if not isinstance(found, str):
-            found = await found
-        return found if isinstance(found, str) else await finish(found, caller)
+        """``_cache_fragment`` for a collection."""
+        cache = self.cache
+        raw = _raw(caller)
+        table = HoleTable(owner, lines, lambda i: raw(None, i))
+        requests = self._requests(
+            cache, context, lineno, name, digest, timeout, tags, varies, table
+        )
+        if not requests:
+            return ""
+        if not condition:
+            unfinished = _Unfinished(cache, context, requests, None, items)
+            return self._finish_each(unfinished, caller)
+        render = lambda i: caller(items[i])  # noqa: E731
+        if self.environment.is_async:
+            return self._arender(cache, context, requests, render, False)
+        return _markup(context, "".join(cache.render_many(requests, render)))
+
+    async def _arender(
+        self,
+        cache: FragmentCache,
+        context: Context,
+        requests: list[FragmentRequest],
+        render: Callable[[int], Awaitable[str]],
+        wait: bool,
+    ) -> str:
+        bodies = await cache.render_many_async(requests, render, wait=wait)
+        return _markup(context, "".join(bodies))
 
     @staticmethod
     def _as_list(iterable: Iterable[object]) -> list[object]:
