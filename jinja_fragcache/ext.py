@@ -580,22 +580,13 @@ class FragmentCacheExtension(Extension):
         bodies = [await caller(item) for item in unfinished.items or []]
         return _markup(unfinished.context, "".join(bodies))
 
-    def _cache_fragment(
-        self,
-        context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
-        condition: object,
-        owner: str,
-        lines: dict[int, int],
-        vary: list[object],
-        caller: Caller,
-    ) -> Any:
+    def _cache_fragment(self, *arguments: Any, caller: Caller) -> Any:
         """A fragment with holes, which a hit renders through its caller
-        too: the lookup and the render in one call."""
+        too: the lookup and the render in one call.  *arguments* are
+        ``_lookup_fragment``'s."""
+        context, lineno, name, digest, timeout, tags, condition, owner, lines, vary = (
+            arguments
+        )
         cache = self.cache
         table = HoleTable(owner, lines, _raw(caller))
         requests = self._requests(
@@ -609,22 +600,13 @@ class FragmentCacheExtension(Extension):
         (body,) = cache.render_many(requests, lambda _: caller(), wait=True)
         return _markup(context, body)
 
-    def _cache_each(
-        self,
-        context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
-        condition: object,
-        owner: str,
-        lines: dict[int, int],
-        items: list[object],
-        varies: list[tuple[object, ...]],
-        caller: Caller,
-    ) -> Any:
-        """``_cache_fragment`` for a collection."""
+    def _cache_each(self, *arguments: Any, caller: Caller) -> Any:
+        """``_cache_fragment`` for a collection; *arguments* are
+        ``_lookup_each``'s."""
+        context, lineno, name, digest, timeout, tags, condition, owner, lines = (
+            arguments[:9]
+        )
+        items, varies = arguments[9:]
         cache = self.cache
         raw = _raw(caller)
         table = HoleTable(owner, lines, lambda i: raw(None, i))
