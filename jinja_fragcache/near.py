@@ -595,8 +595,9 @@ class _Tracker:
 
         conn = self._connect()
         try:
-            conn.connect()
             try:
+                # connect() names the connection (CLIENT SETNAME) too.
+                conn.connect()
                 conn.send_command("CLIENT", "ID")
                 client_id = int(conn.read_response())
                 options: list[str] = ["BCAST"]

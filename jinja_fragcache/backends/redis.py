@@ -38,6 +38,9 @@ return out
 """
 _READ_WITH_TTL_SHA = hashlib.sha1(_READ_WITH_TTL.encode()).hexdigest()
 
+#: The client name of every process's tracking connection.
+TRACKING_NAME = "jinja-fragcache-near-cache"
+
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
@@ -70,10 +73,6 @@ def _with_ttls(reply: Sequence[Any]) -> list[tuple[bytes | None, int]]:
         )
         for i in range(0, len(reply), 2)
     ]
-
-
-def _counter(value: int | None) -> bytes | None:
-    return None if value is None else b"%d" % value
 
 
 def _added(
@@ -171,7 +170,8 @@ class RedisBackend:
         """A new connection like the client's, in RESP2, for tracking."""
         pool = self.client.connection_pool
         kwargs = dict(pool.connection_kwargs)
-        kwargs.update(protocol=2, decode_responses=False)
+        # Named, so that CLIENT LIST shows what the extra connection is.
+        kwargs.update(protocol=2, decode_responses=False, client_name=TRACKING_NAME)
         conn: TrackingConnection = pool.connection_class(**kwargs)
         return conn
 
@@ -254,14 +254,14 @@ class RedisBackend:
             self._end(token, known)
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        token, known = self._begin((key,)), None
+        # Dropped, not kept: a counter beyond 2**53 comes back from Lua
+        # rounded, so the reply is not the stored value.
+        token = self._begin((key,))
         try:
             result = self._incr(keys=[key], args=[delta])
-            value = None if result is None else int(result)
-            known = {key: (_counter(value), None)}
         finally:
-            self._end(token, known)
-        return value
+            self._end(token, None)
+        return None if result is None else int(result)
 
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
@@ -385,14 +385,14 @@ class RedisBackend:
             self._end(token, known)
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        token, known = self._begin((key,)), None
+        # Dropped, not kept: a counter beyond 2**53 comes back from Lua
+        # rounded, so the reply is not the stored value.
+        token = self._begin((key,))
         try:
             result = await self.async_client.eval(_INCR_EXISTING, 1, key, delta)
-            value = None if result is None else int(result)
-            known = {key: (_counter(value), None)}
         finally:
-            self._end(token, known)
-        return value
+            self._end(token, None)
+        return None if result is None else int(result)
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop."""
