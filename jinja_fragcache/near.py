@@ -44,7 +44,8 @@ emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
 near cache.  A forked child starts empty with a tracking connection of its
 own.
 
-Writes are kept too, but Redis echoes every write to a tracked key back as
+Writes are kept too (not ``incr``: Lua hands back a counter past 2**53
+rounded), but Redis echoes every write to a tracked key back as
 an invalidation, including this process's own, so a written value usually
 lives here only until its echo: the near cache pays off on reads, which
 is where fragment hits are.
