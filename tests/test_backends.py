@@ -177,6 +177,35 @@ def test_incr_never_creates(backend: Any, key: Any) -> None:
     assert backend.get_many([missing]) == [None]
 
 
+def test_incr_is_exact_at_the_size_of_random_versions(backend: Any, key: Any) -> None:
+    # Versions are 62 random bits: beyond a double's 53, where a Lua number
+    # (or any float on the way) would round.
+    k = key()
+    start = 2**62 - 7
+    backend.set(k, str(start).encode(), None)
+    result = backend.incr(k)
+    assert backend.get_many([k]) == [str(start + 1).encode()]
+    # django-redis's own incr script rounds its reply (not what it stores);
+    # the core reads a reply only as "the counter existed".
+    from django_bridge.backend import DjangoCacheBackend
+
+    if not isinstance(backend, DjangoCacheBackend):
+        assert result == start + 1
+    else:
+        assert result is not None
+
+
+def test_async_incr_is_exact_too(async_backend: Any, key: Any) -> None:
+    k = key()
+    start = 2**62 - 7
+
+    async def scenario() -> int | None:
+        await async_backend.aset(k, str(start).encode(), None)
+        return await async_backend.aincr(k)  # type: ignore[no-any-return]
+
+    assert run(scenario(), async_backend) == start + 1
+
+
 def test_async_twins(async_backend: Any, key: Any) -> None:
     backend = async_backend
 

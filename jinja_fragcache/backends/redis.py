@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 # predictable value (see docs/design.md, "Versions and invalidation").
 _INCR_EXISTING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-    return redis.call('INCRBY', KEYS[1], ARGV[1])
+    redis.call('INCRBY', KEYS[1], ARGV[1])
+    return redis.call('GET', KEYS[1])
 end
 return false
 """
+# (The new value is read back as a string: a Lua number is a double, and a
+# counter beyond 2**53, as random versions are, would come back rounded.)
 
 # Each key's value and PTTL in one command: a value kept by the near cache
 # must not outlive its server-side expiry, and Redis reports an expiry only
@@ -254,8 +257,7 @@ class RedisBackend:
             self._end(token, known)
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        # Dropped, not kept: a counter beyond 2**53 comes back from Lua
-        # rounded, so the reply is not the stored value.
+        # Dropped, not kept: the server echoes the write as an invalidation.
         token = self._begin((key,))
         try:
             result = self._incr(keys=[key], args=[delta])
@@ -385,8 +387,7 @@ class RedisBackend:
             self._end(token, known)
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        # Dropped, not kept: a counter beyond 2**53 comes back from Lua
-        # rounded, so the reply is not the stored value.
+        # Dropped, not kept: the server echoes the write as an invalidation.
         token = self._begin((key,))
         try:
             result = await self.async_client.eval(_INCR_EXISTING, 1, key, delta)
