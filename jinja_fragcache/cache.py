@@ -563,8 +563,6 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
-        if live is holes.OFF:  # its blocks' content is in: never stored
-            collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             return self._collect(render, index, holes.OFF)._replace(unfilled=str(done))
@@ -586,8 +584,6 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
-        if live is holes.OFF:  # its blocks' content is in: never stored
-            collected.setdefault(UNCACHED, "{% nocache %}")
         done = _finish(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             again = await self._acollect(render, index, holes.OFF)
@@ -802,7 +798,10 @@ def _finish(
     altered on its way): the caller renders again with the blocks' content
     in place, uncached.
     """
-    if not scope.met or scope is holes.OFF:
+    if scope is holes.OFF:  # its blocks' content is in: never stored
+        versions.setdefault(UNCACHED, "{% nocache %}")
+        return Rendered(body, versions, seconds)
+    if not scope.met:
         return Rendered(body, versions, seconds)
     if scope is outer:  # nested: the outermost fragment fills them in
         return Rendered(body, versions, seconds, scope, body)

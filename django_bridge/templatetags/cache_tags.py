@@ -301,14 +301,13 @@ class _FragmentNode(Node):
         options: _Options,
         nodelist: NodeList,
         digest: str,
-        template_name: str,
-        owner: str,
-        loader: Any,
+        parser: Parser,
     ) -> None:
         self.tag, self.token, self.name = tag, token, name
         self.lineno = token.lineno
         self.timeout, self.options, self.nodelist = timeout, options, nodelist
-        self.digest, self.template_name, self.owner = digest, template_name, owner
+        self.digest, self.template_name = digest, _template_name(parser)
+        self.owner = _owner(parser)
         #: The ``nocache`` blocks inside, nested fragments' included.
         self.blocks = {
             node.index: node
@@ -320,7 +319,7 @@ class _FragmentNode(Node):
         # what an inner keeps per condition.
         self.inner_options = [
             node.options
-            for node in _nested_fragments(nodelist, loader)
+            for node in _nested_fragments(nodelist, _loader(parser))
             if node.options.condition is not None
         ]
 
@@ -430,9 +429,7 @@ def do_cache_fragment(parser: Parser, token: Token) -> CacheFragmentNode:
         options,
         nodelist,
         digest,
-        _template_name(parser),
-        _owner(parser),
-        _loader(parser),
+        parser,
     )
 
 
@@ -465,9 +462,7 @@ def do_cache_each(parser: Parser, token: Token) -> CacheEachNode:
         options,
         nodelist,
         digest,
-        _template_name(parser),
-        _owner(parser),
-        _loader(parser),
+        parser,
         target=target,
         iterable=iterable,
     )
