@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from . import holes
+from . import filling, holes
 from .backends.base import Backend, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
@@ -35,13 +35,11 @@ from .keys import (
 from .lookup import DecodedEntries, Pending, Read, check, counters_of
 from .miss import miss_flow, render_uncached
 from .recording import (
-    UNCACHED,
     collector,
     last_outcome,
     note,
     recording,
     report,
-    report_holes,
     report_uncached,
 )
 from .requests import FragmentRequest, build_requests, check_tags
@@ -271,7 +269,9 @@ class FragmentCache:
                 for i in self._foreign(requests, read):
                     self._compare(requests[i], read, i, self._collect(render, i))
             return [
-                self._open(r, stored, render, i) if holes.MARK in stored else stored
+                filling.open_stored(self, r, stored, render, i)
+                if holes.MARK in stored
+                else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
             ]
         flow = miss_flow(self, requests, pending.wait, read, pending.found)
@@ -297,7 +297,7 @@ class FragmentCache:
                     fresh = await self._acollect(render, i)
                     self._compare(requests[i], read, i, fresh)
             return [
-                await self._aopen(r, stored, render, i)
+                await filling.aopen_stored(self, r, stored, render, i)
                 if holes.MARK in stored
                 else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
@@ -502,7 +502,7 @@ class FragmentCache:
                     result: Any = [self._collect(render, i) for i in op[1]]
                 elif kind == "open":
                     assert render is not None
-                    result = self._open(op[1], op[2], render, op[3])
+                    result = filling.open_stored(self, op[1], op[2], render, op[3])
                 elif kind == "sleep":
                     time.sleep(op[1])
                     result = None
@@ -531,7 +531,9 @@ class FragmentCache:
                     result: Any = [await self._acollect(render, i) for i in op[1]]
                 elif kind == "open":
                     assert render is not None
-                    result = await self._aopen(op[1], op[2], render, op[3])
+                    result = await filling.aopen_stored(
+                        self, op[1], op[2], render, op[3]
+                    )
                 elif kind == "sleep":
                     await asyncio.sleep(op[1])
                     result = None
@@ -554,7 +556,7 @@ class FragmentCache:
         """Render item *index*, recording what the fragments inside report
         and the ``{% nocache %}`` blocks met (see :meth:`_finish`)."""
         collected: dict[str, str] = {}
-        outer, scope = _scopes(live)
+        outer, scope = filling.scopes(live)
         token, live_token = collector.set(collected), holes.live.set(scope)
         start = time.perf_counter()
         try:
@@ -563,7 +565,7 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
-        done = _finish(scope, outer, body, collected, seconds)
+        done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             return self._collect(render, index, holes.OFF)._replace(unfilled=str(done))
         return done
@@ -575,7 +577,7 @@ class FragmentCache:
         live: holes.LiveHoles | None = None,
     ) -> Rendered:
         collected: dict[str, str] = {}
-        outer, scope = _scopes(live)
+        outer, scope = filling.scopes(live)
         token, live_token = collector.set(collected), holes.live.set(scope)
         start = time.perf_counter()
         try:
@@ -584,91 +586,11 @@ class FragmentCache:
             collector.reset(token)
             holes.live.reset(live_token)
         seconds = time.perf_counter() - start
-        done = _finish(scope, outer, body, collected, seconds)
+        done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             again = await self._acollect(render, index, holes.OFF)
             return again._replace(unfilled=str(done))
         return done
-
-    # -- holes: filled on the way out ---------------------------------------
-
-    def _open(
-        self,
-        request: FragmentRequest,
-        stored: str,
-        render: Callable[[int], str],
-        index: int,
-    ) -> str:
-        """The output of a stored body for *request*: its holes filled, or,
-        when one cannot be, the fragment rendered uncached."""
-        try:
-            cut, table = _cut(request, stored)
-            outer = holes.live.get()
-            if outer is None:  # a hit outside any fragment, the common case
-                outputs = {b: table.render(b) for b in cut.blocks}
-            else:
-                token = holes.live.set(holes.OFF)  # fragments inside start afresh
-                try:
-                    outputs = {b: table.render(b) for b in cut.blocks}
-                finally:
-                    holes.live.reset(token)
-            return self._filled(request, cut, outputs, outer)
-        except holes.Unfilled as exc:
-            self._unfilled(request, str(exc))
-            return self._collect(render, index, holes.OFF).body
-
-    async def _aopen(
-        self,
-        request: FragmentRequest,
-        stored: str,
-        render: Callable[[int], Awaitable[str]],
-        index: int,
-    ) -> str:
-        try:
-            cut, table = _cut(request, stored)
-            outer = holes.live.get()
-            token = holes.live.set(holes.OFF)
-            try:
-                outputs = {b: await table.render(b) for b in cut.blocks}
-            finally:
-                holes.live.reset(token)
-            return self._filled(request, cut, outputs, outer)
-        except holes.Unfilled as exc:
-            self._unfilled(request, str(exc))
-            return (await self._acollect(render, index, holes.OFF)).body
-
-    def _filled(
-        self,
-        request: FragmentRequest,
-        cut: holes.Cut,
-        outputs: dict[int, Any],
-        outer: holes.LiveHoles | None,
-    ) -> str:
-        """The body with the ``{% nocache %}`` *outputs* and the system holes
-        in; inside another fragment's render (*outer*), the blocks' markers."""
-        marking = outer is not None and outer is not holes.OFF
-        owner = request.holes.owner if request.holes else ""
-        parts = list(cut.parts)
-        for i in range(1, len(parts), 2):
-            name = parts[i]
-            if name.isdigit():
-                output = str(outputs[int(name)])
-                parts[i] = outer.mark(owner, int(name), output) if marking else output  # type: ignore[union-attr]
-            elif self.holes is None:
-                raise holes.Unfilled(f"nothing fills hole {name!r}")
-            else:
-                parts[i] = self.holes.fill(request, name)
-        if not marking:  # else the outermost fragment counts them
-            report_holes(1)
-        return "".join(parts)
-
-    def _unfilled(self, request: FragmentRequest, why: str) -> None:
-        """A hole of *request* could not be filled: it renders uncached."""
-        self.statistics.record_error(request.name)
-        logger.error(
-            "fragment %r (%s) rendered uncached: %s", request.name, request.where, why
-        )
-        report_uncached(request.name, counters_of(self.prefix, [request]))
 
     # -- backend calls: fail open behind a circuit breaker -------------------
 
@@ -747,7 +669,7 @@ class FragmentCache:
     ) -> None:
         entry = read.entries[index]
         assert entry is not None
-        if self._sealed(request, fresh) != entry.body:
+        if filling.sealed(self, request, fresh) != entry.body:
             warnings.warn(
                 f"fragment {request.name!r} in template "
                 f"{request.template.removeprefix('django:')!r} is served the entry "
@@ -757,69 +679,3 @@ class FragmentCache:
                 FragmentCacheWarning,
                 stacklevel=2,
             )
-
-    def _sealed(self, request: FragmentRequest, rendered: Rendered) -> str | None:
-        """The stored form of a rendered body: escaped, its ``{% nocache %}``
-        blocks and per-request values made holes (see
-        :mod:`jinja_fragcache.holes`); ``None`` when a block inside belongs
-        to another template, which this fragment could not render on a hit."""
-        if rendered.live is None:
-            stored: str | None = holes.escape(rendered.body)
-        else:
-            stored = rendered.live.sealed(rendered.marked or "", request.holes)
-        if stored is None or self.holes is None:
-            return stored
-        return self.holes.punch(request, stored)
-
-
-def _scopes(
-    live: holes.LiveHoles | None,
-) -> tuple[holes.LiveHoles | None, holes.LiveHoles]:
-    """The live holes around a render, and those it records in: the ones
-    around it, or its own if it is the outermost (or *live*, when given)."""
-    outer = holes.live.get()
-    if live is not None:
-        return outer, live
-    if outer is None or outer is holes.OFF:
-        return outer, holes.LiveHoles()
-    return outer, outer
-
-
-def _finish(
-    scope: holes.LiveHoles,
-    outer: holes.LiveHoles | None,
-    body: str,
-    versions: dict[str, str],
-    seconds: float,
-) -> Rendered | holes.Unfilled:
-    """A render's result: the outermost fills its blocks' markers in.
-
-    :class:`~.holes.Unfilled` when a marker cannot be filled (it was
-    altered on its way): the caller renders again with the blocks' content
-    in place, uncached.
-    """
-    if scope is holes.OFF:  # its blocks' content is in: never stored
-        versions.setdefault(UNCACHED, "{% nocache %}")
-        return Rendered(body, versions, seconds)
-    if not scope.met:
-        return Rendered(body, versions, seconds)
-    if scope is outer:  # nested: the outermost fragment fills them in
-        return Rendered(body, versions, seconds, scope, body)
-    try:
-        served = scope.served(body)
-    except holes.Unfilled as exc:
-        return exc
-    report_holes(len(scope.met))
-    return Rendered(served, versions, seconds, scope, body)
-
-
-def _cut(request: FragmentRequest, stored: str) -> tuple[holes.Cut, holes.HoleTable]:
-    """*stored* cut at its holes, and the table that renders its
-    ``{% nocache %}`` blocks; :class:`~.holes.Unfilled` if a block is not in
-    it (another template of the same name wrote the entry)."""
-    cut = holes.cut(stored)
-    table = request.holes
-    for block in cut.blocks:
-        if table is None or block not in table.lines:
-            raise holes.Unfilled(f"no {{% nocache %}} block {block} here")
-    return cut, table  # type: ignore[return-value]

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import filling
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
@@ -166,7 +167,7 @@ def miss_flow(
         for i, done in zip(to_render, rendered, strict=True):
             results[i] = done.body
             if done.unfilled:
-                cache._unfilled(requests[i], done.unfilled)
+                filling.unfilled(cache, requests[i], done.unfilled)
             snapshot = {k: versions.get(k) or "" for k in own[i]}
             snapshot.update(done.versions)
             expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
@@ -175,7 +176,7 @@ def miss_flow(
             if inner is not None:
                 _not_frozen(cache, requests[i].name, inner)
                 continue
-            stored = cache._sealed(requests[i], done)
+            stored = filling.sealed(cache, requests[i], done)
             if stored is None:
                 _foreign_block(requests[i].name)
                 continue
