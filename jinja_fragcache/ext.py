@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -25,7 +24,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-from . import holes
+from . import holes, nocache
 from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
@@ -114,12 +113,14 @@ class FragmentCacheExtension(Extension):
         body = self._parse_body(parser, tag, lineno)
         inner = self._inner_conditions(body)
         bound = {target.name} if tag == "cache_each" else set()
-        blocks = self._nocache_blocks(parser, body, tag, name, lineno, bound)
+        blocks = nocache.blocks_in(
+            parser, body, tag, name, lineno, bound, self._is_nocache
+        )
         digest = self._digest(parser, body)
         # The caller renders the body, or with hole=N, block N alone, with
         # the context the tag sees: what a hit needs to fill its holes.
         hole = nodes.Name(f"_fragcache_hole_{parser.free_identifier().name}", "param")
-        body = self._with_holes(body, hole.name, blocks)
+        body = nocache.with_holes(body, hole.name, blocks)
         common = [
             nodes.ContextReference(),
             nodes.Const(lineno),
@@ -128,7 +129,7 @@ class FragmentCacheExtension(Extension):
             timeout,
             tags,
             condition,
-            nodes.Const(_owner(parser)),
+            nodes.Const(nocache.owner(parser)),
             nodes.Const({index: line for index, (line, _) in blocks.items()}),
         ]
         # A hit is one call and an output: the body, its caller and the
@@ -205,10 +206,13 @@ class FragmentCacheExtension(Extension):
         body = self._parse_body(parser, "nocache", lineno)
         call = self.call_method(
             "_nocache",
-            [nodes.Const(_owner(parser)), nodes.Const(index)],
+            [nodes.Const(nocache.owner(parser)), nodes.Const(index)],
             lineno=lineno,
         )
         return nodes.CallBlock(call, [], [], body, lineno=lineno)
+
+    def _is_nocache(self, node: nodes.Node) -> bool:
+        return self._is_call(node, "_nocache")
 
     def _is_call(self, node: nodes.Node, *methods: str) -> bool:
         """Whether *node* is a call block of one of this extension's *methods*."""
@@ -222,76 +226,6 @@ class FragmentCacheExtension(Extension):
             and target.identifier == self.identifier
             and target.name in methods
         )
-
-    def _nocache_blocks(
-        self,
-        parser: Parser,
-        body: list[nodes.Node],
-        tag: str,
-        name: str,
-        lineno: int,
-        bound: set[str],
-    ) -> dict[int, tuple[int, list[nodes.Node]]]:
-        """Every ``nocache`` block in *body*, nested fragments' included: its
-        index, with its line and body.
-
-        A hit renders them without the fragment's body, so a name the body
-        binds (a ``for`` or ``cache_each`` variable, a ``set``, a macro
-        argument) would not exist there: reading one is a compile error.
-        """
-        blocks: dict[int, tuple[int, list[nodes.Node]]] = {}
-        scope = nodes.Scope(body)
-        for block in scope.find_all(nodes.CallBlock):
-            if not self._is_call(block, "_nocache"):
-                continue
-            index = block.call.args[1].value  # type: ignore[attr-defined]
-            if index in blocks:  # a nested fragment's copy of it
-                continue
-            names = list(block.find_all(nodes.Name))
-            own = {id(n) for n in names}
-            reads = {n.name for n in names if n.ctx == "load"}
-            reads -= {n.name for n in names if n.ctx != "load"}
-            binds = set(bound) | {
-                n.name
-                for n in scope.find_all(nodes.Name)
-                if n.ctx != "load" and id(n) not in own
-            }
-            if "loop" in reads and _inside_loop(block, scope):
-                binds.add("loop")
-            clash = sorted(reads & binds)
-            if clash:
-                parser.fail(
-                    f"nocache reads {', '.join(map(repr, clash))}, which {tag} "
-                    f"{name!r} (line {lineno}) sets inside: on a hit the fragment's "
-                    "body does not run, so it would not exist. Set it before the "
-                    "fragment.",
-                    block.lineno,
-                )
-            blocks[index] = (block.lineno, block.body)
-        return blocks
-
-    def _with_holes(
-        self,
-        body: list[nodes.Node],
-        hole: str,
-        blocks: dict[int, tuple[int, list[nodes.Node]]],
-    ) -> list[nodes.Node]:
-        """*body* when the caller's *hole* argument is ``None``, else the
-        body of that ``nocache`` block."""
-        if not blocks:
-            return body
-        argument = nodes.Name(hole, "load")
-        branches = [
-            nodes.If(
-                nodes.Compare(argument, [nodes.Operand("eq", nodes.Const(index))]),
-                copy.deepcopy(block),
-                [],
-                [],
-            )
-            for index, (_, block) in blocks.items()
-        ]
-        test = nodes.Test(argument, "none", [], [], None, None)
-        return [nodes.If(test, body, branches, [])]
 
     def _inner_conditions(
         self, body: list[nodes.Node], seen: frozenset[str] = frozenset()
@@ -714,23 +648,6 @@ def _raw(caller: Caller) -> Caller:
     :class:`jinja2.runtime.Macro` (a hole's render on every hit: its
     arguments are ours and always given)."""
     return getattr(caller, "_func", caller)
-
-
-def _inside_loop(block: nodes.Node, scope: nodes.Node) -> bool:
-    return any(
-        any(node is block for node in loop.find_all(nodes.CallBlock))
-        for loop in scope.find_all(nodes.For)
-    )
-
-
-def _owner(parser: Parser) -> str:
-    """Who the ``nocache`` blocks of the template being parsed belong to:
-    its name, or, for a template without one, a name of its own."""
-    owner = getattr(parser, "_fragcache_owner", None)
-    if owner is None:
-        owner = parser.name or f"<string {secrets.token_hex(8)}>"
-        parser._fragcache_owner = owner  # type: ignore[attr-defined]
-    return str(owner)
 
 
 def _markup(context: Context, body: str) -> str:
