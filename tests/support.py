@@ -214,6 +214,18 @@ def template(env: Environment, source: str) -> Template:
     return env.from_string(env.globals["translate"](source))  # type: ignore[operator]
 
 
+class Ticks:
+    """``ticks.name`` counts how often it was read: ``{{ ticks.page }}``
+    shows which render of a block this is."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> int:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return self.counts[name]
+
+
 class Tick:
     """Counts how often a block's body really rendered."""
 

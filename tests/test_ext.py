@@ -24,7 +24,7 @@ from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
 from jinja_fragcache.recording import page_contents
 
-from .support import CountingBackend, MakeEnv, Tick, render, template
+from .support import CountingBackend, MakeEnv, Tick, Ticks, render, template
 
 # -- syntax ---------------------------------------------------------------------
 
@@ -769,22 +769,13 @@ LIFETIMES = (
 )
 
 
-class _Ticks:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> int:
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return self.counts[name]
-
-
 def test_an_outer_expires_no_later_than_the_soonest_inner(
     make_env: MakeEnv, cache: FragmentCache
 ) -> None:
     # The spec's "inner cache: 1 minute, refreshes more often" inside 300 s.
     cache.stale_grace = 0
     t = template(make_env(), LIFETIMES)
-    tick = _Ticks()
+    tick = Ticks()
     assert render(t, tick=tick, inner_timeout=0.3) == "[1](1)"
     assert render(t, tick=tick, inner_timeout=0.3) == "[1](1)"
     time.sleep(0.5)
@@ -795,7 +786,7 @@ def test_a_never_expiring_inner_changes_nothing(
     make_env: MakeEnv, cache: FragmentCache
 ) -> None:
     t = template(make_env(), LIFETIMES)
-    tick = _Ticks()
+    tick = Ticks()
     assert render(t, tick=tick, inner_timeout=None) == "[1](1)"
     entry = Entry.decode(cache.backend.get_many([cache.key_for("outer")])[0] or b"")
     assert entry.soft_expiry is not None and entry.soft_expiry > time.time() + 200

@@ -19,7 +19,15 @@ from jinja_fragcache import FragmentCache, FragmentCacheWarning
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.recording import page_contents
 
-from .support import PLACEHOLDER, MakeEnv, Tick, render, render_unchecked, template
+from .support import (
+    PLACEHOLDER,
+    MakeEnv,
+    Tick,
+    Ticks,
+    render,
+    render_unchecked,
+    template,
+)
 from .test_django_bridge import compile_source as compile_unchecked
 
 SIDEBAR = (
@@ -267,7 +275,7 @@ def test_django_engines_fill_holes_per_request(engine: str, django_cache: str) -
         "{% cache_each 300 row p in ps p %}({{ p }}{% nocache %}:{{ user }}"
         "{% endnocache %}){% endcache_each %}",
     )
-    tick = _Ticks()
+    tick = Ticks()
     assert t.render({"user": "alice", "tick": tick, "ps": [1, 2]}) == (
         "[1] alice(1:alice)(2:alice)"
     )
@@ -305,7 +313,7 @@ def test_dtl_and_jinja_twins_fill_each_others_holes(django_cache: str) -> None:
         "{% cache_fragment 300 twin %}<{{ tick.twin }}>"
         "{% nocache %}{{ user }}{% endnocache %}{% endcache_fragment %}"
     )
-    tick = _Ticks()
+    tick = Ticks()
     assert compile_source("dtl", source).render({"user": "a", "tick": tick}) == "<1>a"
     assert compile_source("jinja2", source).render({"user": "b", "tick": tick}) == (
         "<1>b"
@@ -323,12 +331,3 @@ def compile_source(engine: str, source: str) -> Any:
             return output
 
     return Checked()
-
-
-class _Ticks:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> int:
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return self.counts[name]
