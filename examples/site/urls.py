@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from django_bridge import metrics_view
+
 from .shop import views
 
 urlpatterns = [
@@ -26,6 +28,7 @@ urlpatterns = [
     path("tags/", views.tags, name="tags"),
     path("templates/<str:name>/", views.template_example, name="template-example"),
     path("cache/", include("django_bridge.urls")),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="shop/login.html"),
