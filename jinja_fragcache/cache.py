@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from . import filling, holes
-from .backends.base import Backend, request_errors
+from .backends.base import Backend, compound, request_errors
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
 from .flow import FAILED, Gen, Op, Rendered
@@ -32,7 +32,15 @@ from .keys import (
     tag_version_key,
     variant_version_key,
 )
-from .lookup import DecodedEntries, Pending, Read, check, counters_of
+from .lookup import (
+    DecodedEntries,
+    Pending,
+    Read,
+    check,
+    counters_of,
+    first_read,
+    took,
+)
 from .miss import miss_flow, render_uncached
 from .recording import (
     collector,
@@ -133,6 +141,9 @@ class FragmentCache:
         # up on the class: a proxy's __getattr__ is not asked (it may fail).
         if callable(getattr(type(self.backend), "bind_prefix", None)):
             self.backend.bind_prefix(self.prefix)  # type: ignore[attr-defined]
+        #: Whether a miss takes the backend's two-trip path
+        #: (``read_claiming``, ``write_releasing``).
+        self.compound = compound(self.backend)
         if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
             raise ValueError(
                 "stale_grace and lock_wait must be >= 0, "
@@ -224,8 +235,8 @@ class FragmentCache:
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix)
-        found = self._call(requests[0].name, ("get_many", read.keys_read))
-        return self._first(requests, wait, read, found)
+        found = self._call(requests[0].name, first_read(self, read, wait))
+        return self._first(requests, wait, read, took(read, found))
 
     async def alookup(
         self, requests: Sequence[FragmentRequest], *, wait: bool = False
@@ -237,8 +248,8 @@ class FragmentCache:
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix)
-        found = await self._acall(requests[0].name, ("get_many", read.keys_read))
-        return self._first(requests, wait, read, found)
+        found = await self._acall(requests[0].name, first_read(self, read, wait))
+        return self._first(requests, wait, read, took(read, found))
 
     def _first(
         self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
@@ -350,6 +361,8 @@ class FragmentCache:
         versions = read.versions
         read.entries = entries = check(self, requests, read, found)
         now = time.time()
+        if read.claims is not None and any(read.claims):
+            return None  # the backend claimed a render, or saw one claimed
         for entry in entries:
             # Nested counters not read yet need the flow's second round trip.
             if not (
@@ -493,7 +506,10 @@ class FragmentCache:
     def _drive(
         self, flow: Gen, name: str, render: Callable[[int], str] | None = None
     ) -> Any:
-        op = next(flow)
+        try:
+            op = next(flow)
+        except StopIteration as stop:  # nothing to do: the first read did it
+            return stop.value
         while True:
             kind = op[0]
             try:
@@ -522,7 +538,10 @@ class FragmentCache:
         name: str,
         render: Callable[[int], Awaitable[str]] | None = None,
     ) -> Any:
-        op = next(flow)
+        try:
+            op = next(flow)
+        except StopIteration as stop:  # nothing to do: the first read did it
+            return stop.value
         while True:
             kind = op[0]
             try:

@@ -15,11 +15,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .backends.base import Claimed, ClaimingRead
 from .entry import CorruptEntryError, Entry, OutdatedEntryError
-from .flow import FAILED, Gen
+from .flow import FAILED, Gen, Op, new_version
 from .keys import (
     SizeBoundedCache,
     key_of,
+    lock_key,
     name_version_key,
     tag_version_key,
     variant_version_key,
@@ -92,7 +94,16 @@ class DecodedEntries:
 class Read:
     """A batch's keys, and what its first read found."""
 
-    __slots__ = ("keys", "own", "keys_read", "versions", "entries", "start")
+    __slots__ = (
+        "keys",
+        "own",
+        "keys_read",
+        "versions",
+        "entries",
+        "start",
+        "claims",
+        "token",
+    )
 
     def __init__(self, requests: Sequence[FragmentRequest], prefix: str) -> None:
         #: Every entry, then every counter they depend on directly.
@@ -110,6 +121,43 @@ class Read:
         self.versions: dict[str, str | None] = {}
         self.entries: list[Entry | None] = []
         self.start = time.perf_counter()
+        #: What a claiming first read claimed, per entry (see
+        #: :class:`~.backends.base.Claimed`), with the claims' token.
+        self.claims: list[int] | None = None
+        self.token = b""
+
+
+def first_read(cache: FragmentCache, read: Read, wait: bool) -> Op:
+    """The first read of a lookup.  A backend that can claims in it, too,
+    the locks of the entries it finds in need of a render, and creates
+    the missing counters: a miss then costs this trip and the write."""
+    if not cache.compound:
+        return ("get_many", read.keys_read)
+    keys = read.keys
+    return (
+        "read_claiming",
+        ClaimingRead(
+            keys,
+            [lock_key(key) for key in keys],
+            read.keys_read[len(keys) :],
+            wait,
+            cache.lock_timeout,
+            new_version,
+        ),
+    )
+
+
+def took(read: Read, found: Any) -> Any:
+    """What the first read found, as ``get_many`` would have returned it;
+    the claims and nested counters of a claiming read go into *read*."""
+    if type(found) is not Claimed:
+        return found
+    if found.token:
+        read.claims, read.token = found.claims, found.token
+    if found.nested:
+        nested = found.nested
+        read.versions.update(zip(nested, texts(list(nested.values())), strict=True))
+    return found.values
 
 
 class Pending(NamedTuple):

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import filling
+from .backends.base import UNCLAIMED, WON
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
@@ -71,13 +72,19 @@ def miss_flow(
     writable = True
     won: list[int] = []
     contested = stale + cold if wait else stale
-    token = new_version()
+    token = read.token or new_version()
+    if read.claims is not None:
+        # The first read claimed what the backend saw in need of a render;
+        # what it judged otherwise (a clock apart) is claimed the usual way.
+        claims = read.claims
+        won = [i for i, claim in enumerate(claims) if claim == WON]
+        contested = [i for i in contested if claims[i] == UNCLAIMED]
     if contested:
         claimed = yield from _claim(cache, keys, contested, token)
         if claimed is FAILED:
             writable = False
         else:
-            won = claimed
+            won += claimed
 
     waiting = [i for i in cold if wait and writable and i not in won]
     deadline = time.monotonic() + cache.lock_wait
@@ -157,7 +164,7 @@ def miss_flow(
     try:
         rendered = yield ("render", to_render)
     except BaseException:  # let the next request render instead of waiting
-        yield from _unlock(keys, won)
+        yield from _write(cache, {}, None, keys, won, token)
         raise
     _record_renders(cache, first.name, rendered)
     timeout = first.timeout
@@ -184,15 +191,13 @@ def miss_flow(
                 entry = Entry(stored, expires, first.template, first.digest, snapshot)
                 writes[keys[i]] = entry.encode()
     except BaseException:  # a store_filter that refuses loudly
-        yield from _unlock(keys, won)
+        yield from _write(cache, {}, None, keys, won, token)
         raise
-    if writable and writes:
-        hard_ttl = None if timeout is None else timeout + cache.stale_grace
-        yield ("set_many", writes, hard_ttl)
+    hard_ttl = None if timeout is None else timeout + cache.stale_grace
     # Whatever failed before, a lock this request holds is released, or
     # every later request would wait for it (the breaker skips this
     # when the backend itself is down).
-    yield from _unlock(keys, won)
+    yield from _write(cache, writes if writable else {}, hard_ttl, keys, won, token)
     # Noted after the render, whose own fragments note theirs first.
     note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
     return results
@@ -242,9 +247,25 @@ def _claim(
     return [i for i, ok in zip(indices, claimed, strict=True) if ok]
 
 
-def _unlock(keys: list[str], won: list[int]) -> Gen:
-    for i in won:
-        yield ("delete", lock_key(keys[i]))
+def _write(
+    cache: FragmentCache,
+    writes: dict[str, bytes],
+    timeout: float | None,
+    keys: list[str],
+    won: list[int],
+    token: bytes,
+) -> Gen:
+    """Store *writes* and release the locks of *won*: one round trip where
+    the backend can (releasing a lock only while it holds *token*)."""
+    locks = [lock_key(keys[i]) for i in won]
+    if cache.compound:
+        if writes or locks:
+            yield ("write_releasing", writes, timeout, locks, token)
+        return
+    if writes:
+        yield ("set_many", writes, timeout)
+    for lock in locks:
+        yield ("delete", lock)
 
 
 def _sooner(own: float | None, inner: str | None) -> float | None:

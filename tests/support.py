@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from jinja2 import Environment, Template
 
-from jinja_fragcache.backends.base import Timeout
+from jinja_fragcache.backends.base import Timeout, compound
 
 T = TypeVar("T")
 
@@ -67,8 +67,20 @@ def run(coroutine: Awaitable[T], *backends: Any) -> T:
     return asyncio.run(main())
 
 
-SYNC_METHODS = ("get_many", "set", "set_many", "add", "add_many", "delete", "incr")
+SYNC_METHODS = (
+    "get_many",
+    "set",
+    "set_many",
+    "add",
+    "add_many",
+    "delete",
+    "incr",
+    # The optional two-trip miss (see jinja_fragcache.backends.base).
+    "read_claiming",
+    "write_releasing",
+)
 ASYNC_METHODS = {"a" + name: name for name in SYNC_METHODS}
+COMPOUND = {"read_claiming", "write_releasing", "aread_claiming", "awrite_releasing"}
 
 
 class CountingBackend:
@@ -90,6 +102,21 @@ class CountingBackend:
         if getattr(type(self.inner), "bind_prefix", None) is not None:
             self.inner.bind_prefix(prefix)
 
+    @property
+    def compound(self) -> bool:
+        """Whether a miss takes the backend's two-trip path."""
+        return compound(self.inner)
+
+    @property
+    def read(self) -> str:
+        """The name of a lookup's first read on this backend."""
+        return "read_claiming" if self.compound else "get_many"
+
+    @property
+    def write(self) -> str:
+        """The name of a miss's write on this backend."""
+        return "write_releasing" if self.compound else "set_many"
+
     def reset(self) -> None:
         self.calls.clear()
         self.called_async.clear()
@@ -106,6 +133,8 @@ class CountingBackend:
             self.called_async[name in ASYNC_METHODS] += 1
             if sync_name == "get_many":
                 self.keys_read.append(list(args[0]))
+            elif sync_name == "read_claiming":
+                self.keys_read.append([*args[0].entries, *args[0].counters])
             return method(*args)
 
         return counted
@@ -126,6 +155,11 @@ class BrokenBackend:
             raise ConnectionError("connection refused")
 
     def __getattr__(self, name: str) -> Any:
+        if name not in SYNC_METHODS and name not in ASYNC_METHODS:
+            raise AttributeError(name)
+        if name in COMPOUND and not hasattr(self.inner, name):
+            raise AttributeError(name)  # as the server behind it would
+
         def call(*args: Any) -> Any:
             self._fail()
             return getattr(self.inner, name)(*args)

@@ -26,6 +26,7 @@ from jinja_fragcache.keys import stats_key
 from jinja_fragcache.metrics import FragmentCacheCollector
 
 from .support import ROOT, BrokenBackend, MakeEnv, free_port, render, template
+from .test_imports import run
 
 Samples = dict[tuple[str, str], float]
 
@@ -140,10 +141,7 @@ def test_the_metrics_module_imports_neither_django_nor_prometheus() -> None:
         "import sys, jinja_fragcache.metrics;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'prometheus_client'}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]"
+    assert run(code).strip() == "[]"
 
 
 def test_without_prometheus_client_the_error_says_what_to_install() -> None:
@@ -156,10 +154,7 @@ def test_without_prometheus_client_the_error_says_what_to_install() -> None:
         "except ImportError as error:\n"
         "    print(error)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert 'pip install "jinja-fragcache[prometheus]"' in out.stdout
+    assert 'pip install "jinja-fragcache[prometheus]"' in run(code)
 
 
 # -- under Django -----------------------------------------------------------------------

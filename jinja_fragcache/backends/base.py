@@ -21,10 +21,50 @@ this one request, such as a value too large).  Those fail that request only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 Timeout = float | None
+
+
+class ClaimingRead(NamedTuple):
+    """The first read of a lookup, for a backend that can do it all in one
+    round trip (the optional ``read_claiming``).
+
+    Read every entry and counter; create each missing counter with a value
+    from *new_version* (the fragment cache's, so that versions stay
+    unpredictable); and claim, for *lock_timeout* seconds, the lock of
+    every entry that needs a render: stale ones always, missing or invalid
+    ones when *claim_cold* is true.  The claims hold a token from
+    *new_version* too, made only when something is claimed.
+    """
+
+    entries: Sequence[str]
+    #: The lock key of each entry.
+    locks: Sequence[str]
+    counters: Sequence[str]
+    claim_cold: bool
+    lock_timeout: float
+    new_version: Callable[[], bytes]
+
+
+#: A claim's outcome, per entry.
+UNCLAIMED, WON, HELD = 0, 1, 2
+
+
+class Claimed(NamedTuple):
+    """What a ``read_claiming`` found."""
+
+    #: The value of each entry, then of each counter (as it is now).
+    values: list[bytes | None]
+    #: Per entry: :data:`UNCLAIMED` (the backend judged it needs no
+    #: render), :data:`WON` (this token holds its lock) or :data:`HELD`
+    #: (another request's token does).
+    claims: list[int]
+    #: Counters the entries record besides those asked for, read too.
+    nested: dict[str, bytes | None]
+    #: The token of the claims (empty when nothing was claimed).
+    token: bytes = b""
 
 
 def request_errors(backend: object) -> tuple[type[Exception], ...]:
@@ -91,6 +131,28 @@ class Backend(Protocol):
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
         """Async :meth:`incr`."""
+
+
+# A backend may also offer the two halves of a miss in one round trip
+# each, and the fragment cache then uses them instead of the steps above
+# (see docs/design.md, "Misses in two round trips"):
+#
+#   read_claiming(read: ClaimingRead) -> Claimed
+#   write_releasing(writes: Mapping[str, bytes], timeout: Timeout,
+#                   locks: Sequence[str], token: bytes) -> None
+#       Store *writes* and delete each lock that still holds *token*.
+#
+# and their async forms, aread_claiming and awrite_releasing.  Its
+# judgement of which entries need a render may differ from the fragment
+# cache's (a clock apart, say): the fragment cache renders what it won and
+# claims, the usual way, what it needs and the backend did not claim.
+
+
+def compound(backend: object) -> bool:
+    """Whether *backend* offers ``read_claiming`` and ``write_releasing``."""
+    return callable(getattr(backend, "read_claiming", None)) and callable(
+        getattr(backend, "write_releasing", None)
+    )
 
 
 class SyncBackendMixin:

@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..near import DEFAULT_MAX_BYTES, NearCache, TrackingConnection, WriteToken
-from .base import Timeout
+from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
+from . import scripts
+from .base import Claimed, ClaimingRead, Timeout
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-# INCRBY that creates nothing: a counter must never reappear at a
-# predictable value (see docs/design.md, "Versions and invalidation").
-_INCR_EXISTING = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('INCRBY', KEYS[1], ARGV[1])
-    return redis.call('GET', KEYS[1])
-end
-return false
-"""
-# (The new value is read back as a string: a Lua number is a double, and a
-# counter beyond 2**53, as random versions are, would come back rounded.)
-
-# Each key's value and PTTL in one command: a value kept by the near cache
-# must not outlive its server-side expiry, and Redis reports an expiry only
-# when it reclaims the key, which can be late (see jinja_fragcache.near).
-_READ_WITH_TTL = """
-local out = {}
-for i, key in ipairs(KEYS) do
-    out[2 * i - 1] = redis.call('GET', key)
-    out[2 * i] = redis.call('PTTL', key)
-end
-return out
-"""
-_READ_WITH_TTL_SHA = hashlib.sha1(_READ_WITH_TTL.encode()).hexdigest()
+_READ_WITH_TTL_SHA = scripts.sha(scripts.READ_WITH_TTL)
+_READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
 
 #: The client name of every process's tracking connection.
 TRACKING_NAME = "jinja-fragcache-near-cache"
@@ -76,6 +54,54 @@ def _with_ttls(reply: Sequence[Any]) -> list[tuple[bytes | None, int]]:
         )
         for i in range(0, len(reply), 2)
     ]
+
+
+def _key(value: bytes | str) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`~.scripts.READ_CLAIMING`."""
+    keys = [*read.entries, *read.locks, *read.counters]
+    px = _px(read.lock_timeout)
+    options = [len(read.entries), int(read.claim_cold), token, px, 1]
+    return keys, [*options, *(read.new_version() for _ in read.counters)]
+
+
+def _claimed(
+    read: ClaimingRead, token: bytes, reply: Sequence[Any]
+) -> tuple[Claimed, list[int]]:
+    """The script's flat reply as a :class:`~.base.Claimed`, and each
+    value's PTTL (entries, then counters) for the near cache."""
+    n, m = len(read.entries), len(read.counters)
+    values: list[bytes | None] = []
+    pttls: list[int] = []
+    claims: list[int] = []
+    for i in range(n):
+        values.append(_as_bytes(reply[3 * i] or None))
+        pttls.append(int(reply[3 * i + 1]))
+        claims.append(int(reply[3 * i + 2]))
+    for at in range(3 * n, 3 * n + 2 * m, 2):
+        values.append(_as_bytes(reply[at] or None))
+        pttls.append(int(reply[at + 1]))
+    rest = reply[3 * n + 2 * m :]
+    nested = {
+        _key(rest[i]): _as_bytes(rest[i + 1] or None) for i in range(0, len(rest), 2)
+    }
+    return Claimed(values, claims, nested, token), pttls
+
+
+def _queue_writes(
+    pipe: Any,
+    writes: Mapping[str, bytes],
+    timeout: Timeout,
+    locks: Sequence[str],
+    token: bytes,
+) -> None:
+    for key, value in writes.items():
+        pipe.set(key, value, px=_px(timeout))
+    if locks:
+        pipe.execute_command("EVAL", scripts.RELEASE, len(locks), *locks, token)
 
 
 def _added(
@@ -139,8 +165,9 @@ class RedisBackend:
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
         ] = weakref.WeakKeyDictionary()
-        self._incr = self.client.register_script(_INCR_EXISTING)
-        self._read_with_ttl = self.client.register_script(_READ_WITH_TTL)
+        self._incr = self.client.register_script(scripts.INCR_EXISTING)
+        self._read_with_ttl = self.client.register_script(scripts.READ_WITH_TTL)
+        self._read_claiming = self.client.register_script(scripts.READ_CLAIMING)
         #: The near cache, or ``None`` when turned off.
         self.near: NearCache | None = None
         if near_cache:
@@ -265,6 +292,67 @@ class RedisBackend:
             self._end(token, None)
         return None if result is None else int(result)
 
+    def _plan(self, keys: Sequence[str]) -> Plan | None:
+        """What the near cache holds of *keys*, when it may answer."""
+        plan = None if self.near is None else self.near.plan(keys)
+        return None if plan is None or plan.values is None else plan
+
+    def _claimed(
+        self,
+        read: ClaimingRead,
+        plan: Plan | None,
+        token: bytes,
+        reply: Sequence[Any] | None,
+    ) -> Claimed | None:
+        """Keep what the near cache may of a ``READ_CLAIMING`` *reply*
+        (``None``: the script failed, and so does this)."""
+        claimed = pttls = None
+        if reply is not None:
+            claimed, pttls = _claimed(read, token, reply)
+        if plan is not None:
+            assert self.near is not None
+            fetched = None
+            if claimed is not None and pttls is not None:
+                fetched = [(claimed.values[i], pttls[i]) for i in plan.missing]
+            self.near.complete([*read.entries, *read.counters], plan, fetched)
+        return claimed
+
+    def read_claiming(self, read: ClaimingRead) -> Claimed:
+        """One round trip: :data:`~.scripts.READ_CLAIMING` (see
+        :class:`~.base.ClaimingRead`), or none when the near cache holds
+        every key (nothing is claimed then)."""
+        plan = self._plan([*read.entries, *read.counters])
+        if plan is not None and not plan.missing:
+            assert plan.values is not None
+            return Claimed(plan.values, [0] * len(read.entries), {})
+        token, written, reply = read.new_version(), self._begin(read.locks), None
+        try:
+            keys, args = _claiming(read, token)
+            reply = self._read_claiming(keys=keys, args=args)
+        finally:
+            self._end(written, None)
+            claimed = self._claimed(read, plan, token, reply)
+        assert claimed is not None  # else the script raised
+        return claimed
+
+    def write_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        """Store *writes* and release each lock still held by *token*: one
+        pipeline."""
+        written, known = self._begin([*writes, *locks]), None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            _queue_writes(pipe, writes, timeout, locks, token)
+            pipe.execute()
+            known = {key: (value, timeout) for key, value in writes.items()}
+        finally:
+            self._end(written, known)
+
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
         info = self.client.info()
@@ -327,14 +415,55 @@ class RedisBackend:
     async def _aread_with_ttl(
         self, keys: Sequence[str]
     ) -> list[tuple[bytes | None, int]]:
+        reply = await self._aeval(_READ_WITH_TTL_SHA, scripts.READ_WITH_TTL, keys, ())
+        return _with_ttls(reply)
+
+    async def aread_claiming(self, read: ClaimingRead) -> Claimed:
+        """Async :meth:`read_claiming`."""
+        plan = self._plan([*read.entries, *read.counters])
+        if plan is not None and not plan.missing:
+            assert plan.values is not None
+            return Claimed(plan.values, [0] * len(read.entries), {})
+        token, written, reply = read.new_version(), self._begin(read.locks), None
+        try:
+            keys, args = _claiming(read, token)
+            reply = await self._aeval(
+                _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
+            )
+        finally:
+            self._end(written, None)
+            claimed = self._claimed(read, plan, token, reply)
+        assert claimed is not None  # else the script raised
+        return claimed
+
+    async def awrite_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        """Async :meth:`write_releasing`."""
+        written, known = self._begin([*writes, *locks]), None
+        try:
+            pipe = self.async_client.pipeline(transaction=False)
+            _queue_writes(pipe, writes, timeout, locks, token)
+            await pipe.execute()
+            known = {key: (value, timeout) for key, value in writes.items()}
+        finally:
+            self._end(written, known)
+
+    async def _aeval(
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """EVALSHA, loading the script when the server lacks it."""
         from redis.exceptions import NoScriptError
 
         client = self.async_client
         try:
-            reply = await client.evalsha(_READ_WITH_TTL_SHA, len(keys), *keys)
+            return await client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
-            reply = await client.eval(_READ_WITH_TTL, len(keys), *keys)
-        return _with_ttls(reply)
+            return await client.eval(source, len(keys), *keys, *args)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
         token, known = self._begin((key,)), None
@@ -390,7 +519,7 @@ class RedisBackend:
         # Dropped, not kept: the server echoes the write as an invalidation.
         token = self._begin((key,))
         try:
-            result = await self.async_client.eval(_INCR_EXISTING, 1, key, delta)
+            result = await self.async_client.eval(scripts.INCR_EXISTING, 1, key, delta)
         finally:
             self._end(token, None)
         return None if result is None else int(result)
