@@ -74,6 +74,7 @@ def _pages() -> list[Page]:
         Page("/etag/999/"),
         Page("/templates/missing/"),
         Page("/nested/1/invalidate/"),
+        Page("/metrics"),
     ]
     assert len({page.id for page in pages}) == len(pages)
     return pages
@@ -89,6 +90,8 @@ _CSRF_RE = re.compile(
 # The stats page shows the process's live counters, rendered per request
 # and never cached: only its head is compared.
 _STATS_FIGURES_RE = re.compile(r'<p id="summary">.*', re.S)
+# So do the Prometheus metrics: only their names and types are compared.
+_METRICS_SAMPLES_RE = re.compile(r"^[^#].*\n?", re.M)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _seen(page: Page, response: Any, outcomes: tuple[str, ...]) -> Response:
     body = _CSRF_RE.sub(r"\1<csrf>", response.content.decode())
     if page.path == "/cache/":
         body = _STATS_FIGURES_RE.sub("<live figures>", body)
+    elif page.path == "/metrics":
+        body = _METRICS_SAMPLES_RE.sub("", body)
     return Response(
         response.status_code,
         response.get("Content-Type", ""),
