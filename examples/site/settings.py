@@ -14,11 +14,15 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.staticfiles",
     "rest_framework",
     "django_bridge",
     "examples.site.shop",
 ]
 MIDDLEWARE = [
+    # Outermost: it sees every lookup, and adds its panel after the views
+    # and their caches are done with the response.
+    "examples.site.shop.panel.FragmentPanelMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -66,4 +70,7 @@ TEMPLATES = [
 ]
 FRAGCACHE = {"TENANT_RESOLVER": "examples.site.shop.views.tenant_of"}
 LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "index"
+# The stylesheet; runserver, and urls.py with DEBUG under gunicorn, serve it.
+STATIC_URL = "/static/"
 SILENCED_SYSTEM_CHECKS = ["fragcache.W001"]  # one process: LocMem is fine here

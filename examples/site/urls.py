@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from django_bridge import metrics_view
@@ -35,3 +37,5 @@ urlpatterns = [
         name="login",
     ),
 ]
+if settings.DEBUG:  # the stylesheet, under gunicorn too
+    urlpatterns += staticfiles_urlpatterns()

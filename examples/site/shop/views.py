@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views import View
 from rest_framework import generics, serializers
 from rest_framework.decorators import api_view
@@ -156,7 +157,13 @@ def _entry_etag(request: HttpRequest, pk: int) -> str | None:
 @condition_support(etag_func=_entry_etag)
 def etag(request: HttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(Entry, pk=pk)
-    return HttpResponse(f"{entry.title}: {entry.price} EUR")
+    return _message(
+        request,
+        "ETag",
+        "Reload: the browser sends If-None-Match and gets a 304 until the entry"
+        " changes.",
+        f"{entry.title}: {entry.price} EUR",
+    )
 
 
 def _latest_change(request: HttpRequest) -> Any:
@@ -166,18 +173,54 @@ def _latest_change(request: HttpRequest) -> Any:
 
 @last_modified_support(_latest_change)
 def last_modified(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(f"{Entry.objects.count()} entries")
+    return _message(
+        request,
+        "Last-Modified",
+        "Reload: If-Modified-Since gets a 304 until an entry is saved.",
+        f"{Entry.objects.count()} entries",
+    )
 
 
 @cache_view(60)
 class ClassBased(View):
     def get(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponse(f"class-based: {Entry.objects.count()} entries")
+        return _message(
+            request,
+            "Class-based view",
+            "cache_view on a View class caches its dispatch.",
+            f"class-based: {Entry.objects.count()} entries",
+        )
+
+
+def _message(request: HttpRequest, title: str, lead: str, message: str) -> HttpResponse:
+    return render(
+        request, "shop/message.html", {"title": title, "lead": lead, "message": message}
+    )
+
+
+def _change_data(request: HttpRequest) -> Entry:
+    """The "Change the data" button: the visitor's first entry costs one
+    more.  Saving it clears its tags (``invalidate_on_save``), after the
+    commit."""
+    entry = _entries(request).first()
+    entry.price += 1
+    entry.save()
+    return entry
+
+
+def _to_panel(name: str) -> HttpResponse:
+    # After a change, the page lands on its panel: what re-rendered, what
+    # was kept.
+    return redirect(reverse(name) + "#fragment-panel")
 
 
 def entries(request: HttpRequest) -> HttpResponse:
-    """GET: a cached, tagged list. POST: add an entry; invalidate_on_save
-    clears the tag after the commit, and the list refreshes."""
+    """GET: a cached, tagged list. POST: add an entry, or change one;
+    invalidate_on_save clears the tag after the commit, and the list
+    refreshes."""
+    if request.method == "POST" and "change" in request.POST:
+        _change_data(request)
+        return _to_panel("entries")
     if request.method == "POST":
         tenant = Tenant.objects.get(slug=tenant_of(request) or "acme")
         Entry.objects.create(
@@ -206,6 +249,12 @@ def cards(request: HttpRequest) -> HttpResponse:
 
 
 def nested(request: HttpRequest) -> HttpResponse:
+    """POST (the "Change the data" button): a new price, and its ``price``
+    fragment invalidated; the list around it re-renders, the other prices
+    are kept.  Nothing here is tagged, so saving alone would not show."""
+    if request.method == "POST":
+        invalidate_fragment("price", _change_data(request).pk)
+        return _to_panel("nested")
     return render(request, "shop/nested.html", _tenant_context(request))
 
 
@@ -222,6 +271,9 @@ def conditional(request: HttpRequest) -> HttpResponse:
 
 def tags(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        invalidate_tags("entries")
-        return redirect("tags")
+        if "change" in request.POST:
+            _change_data(request)  # clears the tag too, after the commit
+        else:
+            invalidate_tags("entries")
+        return _to_panel("tags")
     return render(request, "shop/best_practices.html", _tenant_context(request))
