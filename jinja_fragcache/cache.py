@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from . import filling, holes
@@ -41,6 +41,7 @@ from .lookup import (
     first_read,
     took,
 )
+from .memo import HitMemo, Remembered
 from .miss import miss_flow, render_uncached
 from .recording import (
     collector,
@@ -68,6 +69,12 @@ _T = TypeVar("_T")
 
 #: Errors that come from a request's own arguments, whatever the backend.
 _REQUEST_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError)
+
+
+def _generation(backend: object) -> int | None:
+    """The backend's count of changes, if it keeps one (see :mod:`.memo`)."""
+    generation = getattr(backend, "generation", None)
+    return generation if type(generation) is int else None
 
 
 def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
@@ -144,6 +151,9 @@ class FragmentCache:
         #: Whether a miss takes the backend's two-trip path
         #: (``read_claiming``, ``write_releasing``).
         self.compound = compound(self.backend)
+        #: Checked hits, on a backend that counts its changes (see
+        #: :mod:`jinja_fragcache.memo`); ``None`` on any other.
+        self.memo = HitMemo() if _generation(self.backend) is not None else None
         if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
             raise ValueError(
                 "stale_grace and lock_wait must be >= 0, "
@@ -220,13 +230,41 @@ class FragmentCache:
             return found
         return await self.afinish(found, render)  # type: ignore[arg-type]
 
+    def remembered(
+        self, key: Hashable, fill: Callable[[Remembered], str] | None = None
+    ) -> str | None:
+        """The output of the hit remembered under *key* (see :attr:`memo`),
+        if the backend has not changed since and it is still fresh.  A body
+        with holes is answered only with *fill*, which fills them."""
+        found = self.memo.get(key) if self.memo is not None else None
+        if (
+            found is None
+            or found.generation != _generation(self.backend)
+            or self.pending.has_failed
+            or (found.soft_expiry is not None and time.time() >= found.soft_expiry)
+            or (fill is None and holes.MARK in found.body)
+        ):
+            return None
+        name = found.request.name
+        report(found.versions, found.soft_expiry)
+        self.statistics.record_fetch(name, 0.0, hits=1)
+        note("hit", name, found.keys, 0.0, 0.0)
+        return found.body if fill is None else fill(found)
+
     def lookup(
-        self, requests: Sequence[FragmentRequest], *, wait: bool = False
+        self,
+        requests: Sequence[FragmentRequest],
+        *,
+        wait: bool = False,
+        memo_key: Hashable = None,
     ) -> list[str] | Pending:
         """The first half of :meth:`render_many`, which needs no render: the
         bodies, when one read finds every entry fresh and whole (no hole to
         fill); else the :class:`~.lookup.Pending` that :meth:`finish` takes
-        on with the render.  The tags compile a hit to this call alone."""
+        on with the render.  The tags compile a hit to this call alone.
+
+        With *memo_key*, a fresh whole hit of one request is remembered
+        under it for :meth:`remembered`."""
         # Queued invalidations go first: a read before them could find what
         # they clear, so while they cannot be made, nothing is read.
         skipped = _skipped(requests)
@@ -235,11 +273,19 @@ class FragmentCache:
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix)
+        generation = _generation(self.backend)
         found = self._call(requests[0].name, first_read(self, read, wait))
-        return self._first(requests, wait, read, took(read, found))
+        hits = self._first(requests, wait, read, took(read, found))
+        if memo_key is not None:
+            self._remember(memo_key, generation, read, hits, requests)
+        return hits
 
     async def alookup(
-        self, requests: Sequence[FragmentRequest], *, wait: bool = False
+        self,
+        requests: Sequence[FragmentRequest],
+        *,
+        wait: bool = False,
+        memo_key: Hashable = None,
     ) -> list[str] | Pending:
         """Async :meth:`lookup`."""
         skipped = _skipped(requests)
@@ -248,8 +294,12 @@ class FragmentCache:
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix)
+        generation = _generation(self.backend)
         found = await self._acall(requests[0].name, first_read(self, read, wait))
-        return self._first(requests, wait, read, took(read, found))
+        hits = self._first(requests, wait, read, took(read, found))
+        if memo_key is not None:
+            self._remember(memo_key, generation, read, hits, requests)
+        return hits
 
     def _first(
         self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
@@ -262,6 +312,36 @@ class FragmentCache:
             else:
                 return hits
         return Pending(requests, wait, None, read, found, hits)
+
+    def _remember(
+        self,
+        key: Hashable,
+        generation: int | None,
+        read: Read,
+        found: list[str] | Pending,
+        requests: Sequence[FragmentRequest],
+    ) -> None:
+        """Keep a fresh hit of one request for :meth:`remembered`."""
+        stored = found.hits if type(found) is Pending else found
+        if (
+            self.memo is None
+            or generation is None
+            or self.debug
+            or stored is None
+            or len(stored) != 1
+        ):
+            return
+        (entry,) = read.entries
+        assert entry is not None
+        remembered = Remembered(
+            generation,
+            stored[0],
+            entry.soft_expiry,
+            entry.versions,
+            requests[0]._replace(context=None, holes=None),
+            read.keys,
+        )
+        self.memo.put(key, remembered, len(remembered.body))
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""

@@ -26,6 +26,7 @@ from .keys import (
     tag_version_key,
     variant_version_key,
 )
+from .memo import ByteBounded
 
 if TYPE_CHECKING:
     from .cache import FragmentCache
@@ -70,25 +71,8 @@ def counters_of(prefix: str, requests: Sequence[FragmentRequest]) -> list[str]:
     return [k for r in requests for k in _keys_for(prefix, r.name, r.vary, r.tags)[1]]
 
 
-class DecodedEntries:
-    """Recently decoded entries, keyed by their bytes, bounded in size."""
-
-    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._entries: dict[bytes, Entry] = {}
-        self._bytes = 0
-
-    def get(self, data: bytes) -> Entry | None:
-        return self._entries.get(data)
-
-    def put(self, data: bytes, entry: Entry) -> None:
-        if self._bytes + len(data) > self.max_bytes:
-            # Dropping all at once keeps this O(1) and lock-free; the next
-            # hits simply decode again.
-            self._entries = {}
-            self._bytes = 0
-        self._entries[data] = entry
-        self._bytes += len(data)
+class DecodedEntries(ByteBounded[bytes, Entry]):
+    """Recently decoded entries, keyed by their bytes."""
 
 
 class Read:
@@ -267,5 +251,5 @@ def decode(
                 "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
             )
             return None
-        cache._decoded.put(data, entry)
+        cache._decoded.put(data, entry, len(data))
     return entry

@@ -17,6 +17,12 @@ class MemoryBackend(SyncBackendMixin):
     and value lengths).  When either bound is passed, the least recently used
     entries go first.  Each process has its own copy, so invalidation in one
     process does not reach another: use :class:`RedisBackend` for that.
+
+    :attr:`generation` counts every change to what it holds (a write, a
+    delete, an eviction, an expiry, a clear): while it stays the same, a
+    read would return what it returned before, so the fragment cache may
+    answer a hit it has already checked without reading again
+    (:mod:`jinja_fragcache.memo`).
     """
 
     def __init__(
@@ -29,6 +35,7 @@ class MemoryBackend(SyncBackendMixin):
         self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.generation = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -53,8 +60,10 @@ class MemoryBackend(SyncBackendMixin):
     def _remove(self, key: str) -> None:
         value, _ = self._data.pop(key)
         self._bytes -= len(key) + len(value)
+        self.generation += 1
 
     def _store(self, key: str, value: bytes, timeout: Timeout, now: float) -> None:
+        self.generation += 1
         if key in self._data:
             self._remove(key)
         size = len(key) + len(value)
@@ -111,3 +120,4 @@ class MemoryBackend(SyncBackendMixin):
         with self._lock:
             self._data.clear()
             self._bytes = 0
+            self.generation += 1

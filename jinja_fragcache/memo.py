@@ -1,0 +1,70 @@
+"""Hits answered from memory, on a backend that says when it changed.
+
+A :class:`~jinja_fragcache.backends.memory.MemoryBackend` counts every
+change to what it holds (:attr:`generation`).  While the count stays what
+it was when a hit was checked, reading again would find the same entry and
+the same counters: the hit can be answered again from here, with no read,
+no decoding and no version check.  Its soft expiry is still checked, and
+what a hit reports (to the fragment around it, the page's recording and
+the statistics) is reported as before.
+
+A memo is kept only for a fresh hit of one variant, under no debug
+checks; a body with holes is remembered as stored, and its holes are
+filled on each render, as on any hit.  Its key holds what decides the answer: the
+template, the block's digest, the fragment's name, its timeout and tags,
+and the vary values' identities (:mod:`jinja_fragcache.identity`).  Any
+write, delete, eviction or expiry in the backend, by any fragment, makes
+every memo of that backend unusable at once; the next hit reads as usual
+and is remembered again.  Backends shared between processes have no such
+count, and get no memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from .requests import FragmentRequest
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Remembered(NamedTuple):
+    """A checked hit, and the backend's generation when it was read."""
+
+    generation: int
+    #: The stored body: its holes, if any, still to fill.
+    body: str
+    soft_expiry: float | None
+    versions: dict[str, str]
+    #: The request it answered (its context is that render's).
+    request: FragmentRequest
+    keys: list[str]
+
+
+class ByteBounded(Generic[_K, _V]):
+    """A dict bounded by the bytes its values stand for."""
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._values: dict[_K, _V] = {}
+        self._bytes = 0
+
+    def get(self, key: _K) -> _V | None:
+        return self._values.get(key)
+
+    def put(self, key: _K, value: _V, size: int) -> None:
+        if self._bytes + size > self.max_bytes:
+            # Dropping all at once keeps this O(1) and lock-free; what was
+            # dropped is simply made again.
+            self._values = {}
+            self._bytes = 0
+        self._values[key] = value
+        self._bytes += size
+
+
+class HitMemo(ByteBounded[Hashable, Remembered]):
+    """Checked hits by key, bounded by the bytes of their bodies."""
