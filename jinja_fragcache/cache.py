@@ -153,7 +153,7 @@ class FragmentCache:
         self.compound = compound(self.backend)
         #: Checked hits, on a backend that counts its changes (see
         #: :mod:`jinja_fragcache.memo`); ``None`` on any other.
-        self.memo = HitMemo() if _generation(self.backend) is not None else None
+        self.memo = HitMemo() if hasattr(self.backend, "generation") else None
         if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
             raise ValueError(
                 "stale_grace and lock_wait must be >= 0, "

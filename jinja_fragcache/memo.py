@@ -1,10 +1,14 @@
 """Hits answered from memory, on a backend that says when it changed.
 
 A :class:`~jinja_fragcache.backends.memory.MemoryBackend` counts every
-change to what it holds (:attr:`generation`).  While the count stays what
-it was when a hit was checked, reading again would find the same entry and
-the same counters: the hit can be answered again from here, with no read,
-no decoding and no version check.  Its soft expiry is still checked, and
+change to what it holds, and a :class:`~jinja_fragcache.backends.redis.
+RedisBackend` its near cache's (:attr:`generation`: every value kept,
+dropped or evicted, every read that went past it, every invalidation the
+server sent; ``None`` while the near cache may not answer).  While the
+count stays what it was when a hit was checked, reading again would find
+the same entry and the same counters: the hit can be answered again from
+here, with no read, no decoding and no version check, and as coherently
+as the near cache itself.  Its soft expiry is still checked, and
 what a hit reports (to the fragment around it, the page's recording and
 the statistics) is reported as before.
 
@@ -15,8 +19,8 @@ template, the block's digest, the fragment's name, its timeout and tags,
 and the vary values' identities (:mod:`jinja_fragcache.identity`).  Any
 write, delete, eviction or expiry in the backend, by any fragment, makes
 every memo of that backend unusable at once; the next hit reads as usual
-and is remembered again.  Backends shared between processes have no such
-count, and get no memo.
+and is remembered again.  Other backends have no such count, and get no
+memo.
 """
 
 from __future__ import annotations

@@ -201,6 +201,9 @@ class NearCache:
         self._poll: Any = None
         self._tracker: _Tracker | None = None
         self.refused = False
+        #: Counts every change to what the store would answer, and every
+        #: read that went past it (see :attr:`generation`).
+        self._changes = 0
         self.hits = self.misses = self.bypassed = 0
         self.invalidations = self.flushes = self.sessions = 0
 
@@ -277,6 +280,17 @@ class NearCache:
         if tracker is not None:
             tracker.stop()
 
+    @property
+    def generation(self) -> int | None:
+        """A count that changes whenever a read could answer otherwise than
+        before: a value kept, dropped or evicted, everything flushed, or a
+        read that asked the server for keys not held; ``None`` while the
+        store may not answer (see :mod:`jinja_fragcache.memo`).  While it
+        stays the same, a read of keys it answered before would answer the
+        same from memory."""
+        with self._lock:
+            return self._changes if self._usable() else None
+
     # -- reads -----------------------------------------------------------------
 
     def _tracked(self, key: str) -> bool:
@@ -316,7 +330,9 @@ class NearCache:
                 if self._tracked(key):  # untracked keys are read, never kept
                     self._inflight[key] = self._inflight.get(key, 0) + 1
             self.hits += len(keys) - len(missing)
-            self.misses += len(missing)
+            if missing:
+                self.misses += len(missing)
+                self._changes += 1
             return Plan(values, missing, self._epoch, now)
 
     def complete(
@@ -405,6 +421,7 @@ class NearCache:
         size = len(key) + (len(value) if value is not None else 0) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             return
+        self._changes += 1
         self._drop(key)
         self._data[key] = (value, expires)
         self._bytes += size
@@ -420,12 +437,14 @@ class NearCache:
         entry = self._data.pop(key, None)
         if entry is not None:
             self._bytes -= self._size(key, entry[0])
+            self._changes += 1
 
     def _flush(self) -> None:
         """Under the lock: drop everything, and every reply in flight."""
         self._data.clear()
         self._bytes = 0
         self._epoch += 1
+        self._changes += 1
         self.flushes += 1
 
     # -- what the tracking thread calls ------------------------------------------

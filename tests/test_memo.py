@@ -177,10 +177,22 @@ def test_a_system_hole_is_filled_on_every_hit_never_served_raw() -> None:
     assert not PLACEHOLDER.search(site.render("box", token=token))
 
 
-def test_no_memo_on_a_backend_that_counts_no_changes(redis_backend: Any) -> None:
-    cache = FragmentCache(redis_backend, prefix="memo-" + str(time.time_ns()))
-    assert cache.memo is None
-    assert FragmentCache(MemoryBackend()).memo is not None
+def test_no_memo_on_redis_without_its_near_cache(redis_url: str) -> None:
+    from jinja_fragcache import RedisBackend
+
+    site = Site()
+    backend = RedisBackend.from_url(redis_url, near_cache=False)
+    site.backend = CountingBackend(backend)
+    site.cache = FragmentCache(site.backend, prefix="memo-" + str(time.time_ns()))
+    site.env.fragment_cache = site.cache  # type: ignore[attr-defined]
+    try:
+        site.remembered("box")
+        site.backend.reset()
+        for _ in range(3):
+            assert site.render("box") == "<box>"
+        assert site.backend.calls == {site.backend.read: 3}
+    finally:
+        backend.close()
 
 
 def test_no_memo_under_debug() -> None:
@@ -189,3 +201,102 @@ def test_no_memo_under_debug() -> None:
     site.backend.reset()
     site.render("box")
     assert site.backend.calls == {"get_many": 1}
+
+
+# -- on Redis, through the near cache -------------------------------------------
+
+
+def _near_site(url: str) -> tuple[Site, Any]:
+    from jinja_fragcache import RedisBackend
+
+    site = Site()
+    backend = RedisBackend.from_url(url)
+    site.backend = CountingBackend(backend)
+    site.cache = FragmentCache(site.backend, prefix="memo")
+    site.env.fragment_cache = site.cache  # type: ignore[attr-defined]
+    return site, backend
+
+
+def _settle(site: Site, name: str, **context: Any) -> None:
+    """Render until a hit is answered from the memo: this process's own
+    writes come back from the server as invalidations first."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        site.render(name, **context)
+        site.backend.reset()
+        site.render(name, **context)
+        if not site.backend.calls:
+            return
+        time.sleep(0.01)
+    pytest.fail("the memo never answered a hit")
+
+
+def test_on_redis_a_remembered_hit_asks_not_even_the_near_cache(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    url, _ = restartable_redis
+    site, backend = _near_site(url)
+    try:
+        _settle(site, "holed", user="alice")
+        near = backend.near
+        assert near is not None
+        hits = near.hits
+        assert site.render("holed", user="bob") == "[side]hello bob"
+        assert site.backend.calls == {}
+        assert near.hits == hits
+    finally:
+        backend.close()
+
+
+def test_on_redis_an_invalidation_elsewhere_ends_the_memo_within_the_push(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    from jinja_fragcache import RedisBackend
+
+    url, _ = restartable_redis
+    site, backend = _near_site(url)
+    elsewhere = RedisBackend.from_url(url, near_cache=False)
+    try:
+        _settle(site, "box")
+        assert FragmentCache(elsewhere, prefix="memo").invalidate_all("box")
+        deadline = time.monotonic() + 0.05
+        while site.tick.count["box"] == 1 and time.monotonic() < deadline:
+            site.render("box")
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        site.render("box")
+        assert site.tick.count["box"] == 2
+    finally:
+        elsewhere.close()
+        backend.close()
+
+
+def test_on_redis_a_lost_tracking_connection_ends_the_memo(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    import redis
+
+    from jinja_fragcache.backends.redis import TRACKING_NAME
+
+    url, _ = restartable_redis
+    site, backend = _near_site(url)
+    admin = redis.Redis.from_url(url)
+    try:
+        _settle(site, "box")
+        tracking = [c["id"] for c in admin.client_list() if c["name"] == TRACKING_NAME]
+        assert tracking
+        for client_id in tracking:
+            admin.client_kill_filter(_id=client_id)
+        # Tracking notices, empties the near cache and comes back on a new
+        # connection: nothing from before may come from memory.
+        near = backend.near
+        assert near is not None
+        sessions, deadline = near.sessions, time.monotonic() + 2
+        while near.sessions == sessions:
+            assert time.monotonic() < deadline, "tracking never noticed the kill"
+            time.sleep(0.005)
+        site.backend.reset()
+        assert site.render("box") == "<box>"
+        assert site.backend.calls
+    finally:
+        admin.close()
+        backend.close()

@@ -190,6 +190,12 @@ class RedisBackend:
     def __repr__(self) -> str:
         return f"<RedisBackend {self.client!r}>"
 
+    @property
+    def generation(self) -> int | None:
+        """The near cache's count of changes, while it may answer reads;
+        ``None`` without one (see :mod:`jinja_fragcache.memo`)."""
+        return None if self.near is None else self.near.generation
+
     def bind_prefix(self, prefix: str) -> None:
         """Keep the keys of a fragment cache with this *prefix* in the near
         cache; :class:`~jinja_fragcache.FragmentCache` calls it."""
