@@ -187,6 +187,17 @@ class RedisBackend:
         ``unix:///run/redis.sock?db=1``."""
         return cls(url=url, **connection_kwargs)
 
+    @classmethod
+    def from_sentinel(
+        cls, sentinels: Sequence[tuple[str, int]], service_name: str, **kwargs: Any
+    ) -> RedisBackend:
+        """The primary of *service_name*, found through *sentinels*
+        (``[("host", 26379), ...]``), and found again after a failover:
+        see :mod:`jinja_fragcache.backends.sentinel`."""
+        from .sentinel import sentinel_backend
+
+        return sentinel_backend(cls, sentinels, service_name, **kwargs)
+
     def __repr__(self) -> str:
         return f"<RedisBackend {self.client!r}>"
 
