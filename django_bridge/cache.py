@@ -11,11 +11,11 @@ from django.dispatch import receiver
 
 from jinja_fragcache import FragmentCache
 
-from .backend import DjangoCacheBackend
 from .conf import settings
 from .identity import django_identity
 from .purge import AfterInvalidation
 from .safety import CsrfHoles, refuse_leftover_tokens
+from .selection import choose_backend, close_backend
 
 _caches: dict[tuple[Any, ...], FragmentCache] = {}
 _lock = threading.Lock()
@@ -29,6 +29,9 @@ def get_fragment_cache() -> FragmentCache:
     """
     config = (
         settings.cache_alias,
+        settings.BACKEND,
+        repr(settings.OPTIONS),
+        bool(settings.NATIVE_REDIS),
         settings.KEY_PREFIX,
         settings.STALE_GRACE,
         settings.LOCK_TIMEOUT,
@@ -41,12 +44,13 @@ def get_fragment_cache() -> FragmentCache:
         with _lock:
             cache = _caches.get(config)
             if cache is None:
-                alias, prefix, grace, lock_timeout, lock_wait, fail_open, debug = config
+                prefix, grace, lock_timeout, lock_wait, fail_open, debug = config[4:]
+                backend, prefix = choose_backend(prefix)
                 # Purges the edge after each stored bump; it reads
                 # FRAGCACHE["PURGE"] when called.
                 purger = AfterInvalidation()
                 cache = _caches[config] = FragmentCache(
-                    DjangoCacheBackend(alias),
+                    backend,
                     prefix=prefix,
                     stale_grace=grace,
                     lock_timeout=lock_timeout,
@@ -68,4 +72,7 @@ def _forget(setting: str, **kwargs: Any) -> None:
     # pointing at the old alias.
     if setting in ("FRAGCACHE", "CACHES", "DEBUG"):
         with _lock:
+            forgotten = list(_caches.values())
             _caches.clear()
+        for cache in forgotten:
+            close_backend(cache.backend)

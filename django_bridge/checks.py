@@ -1,4 +1,5 @@
-"""System checks: a wrong alias, a typo in FRAGCACHE, a per-process cache."""
+"""System checks: a wrong alias, a typo in FRAGCACHE, a per-process cache, a
+backend that cannot be built."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import DEFAULTS, settings
+from .selection import build_configured_backend, close_backend
 
 PER_PROCESS = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -29,6 +31,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="fragcache.E001",
             )
         )
+    configured = settings.BACKEND is not None or bool(settings.OPTIONS)
+    if configured:
+        problems += _backend_problems()
     alias = settings.cache_alias
     caches = django_settings.CACHES
     if alias not in caches:
@@ -40,6 +45,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="fragcache.E002",
             )
         )
+    elif configured:
+        pass  # the fragments are not on the alias: its warnings are not ours
     elif caches[alias].get("BACKEND") in PER_PROCESS and not django_settings.DEBUG:
         problems.append(
             Warning(
@@ -62,6 +69,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return problems + _cdn_problems()
+
+
+def _backend_problems() -> list[Any]:
+    """``FRAGCACHE["BACKEND"]`` and ``OPTIONS``: a backend that can be built
+    (it is built, then closed: nothing connects)."""
+    try:
+        backend = build_configured_backend()
+    except ImproperlyConfigured as error:
+        return [
+            Error(
+                str(error),
+                hint='FRAGCACHE["BACKEND"] is the import path of a core backend '
+                '(e.g. "jinja_fragcache.backends.redis.RedisBackend") and '
+                'FRAGCACHE["OPTIONS"] the keyword arguments it takes (e.g. '
+                '{"url": "redis://127.0.0.1:6379/0"}).',
+                id="fragcache.E004",
+            )
+        ]
+    close_backend(backend)
+    return []
 
 
 def _cdn_problems() -> list[Any]:

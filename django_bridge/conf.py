@@ -16,6 +16,13 @@ DEFAULTS: dict[str, Any] = {
     # The cache alias; None: "template_fragments" if defined, else "default",
     # as Django's own {% cache %} tag does.
     "CACHE": None,
+    # A core backend instead of a Django cache: its import path, and the
+    # keyword arguments to build it with (as in Django's CACHES).
+    "BACKEND": None,
+    "OPTIONS": None,
+    # On django-redis or Django's RedisCache, run a core RedisBackend on the
+    # cache's own connection pool; False: the Django cache adapter.
+    "NATIVE_REDIS": True,
     "KEY_PREFIX": "fragcache",
     "STALE_GRACE": 60.0,
     "LOCK_TIMEOUT": 30.0,
