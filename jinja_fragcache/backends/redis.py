@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _READ_WITH_TTL_SHA = scripts.sha(scripts.READ_WITH_TTL)
 _READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
+_WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
 
 #: The client name of every process's tracking connection.
 TRACKING_NAME = "jinja-fragcache-near-cache"
@@ -91,17 +92,16 @@ def _claimed(
     return Claimed(values, claims, nested, token), pttls
 
 
-def _queue_writes(
-    pipe: Any,
+def _writing(
     writes: Mapping[str, bytes],
     timeout: Timeout,
     locks: Sequence[str],
     token: bytes,
-) -> None:
-    for key, value in writes.items():
-        pipe.set(key, value, px=_px(timeout))
-    if locks:
-        pipe.execute_command("EVAL", scripts.RELEASE, len(locks), *locks, token)
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`~.scripts.WRITE_RELEASING`."""
+    px = _px(timeout)
+    options = [len(writes), "" if px is None else px, token]
+    return [*writes, *locks], [*options, *writes.values()]
 
 
 def _added(
@@ -168,6 +168,7 @@ class RedisBackend:
         self._incr = self.client.register_script(scripts.INCR_EXISTING)
         self._read_with_ttl = self.client.register_script(scripts.READ_WITH_TTL)
         self._read_claiming = self.client.register_script(scripts.READ_CLAIMING)
+        self._write_releasing = self.client.register_script(scripts.WRITE_RELEASING)
         #: The near cache, or ``None`` when turned off.
         self.near: NearCache | None = None
         if near_cache:
@@ -360,12 +361,11 @@ class RedisBackend:
         token: bytes,
     ) -> None:
         """Store *writes* and release each lock still held by *token*: one
-        pipeline."""
+        script, :data:`~.scripts.WRITE_RELEASING`."""
         written, known = self._begin([*writes, *locks]), None
         try:
-            pipe = self.client.pipeline(transaction=False)
-            _queue_writes(pipe, writes, timeout, locks, token)
-            pipe.execute()
+            keys, args = _writing(writes, timeout, locks, token)
+            self._write_releasing(keys=keys, args=args)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)
@@ -463,9 +463,8 @@ class RedisBackend:
         """Async :meth:`write_releasing`."""
         written, known = self._begin([*writes, *locks]), None
         try:
-            pipe = self.async_client.pipeline(transaction=False)
-            _queue_writes(pipe, writes, timeout, locks, token)
-            await pipe.execute()
+            keys, args = _writing(writes, timeout, locks, token)
+            await self._aeval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)

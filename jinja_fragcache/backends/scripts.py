@@ -10,7 +10,8 @@ header is split on spaces, as :mod:`jinja_fragcache.entry` writes it).
   :class:`~.base.ClaimingRead`): the entries and their counters, the
   missing counters created, and the re-render lock of every entry that
   needs a render claimed.
-- :data:`RELEASE`: delete each lock that still holds this request's token.
+- :data:`WRITE_RELEASING`: the last trip of a miss: store the entries and
+  delete each lock that still holds this request's token.
 """
 
 from __future__ import annotations
@@ -119,11 +120,22 @@ end
 return out
 """
 
-# KEYS: locks; ARGV[1]: the token this request claimed them with.
-RELEASE = """
-for _, key in ipairs(KEYS) do
-    if redis.call('GET', key) == ARGV[1] then
-        redis.call('DEL', key)
+# KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
+# ('' for none), the token, then the n values.  Stores the entries and
+# deletes each lock that still holds the token (one that expired and was
+# claimed by another request stays theirs).
+WRITE_RELEASING = """
+local n, px, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+for i = 1, n do
+    if px == '' then
+        redis.call('SET', KEYS[i], ARGV[3 + i])
+    else
+        redis.call('SET', KEYS[i], ARGV[3 + i], 'PX', px)
+    end
+end
+for j = n + 1, #KEYS do
+    if redis.call('GET', KEYS[j]) == token then
+        redis.call('DEL', KEYS[j])
     end
 end
 return 0
