@@ -148,7 +148,7 @@ def _import(path: str) -> Any:
                 f'FRAGCACHE["BACKEND"] {path} is not a class or a function.'
             )
         return found
-    raise _unimportable(path, ModuleNotFoundError(f"no module named {parts[0]!r}"))
+    raise _unimportable(path, missing or ValueError("not a dotted path"))
 
 
 def _unimportable(path: str, error: Exception) -> ImproperlyConfigured:
