@@ -22,6 +22,7 @@ microsecond, and the body is never copied through a parser.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -38,6 +39,31 @@ class CorruptEntryError(ValueError):
 
 class OutdatedEntryError(CorruptEntryError):
     """An entry an older release wrote: ignored quietly, then replaced."""
+
+
+def judge(
+    data: bytes | None, current: Callable[[str], bytes | None], now: float
+) -> str:
+    """What a backend that claims in its first read (see
+    :class:`~.backends.base.ClaimingRead`) makes of stored *data*:
+    ``"fresh"``, ``"stale"`` (its counters match, its soft expiry passed)
+    or ``"cold"`` (missing, unreadable, or a counter it recorded has
+    changed).  *current* gives a counter's value now.  The header alone is
+    read, as the Lua script ``READ_CLAIMING`` reads it."""
+    if data is None or not data.startswith(MAGIC):
+        return "cold"
+    end = data.find(b"\n")
+    fields = data[len(MAGIC) : end].split(b" ") if end > 0 else []
+    if len(fields) < 3 or len(fields) % 2 == 0:
+        return "cold"
+    for i in range(3, len(fields), 2):
+        if current(fields[i].decode("ascii", "replace")) != fields[i + 1]:
+            return "cold"
+    expiry = fields[0]
+    try:
+        return "fresh" if expiry == b"-" or now < float(expiry) else "stale"
+    except ValueError:
+        return "stale"
 
 
 class Entry(NamedTuple):

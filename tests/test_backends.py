@@ -338,3 +338,95 @@ def test_cachelib_none_means_never_expire() -> None:
     backend.set("k", b"v", None)
     time.sleep(1.1)
     assert backend.get_many(["k"]) == [b"v"]
+
+
+# -- the two-trip miss: read_claiming and write_releasing -------------------------
+
+
+@pytest.fixture(params=["memory", "redis", "redis-no-near"])
+def claiming_backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "memory":
+        return MemoryBackend()
+    if request.param == "redis":
+        return request.getfixturevalue("redis_backend")
+    made = RedisBackend.from_url(request.getfixturevalue("redis_url"), near_cache=False)
+    request.addfinalizer(made.close)
+    return made
+
+
+def _entry(versions: dict[str, str], expiry: float | None) -> bytes:
+    from jinja_fragcache.entry import Entry
+
+    return Entry("body", expiry, "t.html", "d", versions).encode()
+
+
+def _claiming_read(
+    key: Callable[[], str], entries: list[str], counters: list[str], cold: bool
+) -> Any:
+    from jinja_fragcache.backends.base import ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    locks = [k + ":lock" for k in entries]
+    return ClaimingRead(entries, locks, counters, cold, 30.0, new_version)
+
+
+def test_read_claiming_judges_claims_and_creates_as_the_protocol_says(
+    claiming_backend: Any, key: Callable[[], str]
+) -> None:
+    from jinja_fragcache.backends.base import HELD, UNCLAIMED, WON
+
+    b = claiming_backend
+    counter, nested, made = key(), key(), key()
+    b.set_many({counter: b"7", nested: b"3"}, None)
+    fresh, stale, invalid, missing, held = (key() for _ in range(5))
+    b.set_many(
+        {
+            fresh: _entry({counter: "7", nested: "3"}, time.time() + 60),
+            stale: _entry({counter: "7"}, time.time() - 1),
+            invalid: _entry({counter: "6"}, time.time() + 60),
+            held: _entry({counter: "6"}, time.time() + 60),
+        },
+        60,
+    )
+    b.add(held + ":lock", b"someone", 30)
+    entries = [fresh, stale, invalid, missing, held]
+    read = _claiming_read(key, entries, [counter, made], cold=True)
+    claimed = b.read_claiming(read)
+    assert claimed.claims == [UNCLAIMED, WON, WON, WON, HELD]
+    assert claimed.values[5] == b"7"
+    created = claimed.values[6]
+    assert created is not None and created.isdigit()  # made, unpredictable
+    assert b.get_many([made]) == [created]
+    assert claimed.nested == {nested: b"3"}  # read through the fresh header
+    assert claimed.token
+    locks = b.get_many([k + ":lock" for k in entries])
+    assert locks == [None, claimed.token, claimed.token, claimed.token, b"someone"]
+
+    # Without claim_cold, only the stale entry is claimed.
+    again = _claiming_read(key, [key(), stale], [counter], cold=False)
+    b.delete(stale + ":lock")
+    assert b.read_claiming(again).claims == [UNCLAIMED, WON]
+
+    # The write stores and releases only the locks this token holds.
+    b.write_releasing(
+        {missing: b"new"}, 60, [missing + ":lock", held + ":lock"], claimed.token
+    )
+    assert b.get_many([missing, missing + ":lock", held + ":lock"]) == [
+        b"new",
+        None,
+        b"someone",
+    ]
+
+
+def test_read_claiming_async_is_the_same(
+    claiming_backend: Any, key: Callable[[], str]
+) -> None:
+    from jinja_fragcache.backends.base import WON
+
+    b = claiming_backend
+    entry, counter = key(), key()
+    read = _claiming_read(key, [entry], [counter], cold=True)
+    claimed = run(b.aread_claiming(read), b)
+    assert claimed.claims == [WON]
+    run(b.awrite_releasing({entry: b"v"}, 60, [entry + ":lock"], claimed.token), b)
+    assert b.get_many([entry, entry + ":lock"]) == [b"v", None]

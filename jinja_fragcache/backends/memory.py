@@ -7,7 +7,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from .base import SyncBackendMixin, Timeout
+from ..entry import judge
+from .base import (
+    HELD,
+    UNCLAIMED,
+    WON,
+    Claimed,
+    ClaimingRead,
+    SyncBackendMixin,
+    Timeout,
+)
 
 
 class MemoryBackend(SyncBackendMixin):
@@ -114,6 +123,69 @@ class MemoryBackend(SyncBackendMixin):
             timeout = None if expires is None else max(expires - now, 0.0)
             self._store(key, str(result).encode("ascii"), timeout, now)
             return result
+
+    def read_claiming(self, read: ClaimingRead) -> Claimed:
+        """The lookup's first read, the missing counters created and the
+        locks claimed, under one lock (see :class:`~.base.ClaimingRead`)."""
+        now, wall = time.monotonic(), time.time()
+        token = b""
+        nested: dict[str, bytes | None] = {}
+        with self._lock:
+            counters: list[bytes | None] = []
+            for key in read.counters:
+                value = self._live(key, now)
+                if value is None:
+                    value = read.new_version()
+                    self._store(key, value, None, now)
+                counters.append(value)
+            known = dict(zip(read.counters, counters, strict=True))
+
+            def current(key: str) -> bytes | None:
+                if key not in known:
+                    known[key] = nested[key] = self._live(key, now)
+                return known[key]
+
+            values = [self._live(key, now) for key in read.entries]
+            claims = []
+            for value, lock in zip(values, read.locks, strict=True):
+                state = judge(value, current, wall)
+                if state == "fresh" or (state == "cold" and not read.claim_cold):
+                    claims.append(UNCLAIMED)
+                elif self._live(lock, now) is not None:
+                    claims.append(HELD)
+                else:
+                    token = token or read.new_version()
+                    self._store(lock, token, read.lock_timeout, now)
+                    claims.append(WON)
+        return Claimed([*values, *counters], claims, nested, token)
+
+    def write_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        """Store *writes* and delete each lock still held by *token*."""
+        now = time.monotonic()
+        with self._lock:
+            for key, value in writes.items():
+                self._store(key, bytes(value), timeout, now)
+            for lock in locks:
+                if self._live(lock, now) == token:
+                    self._remove(lock)
+
+    async def aread_claiming(self, read: ClaimingRead) -> Claimed:
+        return self.read_claiming(read)
+
+    async def awrite_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        self.write_releasing(writes, timeout, locks, token)
 
     def clear(self) -> None:
         """Drop everything (this store belongs to this process alone)."""
