@@ -197,23 +197,6 @@ class DjangoRedisBackend(RedisBackend):
     def __repr__(self) -> str:
         return f"<DjangoRedisBackend {self.alias!r} {self.client!r}>"
 
-    def _make_async_client(self) -> Any:
-        # The pool of a Django cache names a parser class (Django's and
-        # django-redis' both do), a sync one that cannot drive an asyncio
-        # connection: drop it, and the asyncio client picks its own.  The
-        # rest is RedisBackend's own; once it drops parser_class itself,
-        # this override can go.
-        from redis import asyncio as aioredis
-
-        kwargs = dict(self.client.connection_pool.connection_kwargs)
-        kwargs.pop("parser_class", None)
-        if "path" in kwargs:
-            kwargs["connection_class"] = aioredis.UnixDomainSocketConnection
-        elif kwargs.pop("ssl", False) or "ssl_keyfile" in kwargs:
-            kwargs["connection_class"] = aioredis.SSLConnection
-        kwargs["decode_responses"] = False
-        return aioredis.Redis(connection_pool=aioredis.ConnectionPool(**kwargs))
-
 
 def native_redis_backend(alias: str, cache: Any) -> DjangoRedisBackend | None:
     """A core backend on *cache*'s own pool, or ``None`` (logged at debug

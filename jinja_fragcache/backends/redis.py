@@ -406,6 +406,9 @@ class RedisBackend:
             return aioredis.Redis.from_url(self._url, **self._options)
         pool = self.client.connection_pool
         kwargs = dict(pool.connection_kwargs)
+        # A sync parser cannot drive an asyncio connection (Django's and
+        # django-redis' pools name one): the asyncio client picks its own.
+        kwargs.pop("parser_class", None)
         if "path" in kwargs:
             kwargs["connection_class"] = aioredis.UnixDomainSocketConnection
         elif kwargs.pop("ssl", False) or "ssl_keyfile" in kwargs:
