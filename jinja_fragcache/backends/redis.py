@@ -61,11 +61,15 @@ def _key(value: bytes | str) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
 
 
-def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of :data:`~.scripts.READ_CLAIMING`."""
+def _claiming(
+    read: ClaimingRead, token: bytes, ttls: bool
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`~.scripts.READ_CLAIMING`; *ttls*:
+    the near cache needs each value's PTTL."""
     keys = [*read.entries, *read.locks, *read.counters]
     px = _px(read.lock_timeout)
-    options = [len(read.entries), int(read.claim_cold), token, px, 1]
+    flags = "nt" if ttls else "n"
+    options = [len(read.entries), int(read.claim_cold), token, px, flags]
     return keys, [*options, *(read.new_version() for _ in read.counters)]
 
 
@@ -345,7 +349,7 @@ class RedisBackend:
             return Claimed(plan.values, [0] * len(read.entries), {})
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
-            keys, args = _claiming(read, token)
+            keys, args = _claiming(read, token, plan is not None)
             reply = self._read_claiming(keys=keys, args=args)
         finally:
             self._end(written, None)
@@ -446,7 +450,7 @@ class RedisBackend:
             return Claimed(plan.values, [0] * len(read.entries), {})
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
-            keys, args = _claiming(read, token)
+            keys, args = _claiming(read, token, plan is not None)
             reply = await self._aeval(
                 _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
             )

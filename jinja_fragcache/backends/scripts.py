@@ -43,8 +43,9 @@ return out
 """
 
 # KEYS: n entry keys, their n lock keys, then m counter keys.
-# ARGV: n, claim_cold ('1' or '0'), token, lock expiry (ms), nested ('1' or
-# '0'), then one new value per counter, used only if it is missing.
+# ARGV: n, claim_cold ('1' or '0'), token, lock expiry (ms), flags ('n':
+# read nested counters; 't': report each value's PTTL, else -1), then one
+# new value per counter, used only if it is missing.
 #
 # Replies, flat: per entry its value, PTTL and claim (0: not needed, 1: won,
 # 2: held by another); per counter its value (after creation) and PTTL;
@@ -53,14 +54,22 @@ return out
 # An entry needs a render when it is missing, when a counter it recorded
 # has another value now (invalid: claimed only with claim_cold, as a cold
 # entry is), or when its soft expiry has passed (stale: always claimed, so
-# that one request refreshes it while the others serve it).  With nested
-# '1', counters that headers name besides those in KEYS are read as well
-# (a standalone server; a cluster script may touch only declared keys).
+# that one request refreshes it while the others serve it).  With 'n',
+# counters that headers name besides those in KEYS are read as well (a
+# standalone server; a cluster script may touch only declared keys).
 READ_CLAIMING = """
 local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
-local token, lock_px, nested = ARGV[3], ARGV[4], ARGV[5] == '1'
+local token, lock_px = ARGV[3], ARGV[4]
+local nested = string.find(ARGV[5], 'n', 1, true) ~= nil
+local ttls = string.find(ARGV[5], 't', 1, true) ~= nil
 local out, current, extra = {}, {}, {}
+local function pttl(key)
+    if ttls then
+        return redis.call('PTTL', key)
+    end
+    return -1
+end
 for j = 2 * n + 1, #KEYS do
     local key = KEYS[j]
     local value = redis.call('GET', key)
@@ -70,10 +79,9 @@ for j = 2 * n + 1, #KEYS do
     end
     current[key] = value
     out[3 * n + 2 * (j - 2 * n) - 1] = value
-    out[3 * n + 2 * (j - 2 * n)] = redis.call('PTTL', key)
+    out[3 * n + 2 * (j - 2 * n)] = pttl(key)
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local now = nil
 for i = 1, n do
     local value = redis.call('GET', KEYS[i])
     local valid, fresh = false, false
@@ -99,7 +107,14 @@ for i = 1, n do
                 end
             end
             local expiry = tonumber(fields[1])
-            fresh = fields[1] == '-' or (expiry ~= nil and now < expiry)
+            fresh = fields[1] == '-'
+            if expiry ~= nil then
+                if now == nil then
+                    local clock = redis.call('TIME')
+                    now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+                end
+                fresh = now < expiry
+            end
         end
     end
     local claim = 0
@@ -111,7 +126,7 @@ for i = 1, n do
         end
     end
     out[3 * i - 2] = value
-    out[3 * i - 1] = redis.call('PTTL', KEYS[i])
+    out[3 * i - 1] = pttl(KEYS[i])
     out[3 * i] = claim
 end
 for _, item in ipairs(extra) do
