@@ -1,0 +1,573 @@
+"""Redis Cluster, through redis-py's ``RedisCluster`` (``pip install
+"jinja-fragcache[redis]"``).
+
+Keys spread over the cluster's primaries by hash slot (the key format has no
+hash tags), so one fragment's entry and its counters usually live on
+different nodes.  Every operation is routed here, not by redis-py's cluster
+pipeline: the commands for each node go out in one packet on one of its
+connections, to every node before any reply is read, and a node that fails
+fails alone.  redis-py's own pipeline retries each failed command one by one
+(measured: 52 s for a read of 30 keys with one primary frozen), which no
+page can wait for.
+
+A node that cannot be reached is left alone for *node_cooldown* seconds:
+an operation that needs it raises :class:`NodeUnavailable` at once, without
+I/O, and it is one of :attr:`RedisClusterBackend.request_errors`, so the
+fragment cache renders that fragment uncached and keeps its breaker closed:
+fragments whose keys all live on the other nodes keep hitting.  When every
+primary is unreachable the original error is raised, an outage: the
+breaker opens as it does for a single Redis.
+
+There is no near cache and no compound miss (``read_claiming``,
+``write_releasing``): the scripts read keys of several slots, which a
+cluster refuses.  A miss takes the fragment cache's step-by-step path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import scripts
+from .base import Timeout
+from .redis import _as_bytes, _import_redis, _px
+
+if TYPE_CHECKING:
+    import redis.asyncio.cluster
+    import redis.cluster
+
+_DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+_INCR_SHA = scripts.sha(scripts.INCR_EXISTING)
+
+#: One command: its key's hash slot and its arguments.
+Command = tuple[int, tuple[Any, ...]]
+
+
+class NodeUnavailable(ConnectionError):
+    """A node of the cluster cannot be reached while others can.
+
+    The fragments whose keys live on it render uncached; the others keep
+    their cache (a request error: the fragment cache's breaker stays shut).
+    """
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What means the node did not answer, as opposed to an error reply."""
+    from redis.exceptions import ClusterDownError, ConnectionError, TimeoutError
+
+    # CLUSTERDOWN: the node answers but serves nothing (a lost slot, with
+    # cluster-require-full-coverage yes): as good as unreachable.
+    return (ConnectionError, TimeoutError, ClusterDownError, OSError)
+
+
+def _redirects() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import AskError, MovedError, TryAgainError
+
+    return (MovedError, AskError, TryAgainError)
+
+
+def _slot(key: str) -> int:
+    from redis.crc import key_slot
+
+    return int(key_slot(key.encode()))
+
+
+class RedisClusterBackend:
+    """A Redis Cluster shared by every process.
+
+    ``get_many`` sends each node involved one packet (an ``MGET`` per hash
+    slot), to all of them before reading any reply: a hit of a 50-card page
+    is one round trip per node, made side by side.  ``set_many`` and
+    ``add_many`` are one packet per node too.  ``incr`` is the same Lua
+    script as :class:`~jinja_fragcache.RedisBackend`'s (one key: fine on a
+    cluster).  Nothing is ever unpickled.  Clients made here use short
+    socket timeouts (0.5 s) and no retries, so that a dead node costs one
+    short failure per *node_cooldown*.
+
+    :param client: a ``redis.cluster.RedisCluster`` to use; made from *url*
+        or *startup_nodes* when ``None``.
+    :param async_client: a ``redis.asyncio.cluster.RedisCluster`` for async
+        rendering.  When ``None``, one is made per event loop from *url* or
+        *startup_nodes* (or *client*'s primaries), with *connection_kwargs*.
+    :param url: ``redis://host:port`` of any node.
+    :param startup_nodes: ``[("host", port), ...]``, any nodes of the cluster.
+    :param node_cooldown: seconds a node that failed is left alone.
+    :param connection_kwargs: passed to the clients made here.
+    """
+
+    def __init__(
+        self,
+        client: redis.cluster.RedisCluster | None = None,
+        *,
+        async_client: redis.asyncio.cluster.RedisCluster | None = None,
+        url: str | None = None,
+        startup_nodes: Sequence[tuple[str, int]] | None = None,
+        node_cooldown: float = 5.0,
+        **connection_kwargs: Any,
+    ) -> None:
+        redis_module = _import_redis()
+        if client is None and url is None and not startup_nodes:
+            raise ValueError("RedisClusterBackend needs a client, a url or nodes")
+        if node_cooldown <= 0:
+            raise ValueError("node_cooldown must be > 0")
+        self._options = {**_DEFAULTS, **connection_kwargs, "decode_responses": False}
+        self._url = url
+        self._nodes = [(str(host), int(port)) for host, port in startup_nodes or ()]
+        self.node_cooldown = node_cooldown
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._async_client = async_client
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, redis.asyncio.cluster.RedisCluster
+        ] = weakref.WeakKeyDictionary()
+        #: Node name -> monotonic time until which it is left alone.
+        self._down: dict[str, float] = {}
+        #: The server answered and refused the command, or one node is down
+        #: while others answer: that request's error, not an outage.
+        self.request_errors = (
+            redis_module.ResponseError,
+            redis_module.DataError,
+            NodeUnavailable,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisClusterBackend:
+        """Discover the cluster from one node, ``redis://host:port``."""
+        return cls(url=url, **kwargs)
+
+    @classmethod
+    def from_startup_nodes(
+        cls, nodes: Sequence[tuple[str, int]], **kwargs: Any
+    ) -> RedisClusterBackend:
+        """Discover the cluster from the first of *nodes* that answers."""
+        return cls(startup_nodes=nodes, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<RedisClusterBackend {self._url or self._nodes or self._client!r}>"
+
+    @property
+    def client(self) -> redis.cluster.RedisCluster:
+        """The sync client, made at first use: redis-py discovers the
+        cluster when it is made, and a cluster that is down when the site
+        starts must fail open like one that goes down later."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> redis.cluster.RedisCluster:
+        from redis.backoff import NoBackoff
+        from redis.cluster import RedisCluster
+        from redis.retry import Retry
+
+        ClusterNode: Any = _import_redis().cluster.ClusterNode
+
+        # No client-level retries: a failure fails open, it is not repeated.
+        options = {"retry": Retry(NoBackoff(), 0), **self._options}
+        if self._url is not None:
+            return RedisCluster.from_url(self._url, **options)
+        nodes = [ClusterNode(host, port) for host, port in self._nodes]
+        return RedisCluster(startup_nodes=nodes, **options)
+
+    # -- routing ---------------------------------------------------------------
+
+    def _check(self, names: Sequence[str]) -> list[str]:
+        """Raise :class:`NodeUnavailable` for a node left alone; return
+        those of *names* due to be tried again (then the slot map is read
+        again first: a replica may have taken their slots over)."""
+        now = time.monotonic()
+        due = []
+        for name in names:
+            until = self._down.get(name)
+            if until is not None and now < until:
+                raise NodeUnavailable(f"cluster node {name} is left alone for now")
+            if until is not None:
+                due.append(name)
+        for name in due:
+            # This request tries it again; the others keep leaving it alone.
+            self._down[name] = now + self.node_cooldown
+        return due
+
+    def _settle(
+        self,
+        names: Sequence[str],
+        failed: Mapping[str, BaseException],
+        client: Any,
+    ) -> None:
+        """Record which nodes answered; raise for those that did not."""
+        until = time.monotonic() + self.node_cooldown
+        for name in names:
+            if name in failed:
+                self._down[name] = until
+            else:
+                self._down.pop(name, None)
+        if not failed:
+            return
+        name, error = next(iter(failed.items()))
+        primaries = {node.name for node in client.get_primaries()}
+        if primaries <= set(self._down):
+            raise error  # every primary: an outage
+        raise NodeUnavailable(f"cluster node {name} failed: {error}") from error
+
+    def _primaries(self) -> list[Any]:
+        client: Any = self.client
+        return list(client.get_primaries())
+
+    def _group(self, nodes: Sequence[Any]) -> dict[str, tuple[Any, list[int]]]:
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        for index, node in enumerate(nodes):
+            groups.setdefault(node.name, (node, []))[1].append(index)
+        return groups
+
+    def _route(self, commands: Sequence[Command]) -> dict[str, tuple[Any, list[int]]]:
+        from redis.exceptions import SlotNotCoveredError
+
+        manager = self.client.nodes_manager
+        try:
+            groups = self._group([manager.get_node_from_slot(s) for s, _ in commands])
+            due = self._check(list(groups))
+            if due:
+                try:
+                    manager.initialize()
+                except Exception:  # the probe finds out
+                    return groups
+                groups = self._group(
+                    [manager.get_node_from_slot(s) for s, _ in commands]
+                )
+                self._check([name for name in groups if name not in due])
+        except SlotNotCoveredError as exc:
+            raise NodeUnavailable(str(exc)) from exc
+        return groups
+
+    def _execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Each command's reply, in order; one packet per node, every node
+        written before any is read."""
+        groups = self._route(commands)
+        client: Any = self.client
+        failures = _failures()
+        results: list[Any] = [None] * len(commands)
+        failed: dict[str, BaseException] = {}
+        held: list[tuple[str, Any, Any, list[int]]] = []
+        clean: set[str] = set()
+        try:
+            for name, (node, indices) in groups.items():
+                redis_node = client.get_redis_connection(node)
+                try:
+                    connection: Any = redis_node.connection_pool.get_connection()
+                except failures as exc:
+                    failed[name] = exc
+                    continue
+                held.append((name, redis_node, connection, indices))
+                try:
+                    connection.send_packed_command(
+                        connection.pack_commands([commands[i][1] for i in indices])
+                    )
+                except failures as exc:
+                    failed[name] = exc
+            for name, redis_node, connection, indices in held:
+                if name in failed:
+                    continue
+                try:
+                    for i in indices:
+                        results[i] = _reply(redis_node, connection, commands[i][1])
+                except failures as exc:
+                    failed[name] = exc
+                else:
+                    clean.add(name)
+        finally:
+            for name, redis_node, connection, _ in held:
+                if name not in clean:  # replies may be left unread on it
+                    connection.disconnect()
+                redis_node.connection_pool.release(connection)
+        for name, (_, indices) in groups.items():
+            if name not in failed and any(
+                isinstance(results[i], ClusterDown) for i in indices
+            ):
+                failed[name] = next(
+                    results[i].error
+                    for i in indices
+                    if isinstance(results[i], ClusterDown)
+                )
+        self._settle(list(groups), failed, client)
+        redirects = _redirects()
+        for i, result in enumerate(results):
+            if isinstance(result, redirects):
+                # The slot moved (or is moving): redis-py follows MOVED and ASK.
+                results[i] = client.execute_command(*commands[i][1])
+        _raise_first(results)
+        return results
+
+    # -- sync ------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        commands, order = _reads(keys)
+        replies = self._execute(commands)
+        return _values(keys, order, replies)
+
+    def set(self, key: str, value: bytes, timeout: Timeout) -> None:
+        self.set_many({key: value}, timeout)
+
+    def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        if mapping:
+            self._execute(_sets(mapping, timeout, nx=False))
+
+    def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        return self.add_many({key: value}, timeout)[0]
+
+    def add_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> list[bool]:
+        if not mapping:
+            return []
+        return [bool(ok) for ok in self._execute(_sets(mapping, timeout, nx=True))]
+
+    def delete(self, key: str) -> None:
+        self._execute([(_slot(key), ("DEL", key))])
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        from redis.exceptions import NoScriptError
+
+        try:
+            [result] = self._execute([_incr(key, delta, "EVALSHA")])
+        except NoScriptError:  # once per node start
+            [result] = self._execute([_incr(key, delta, "EVAL")])
+        return None if result is None else int(result)
+
+    def info(self) -> dict[str, int | None]:
+        """Server figures summed over the primaries: keys, memory used and
+        peak, keyspace hits/misses."""
+        totals: dict[str, int | None] = dict.fromkeys(
+            ("keys", "memory_used", "memory_peak", "hits", "misses"), 0
+        )
+        fields = {
+            "memory_used": "used_memory",
+            "memory_peak": "used_memory_peak",
+            "hits": "keyspace_hits",
+            "misses": "keyspace_misses",
+        }
+        for node in self._primaries():
+            redis_node = self.client.get_redis_connection(node)
+            info = redis_node.info()
+            totals["keys"] = (totals["keys"] or 0) + int(redis_node.dbsize())
+            for name, field in fields.items():
+                totals[name] = (totals[name] or 0) + int(info.get(field, 0))
+        return totals
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # -- async -------------------------------------------------------------------
+
+    def _make_async_client(self) -> redis.asyncio.cluster.RedisCluster:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options = {"retry": Retry(NoBackoff(), 0), **self._options}
+        if self._url is not None:
+            return RedisCluster.from_url(self._url, **options)
+        nodes = self._nodes or [(n.host, n.port) for n in self._primaries()]
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            **options,
+        )
+
+    async def _aclient(self) -> redis.asyncio.cluster.RedisCluster:
+        """The asyncio client of the running event loop, initialised."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_client or self._make_async_client()
+            await client.initialize()
+            self._async_clients[loop] = client
+        return client
+
+    async def _aroute(
+        self, client: Any, commands: Sequence[Command]
+    ) -> dict[str, tuple[Any, list[int]]]:
+        from redis.exceptions import SlotNotCoveredError
+
+        manager = client.nodes_manager
+        try:
+            groups = self._group([manager.get_node_from_slot(s) for s, _ in commands])
+            due = self._check(list(groups))
+            if due:
+                try:
+                    await manager.initialize()
+                except Exception:  # the probe finds out
+                    return groups
+                groups = self._group(
+                    [manager.get_node_from_slot(s) for s, _ in commands]
+                )
+                self._check([name for name in groups if name not in due])
+        except SlotNotCoveredError as exc:
+            raise NodeUnavailable(str(exc)) from exc
+        return groups
+
+    async def _aexecute(self, commands: Sequence[Command]) -> list[Any]:
+        """Async :meth:`_execute`: the nodes are written and read side by side."""
+        client = await self._aclient()
+        groups = await self._aroute(client, commands)
+        failures = _failures()
+        results: list[Any] = [None] * len(commands)
+        replies = await asyncio.gather(
+            *(
+                _aone(node, [commands[i][1] for i in ix])
+                for node, ix in groups.values()
+            ),
+            return_exceptions=True,
+        )
+        failed: dict[str, BaseException] = {}
+        for (name, (_, indices)), reply in zip(groups.items(), replies, strict=True):
+            if isinstance(reply, failures):
+                failed[name] = reply
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                for i, result in zip(indices, reply, strict=True):
+                    results[i] = result
+                down = [r for r in reply if isinstance(r, ClusterDown)]
+                if down:
+                    failed[name] = down[0].error
+        self._settle(list(groups), failed, client)
+        redirects = _redirects()
+        for i, result in enumerate(results):
+            if isinstance(result, redirects):
+                results[i] = await client.execute_command(*commands[i][1])
+        _raise_first(results)
+        return results
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        commands, order = _reads(keys)
+        replies = await self._aexecute(commands)
+        return _values(keys, order, replies)
+
+    async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
+        await self.aset_many({key: value}, timeout)
+
+    async def aset_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
+        if mapping:
+            await self._aexecute(_sets(mapping, timeout, nx=False))
+
+    async def aadd(self, key: str, value: bytes, timeout: Timeout) -> bool:
+        return (await self.aadd_many({key: value}, timeout))[0]
+
+    async def aadd_many(
+        self, mapping: Mapping[str, bytes], timeout: Timeout
+    ) -> list[bool]:
+        if not mapping:
+            return []
+        results = await self._aexecute(_sets(mapping, timeout, nx=True))
+        return [bool(ok) for ok in results]
+
+    async def adelete(self, key: str) -> None:
+        await self._aexecute([(_slot(key), ("DEL", key))])
+
+    async def aincr(self, key: str, delta: int = 1) -> int | None:
+        from redis.exceptions import NoScriptError
+
+        try:
+            [result] = await self._aexecute([_incr(key, delta, "EVALSHA")])
+        except NoScriptError:
+            [result] = await self._aexecute([_incr(key, delta, "EVAL")])
+        return None if result is None else int(result)
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running loop."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None and client is not self._async_client:
+            await client.aclose()
+
+
+class ClusterDown:
+    """A ``CLUSTERDOWN`` reply, kept apart from other error replies: it
+    means the node serves nothing, not that this request was refused."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _reply(redis_node: Any, connection: Any, args: tuple[Any, ...]) -> Any:
+    from redis.exceptions import ClusterDownError, ResponseError
+
+    try:
+        return redis_node.parse_response(connection, args[0])
+    except ClusterDownError as exc:
+        return ClusterDown(exc)
+    except ResponseError as exc:  # this command's; the others still read
+        return exc
+
+
+async def _aone(node: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """One node's commands in one packet on one of its connections."""
+    from redis.exceptions import ClusterDownError, ResponseError
+
+    connection = node.acquire_connection()
+    clean = False
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        results: list[Any] = []
+        for args in commands:
+            try:
+                results.append(await node.parse_response(connection, args[0]))
+            except ClusterDownError as exc:
+                results.append(ClusterDown(exc))
+            except ResponseError as exc:
+                results.append(exc)
+        clean = True
+        return results
+    finally:
+        if not clean:  # replies may be left unread on it
+            await connection.disconnect()
+        node.release(connection)
+
+
+def _raise_first(results: Sequence[Any]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _reads(keys: Sequence[str]) -> tuple[list[Command], list[list[int]]]:
+    """One ``MGET`` per hash slot, and the positions in *keys* it reads."""
+    by_slot: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        by_slot.setdefault(_slot(key), []).append(index)
+    commands = [
+        (slot, ("MGET", *(keys[i] for i in indices)))
+        for slot, indices in by_slot.items()
+    ]
+    return commands, list(by_slot.values())
+
+
+def _values(
+    keys: Sequence[str], order: list[list[int]], replies: list[Any]
+) -> list[bytes | None]:
+    values: list[bytes | None] = [None] * len(keys)
+    for indices, reply in zip(order, replies, strict=True):
+        for i, value in zip(indices, reply, strict=True):
+            values[i] = _as_bytes(value)
+    return values
+
+
+def _sets(mapping: Mapping[str, bytes], timeout: Timeout, *, nx: bool) -> list[Command]:
+    px = _px(timeout)
+    expiry: tuple[Any, ...] = () if px is None else ("PX", px)
+    flag: tuple[str, ...] = ("NX",) if nx else ()
+    return [
+        (_slot(key), ("SET", key, value, *expiry, *flag))
+        for key, value in mapping.items()
+    ]
+
+
+def _incr(key: str, delta: int, how: str) -> Command:
+    script = _INCR_SHA if how == "EVALSHA" else scripts.INCR_EXISTING
+    return (_slot(key), (how, script, 1, key, delta))

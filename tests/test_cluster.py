@@ -1,0 +1,591 @@
+"""Redis Cluster: :class:`~jinja_fragcache.backends.cluster.RedisClusterBackend`
+on a real three-primary cluster the module starts (no replicas).
+
+The backend contract of ``test_backends`` runs here too; then pages whose
+keys spread over the three primaries, invalidation, round trips counted per
+node, and one primary killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jinja2 import DictLoader, Environment
+
+from jinja_fragcache import FragmentCache, FragmentCacheExtension
+from jinja_fragcache.backends.cluster import NodeUnavailable, RedisClusterBackend
+from jinja_fragcache.keys import (
+    make_fragment_key,
+    name_version_key,
+    tag_version_key,
+    variant_version_key,
+)
+
+from .support import run
+from .test_backends import (  # the contract, on the cluster backend
+    key,
+    test_add_many,
+    test_add_only_when_missing,
+    test_async_incr_is_exact_too,
+    test_async_twins,
+    test_delete,
+    test_get_many_keeps_order_and_reports_missing,
+    test_incr_is_exact_at_the_size_of_random_versions,
+    test_incr_never_creates,
+    test_keeps_the_protocol,
+    test_set_many_overwrites,
+    test_timeouts_expire_and_none_does_not,
+    test_values_are_raw_bytes_never_unpickled,
+)
+
+__all__ = [
+    "key",
+    "test_add_many",
+    "test_add_only_when_missing",
+    "test_async_incr_is_exact_too",
+    "test_async_twins",
+    "test_delete",
+    "test_get_many_keeps_order_and_reports_missing",
+    "test_incr_is_exact_at_the_size_of_random_versions",
+    "test_incr_never_creates",
+    "test_keeps_the_protocol",
+    "test_set_many_overwrites",
+    "test_timeouts_expire_and_none_does_not",
+    "test_values_are_raw_bytes_never_unpickled",
+]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus (port + 10000) is free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20000, 44999)
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _redis(port: int) -> Any:
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+
+def _wait_until(check: Any, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        except Exception as exc:  # a redis error: not up yet
+            if "redis" not in type(exc).__module__:
+                raise
+        time.sleep(0.05)
+    pytest.fail(f"{what} within {seconds} s")
+
+
+class Cluster:
+    """Three primaries, slots split evenly, ``cluster-require-full-coverage
+    no`` (so the others keep serving while one is down)."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            pytest.fail(
+                "The cluster tests need redis-server and redis-cli: "
+                "apt-get install redis-server (redis-tools)"
+            )
+        self.binary = binary
+        self.folder = folder
+        self.ports = cluster_ports(3)
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.ranges: list[tuple[int, int, int]] = []
+        self.down: set[int] = set()
+
+    def start_node(self, port: int) -> None:
+        self.processes[port] = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.folder / f"nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        process = self.processes[port]
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"redis-server exited with status {process.returncode}")
+            return bool(_redis(port).ping())
+
+        _wait_until(answers, f"redis-server on port {port} did not answer")
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        for port in self.ports:
+            _wait_until(
+                lambda port=port: (
+                    b"cluster_state:ok"
+                    in _redis(port).execute_command("CLUSTER", "INFO")
+                ),
+                "the cluster was not ok",
+            )
+
+    def kill(self, port: int) -> None:
+        self.processes[port].kill()
+        self.processes[port].wait(10)
+        self.down.add(port)
+
+    def restart(self, port: int) -> None:
+        """Back with its nodes.conf (its slots), empty."""
+        self.start_node(port)
+        self.wait_ok()
+        self.down.discard(port)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def owner(self, key: str) -> int:
+        """The port of the primary that holds *key*'s slot, asked of the
+        servers (CLUSTER KEYSLOT, CLUSTER NODES), not of the client."""
+        if not self.ranges:
+            for port in self.ports:
+                nodes = _redis(port).execute_command("CLUSTER", "NODES").decode()
+                me = next(line for line in nodes.splitlines() if "myself" in line)
+                for part in me.split()[8:]:
+                    low, _, high = part.partition("-")
+                    self.ranges.append((int(low), int(high or low), port))
+        asked = self.ports[1] if self.ports[0] in self.down else self.ports[0]
+        slot = int(_redis(asked).execute_command("CLUSTER", "KEYSLOT", key))
+        return next(port for low, high, port in self.ranges if low <= slot <= high)
+
+    def keys_on(self, port: int, prefix: str) -> list[str]:
+        return [k.decode() for k in _redis(port).scan_iter(match=f"{prefix}:*")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    made = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def cluster_backend(cluster: Cluster) -> Iterator[RedisClusterBackend]:
+    backend = RedisClusterBackend.from_url(cluster.url)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def backend(cluster_backend: RedisClusterBackend) -> RedisClusterBackend:
+    return cluster_backend
+
+
+@pytest.fixture
+def async_backend(cluster_backend: RedisClusterBackend) -> RedisClusterBackend:
+    return cluster_backend
+
+
+def test_a_plain_redis_backend_fails_every_render_on_a_cluster(
+    cluster: Cluster,
+) -> None:
+    # Why the cluster needs a backend of its own: MGET across slots.
+    import redis
+    from redis.cluster import RedisCluster
+
+    from jinja_fragcache import RedisBackend
+
+    client = RedisCluster.from_url(cluster.url)
+    backend = RedisBackend(client, near_cache=False)
+    try:
+        with pytest.raises(redis.RedisClusterException):
+            backend.get_many(["a", "b", "c", "d"])
+    finally:
+        client.close()
+
+
+# -- pages on the cluster ----------------------------------------------------
+
+PAGE = (
+    "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
+    "{% endcache_fragment %}"
+    "{% cache_each 300 card p in products p.id tags=['cards'] %}"
+    "[{{ tick(p.id) }}]{% endcache_each %}"
+)
+PRODUCTS = [{"id": i} for i in range(50)]
+EXPECTED = "<box>box" + "".join(f"[{i}]" for i in range(50))
+
+
+class Site:
+    """One process's cache and templates on the cluster."""
+
+    def __init__(
+        self, backend: RedisClusterBackend, use_async: bool, **options: Any
+    ) -> None:
+        self.backend = backend
+        self.prefix = "c" + uuid.uuid4().hex[:10]
+        self.cache = FragmentCache(backend, prefix=self.prefix, **options)
+        self.env = Environment(
+            loader=DictLoader({"page.html": PAGE}),
+            extensions=[FragmentCacheExtension],
+            enable_async=use_async,
+        )
+        self.env.fragment_cache = self.cache  # type: ignore[attr-defined]
+        self.runner = asyncio.Runner() if use_async else None
+        self.renders: Counter[Any] = Counter()
+
+    def tick(self, label: Any) -> str:
+        self.renders[label] += 1
+        return str(label)
+
+    def render(self, source: str | None = None, **context: Any) -> str:
+        template = (
+            self.env.get_template("page.html")
+            if source is None
+            else self.env.from_string(source)
+        )
+        context = {"tick": self.tick, "products": PRODUCTS, **context}
+        if self.runner is None:
+            return template.render(context)
+        return self.runner.run(template.render_async(context))
+
+    def call(self, result: Any) -> Any:
+        if self.runner is not None and asyncio.iscoroutine(result):
+            return self.runner.run(result)
+        return result
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.run(self.backend.aclose())
+            self.runner.close()
+
+
+@pytest.fixture
+def site(cluster_backend: RedisClusterBackend, enable_async: bool) -> Iterator[Site]:
+    made = Site(cluster_backend, enable_async, lock_wait=0.5)
+    yield made
+    made.close()
+
+
+def test_a_page_spreads_over_every_primary_and_hits(
+    site: Site, cluster: Cluster
+) -> None:
+    assert site.render() == EXPECTED
+    assert sum(site.renders.values()) == 51
+    # Entries, variant counters, the name and tag counters: on every primary.
+    by_port = {port: cluster.keys_on(port, site.prefix) for port in cluster.ports}
+    assert all(by_port.values()), {p: len(k) for p, k in by_port.items()}
+    for port, keys in by_port.items():
+        assert all(cluster.owner(k) == port for k in keys[:5])
+    entries = [site.cache.key_for("card", i) for i in range(50)]
+    assert {cluster.owner(k) for k in entries} == set(cluster.ports)
+    # Two entries and variant counters per fragment, two names, two tags.
+    assert sum(map(len, by_port.values())) == 2 * 51 + 2 + 2
+
+    site.renders.clear()
+    assert site.render() == EXPECTED
+    assert site.renders == {}
+    assert site.cache.stats()["card"]["hits"] == 50
+
+
+@pytest.mark.parametrize(
+    ("invalidate", "rendered"),
+    [
+        (lambda cache: cache.invalidate("card", 7), {7: 1}),
+        (lambda cache: cache.invalidate_all("box"), {"box": 1}),
+        (lambda cache: cache.invalidate_all("card"), dict.fromkeys(range(50), 1)),
+        (lambda cache: cache.invalidate_tags("nav"), {"box": 1}),
+        (lambda cache: cache.invalidate_tags("cards"), dict.fromkeys(range(50), 1)),
+    ],
+    ids=["invalidate", "invalidate_all", "invalidate_all-50", "tag", "tag-50"],
+)
+def test_invalidation_on_the_cluster(
+    site: Site, cluster: Cluster, invalidate: Any, rendered: dict[Any, int]
+) -> None:
+    from jinja_fragcache.backends.scripts import INCR_EXISTING
+
+    for port in cluster.ports:  # else a node's first bump adds an EVAL
+        _redis(port).script_load(INCR_EXISTING)
+    site.render()
+    site.renders.clear()
+    with packets() as sent:
+        assert invalidate(site.cache) is True
+    # O(1): one counter's bump (and, for one variant, its entry's delete),
+    # however many variants there are; no key is ever scanned.
+    commands = [command for _, command in sent if command not in SETUP]
+    assert commands in ([b"EVALSHA"], [b"EVALSHA", b"DEL"]), commands
+    assert site.render() == EXPECTED
+    assert site.renders == rendered
+    site.renders.clear()
+    assert site.render() == EXPECTED
+    assert site.renders == {}
+
+
+# -- round trips per node ----------------------------------------------------
+
+
+#: What opening a connection sends (not a round trip of the operation).
+SETUP = {b"HELLO", b"CLIENT", b"CLUSTER", b"COMMAND", b"PING", b"READONLY"}
+
+
+@contextmanager
+def packets() -> Iterator[list[tuple[int, bytes]]]:
+    """Every packet sent meanwhile: the port it went to and its first
+    command's name (one packet is one round trip to that node)."""
+    from redis import connection
+    from redis.asyncio import connection as async_connection
+
+    sent: list[tuple[int, bytes]] = []
+
+    def name(packed: Any) -> bytes:
+        data = packed if isinstance(packed, bytes | str) else b"".join(packed)
+        data = data.encode() if isinstance(data, str) else data
+        return data.split(b"\r\n")[2]
+
+    sync_class = connection.AbstractConnection
+    async_class = async_connection.AbstractConnection
+    sync_send = sync_class.send_packed_command
+    async_send = async_class.send_packed_command
+
+    def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append((int(self.port), name(command)))
+        return sync_send(self, command, *args, **kwargs)
+
+    async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append((int(self.port), name(command)))
+        return await async_send(self, command, *args, **kwargs)
+
+    sync_class.send_packed_command = counted  # type: ignore[method-assign]
+    async_class.send_packed_command = acounted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        sync_class.send_packed_command = sync_send  # type: ignore[method-assign]
+        async_class.send_packed_command = async_send  # type: ignore[method-assign]
+
+
+def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
+    site: Site, cluster: Cluster
+) -> None:
+    source = (
+        "{% cache_each 300 card p in products p.id %}[{{ tick(p.id) }}]"
+        "{% endcache_each %}"
+    )
+    site.render(source)
+    site.renders.clear()
+    with packets() as sent:
+        assert site.render(source) == "".join(f"[{i}]" for i in range(50))
+    assert site.renders == {}
+    # 50 entries, 50 variant counters and the name counter: one MGET per
+    # slot, all of a node's in one packet.
+    assert Counter(port for port, _ in sent) == dict.fromkeys(cluster.ports, 1)
+    assert {command for _, command in sent} == {b"MGET"}
+
+
+# -- a primary dies ------------------------------------------------------------
+
+
+def _on(cluster: Cluster, ports: set[int], keys: list[str]) -> bool:
+    return {cluster.owner(k) for k in keys} <= ports
+
+
+def _fragment_on(prefix: str, ports: set[int], cluster: Cluster) -> str:
+    """A fragment name whose entry and every counter live on *ports*."""
+    for n in range(1000):
+        name = f"frag{n}"
+        entry = make_fragment_key(name, (), prefix=prefix)
+        keys = [
+            entry,
+            variant_version_key(entry),
+            name_version_key(name, prefix=prefix),
+        ]
+        if _on(cluster, ports, keys):
+            return name
+    raise AssertionError("no such fragment")
+
+
+def test_a_dead_primary_fails_open_for_its_fragments_only(
+    cluster: Cluster, enable_async: bool
+) -> None:
+    backend = RedisClusterBackend.from_url(cluster.url, node_cooldown=0.5)
+    site = Site(backend, enable_async, lock_wait=0.5, breaker_cooldown=30)
+    dead, *alive = cluster.ports
+    kept = _fragment_on(site.prefix, set(alive), cluster)
+    lost = _fragment_on(site.prefix, {dead}, cluster)
+    tag = next(
+        tag
+        for tag in (f"t{n}" for n in range(100))
+        if _on(cluster, set(alive), [tag_version_key(tag, prefix=site.prefix)])
+    )
+    page = (
+        f"{{% cache_fragment 300 {kept} tags='{tag}' %}}<{{{{ tick('kept') }}}}>"
+        f"{{% endcache_fragment %}}"
+        f"{{% cache_fragment 300 {lost} %}}<{{{{ tick('lost') }}}}>"
+        "{% endcache_fragment %}"
+    )
+    cards = (
+        "{% cache_each 300 card p in products p.id %}[{{ p.id }}]{% endcache_each %}"
+    )
+    try:
+        assert site.render(page) == "<kept><lost>"
+        site.render(cards)
+        site.renders.clear()
+        cluster.kill(dead)
+        for _ in range(3):
+            assert site.render(page) == "<kept><lost>"
+            # A page of one fragment on the surviving nodes, and the batch
+            # of 50 cards (which needs the dead node too: it fails open whole).
+            assert (
+                site.render(
+                    f"{{% cache_fragment 300 {kept} tags='{tag}' %}}x{{% endcache_fragment %}}"
+                )
+                == "<kept>"
+            )
+            assert site.render(cards) == "".join(f"[{i}]" for i in range(50))
+        assert site.renders == {"lost": 3}  # the kept fragment hit every time
+        assert not site.cache.breaker.is_open  # the others were never left alone
+        stats = site.cache.stats()
+        assert stats[lost]["errors"] == 3 and stats[kept]["errors"] == 0
+        assert stats[kept]["hits"] == 6
+        with pytest.raises(NodeUnavailable):
+            site.call(
+                backend.aget_many([make_fragment_key(lost, (), prefix=site.prefix)])
+                if enable_async
+                else backend.get_many([make_fragment_key(lost, (), prefix=site.prefix)])
+            )
+    finally:
+        site.close()
+        backend.close()
+        cluster.restart(dead)
+    # Back (empty): the lost fragment caches again once the node is tried.
+    backend = RedisClusterBackend.from_url(cluster.url, node_cooldown=0.5)
+    site = Site(backend, enable_async, lock_wait=0.5)
+    try:
+        site.render(page)
+        site.renders.clear()
+        assert site.render(page) == "<kept><lost>"
+        assert site.renders == {}
+    finally:
+        site.close()
+        backend.close()
+
+
+def test_every_primary_down_is_an_outage(cluster: Cluster) -> None:
+    import redis
+
+    # A cluster with nobody listening: the breaker's business, not one node's.
+    backend = RedisClusterBackend(startup_nodes=[("127.0.0.1", cluster_ports(1)[0])])
+    with pytest.raises((redis.RedisError, redis.RedisClusterException)) as raised:
+        backend.get_many(["k"])
+    assert not isinstance(raised.value, NodeUnavailable)
+    cache = FragmentCache(backend, breaker_cooldown=30)
+    env = Environment(extensions=[FragmentCacheExtension])
+    env.fragment_cache = cache  # type: ignore[attr-defined]
+    source = "{% cache_fragment 300 x %}up{% endcache_fragment %}"
+    assert env.from_string(source).render() == "up"
+    assert cache.breaker.is_open
+    backend.close()
+
+
+def test_async_clients_follow_their_event_loop(
+    cluster_backend: RedisClusterBackend, key: Any
+) -> None:
+    k = key()
+    cluster_backend.set(k, b"v", 60)
+    for _ in range(2):
+        assert run(cluster_backend.aget_many([k]), cluster_backend) == [b"v"]
+
+
+# -- Django ----------------------------------------------------------------------
+
+
+def test_django_names_the_cluster_backend(settings: Any, cluster: Cluster) -> None:
+    from django.template import engines
+
+    from django_bridge import get_fragment_cache, invalidate_fragment
+
+    prefix = "dj" + uuid.uuid4().hex[:10]
+    settings.FRAGCACHE = {
+        "BACKEND": "jinja_fragcache.backends.cluster.RedisClusterBackend",
+        "OPTIONS": {"url": cluster.url, "node_cooldown": 1.5},
+        "KEY_PREFIX": prefix,
+    }
+    cache = get_fragment_cache()
+    assert type(cache.backend) is RedisClusterBackend
+    assert cache.backend.node_cooldown == 1.5
+    jinja = engines["jinja2"].get_template("card.jinja")
+    dtl = engines["django"].get_template("card.html")
+    assert jinja.render({"pk": 3}).strip() == "card 3 by jinja"
+    assert dtl.render({"pk": 3}).strip() == "card 3 by jinja"
+    port = cluster.owner(cache.key_for("card", 3))
+    assert _redis(port).get(cache.key_for("card", 3)) is not None
+    assert invalidate_fragment("card", 3)
+    assert dtl.render({"pk": 3}).strip() == "card 3 by dtl"
