@@ -10,7 +10,6 @@ line of logic without either one blocking the other's way of doing I/O.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import warnings
@@ -18,10 +17,11 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from . import filling, holes
-from .backends.base import Backend, compound, request_errors
+from .backends.base import Backend, compound
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
-from .flow import FAILED, Gen, Op, Rendered
+from .driving import Driving
+from .flow import FAILED, Rendered
 from .identity import VaryIdentity
 from .invalidation import PendingBumps, bump_flow, delete_flow
 from .keys import (
@@ -44,7 +44,6 @@ from .lookup import (
 from .memo import HitMemo, Remembered
 from .miss import miss_flow, render_uncached
 from .recording import (
-    collector,
     last_outcome,
     note,
     recording,
@@ -66,9 +65,6 @@ __all__ = [
 logger = logging.getLogger("jinja_fragcache")
 
 _T = TypeVar("_T")
-
-#: Errors that come from a request's own arguments, whatever the backend.
-_REQUEST_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError)
 
 
 def _generation(backend: object) -> int | None:
@@ -94,7 +90,7 @@ def _shifted(render: Callable[[int], _T], indices: list[int]) -> Callable[[int],
     return lambda j: render(indices[j])
 
 
-class FragmentCache:
+class FragmentCache(Driving):
     """A backend plus the rules of fragment caching.
 
     :param backend: where entries live; a fresh :class:`MemoryBackend` when
@@ -580,172 +576,6 @@ class FragmentCache:
 
     def _tag_keys(self, tags: Sequence[str]) -> list[str]:
         return [tag_version_key(tag, prefix=self.prefix) for tag in tags]
-
-    # -- drivers: carry out what a flow yields -----------------------------------
-
-    def _drive(
-        self, flow: Gen, name: str, render: Callable[[int], str] | None = None
-    ) -> Any:
-        try:
-            op = next(flow)
-        except StopIteration as stop:  # nothing to do: the first read did it
-            return stop.value
-        while True:
-            kind = op[0]
-            try:
-                if kind == "render":
-                    assert render is not None
-                    result: Any = [self._collect(render, i) for i in op[1]]
-                elif kind == "open":
-                    assert render is not None
-                    result = filling.open_stored(self, op[1], op[2], render, op[3])
-                elif kind == "sleep":
-                    time.sleep(op[1])
-                    result = None
-                else:
-                    result = self._call(name, op)
-            except BaseException as exc:
-                op = flow.throw(exc)  # lets the flow clean up, then re-raises
-                continue
-            try:
-                op = flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-
-    async def _adrive(
-        self,
-        flow: Gen,
-        name: str,
-        render: Callable[[int], Awaitable[str]] | None = None,
-    ) -> Any:
-        try:
-            op = next(flow)
-        except StopIteration as stop:  # nothing to do: the first read did it
-            return stop.value
-        while True:
-            kind = op[0]
-            try:
-                if kind == "render":
-                    assert render is not None
-                    result: Any = [await self._acollect(render, i) for i in op[1]]
-                elif kind == "open":
-                    assert render is not None
-                    result = await filling.aopen_stored(
-                        self, op[1], op[2], render, op[3]
-                    )
-                elif kind == "sleep":
-                    await asyncio.sleep(op[1])
-                    result = None
-                else:
-                    result = await self._acall(name, op)
-            except BaseException as exc:
-                op = flow.throw(exc)
-                continue
-            try:
-                op = flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-
-    def _collect(
-        self,
-        render: Callable[[int], str],
-        index: int,
-        live: holes.LiveHoles | None = None,
-    ) -> Rendered:
-        """Render item *index*, recording what the fragments inside report
-        and the ``{% nocache %}`` blocks met (see :meth:`_finish`)."""
-        collected: dict[str, str] = {}
-        outer, scope = filling.scopes(live)
-        token, live_token = collector.set(collected), holes.live.set(scope)
-        start = time.perf_counter()
-        try:
-            body = str(render(index))
-        finally:
-            collector.reset(token)
-            holes.live.reset(live_token)
-        seconds = time.perf_counter() - start
-        done = filling.finished(scope, outer, body, collected, seconds)
-        if isinstance(done, holes.Unfilled):
-            return self._collect(render, index, holes.OFF)._replace(unfilled=str(done))
-        return done
-
-    async def _acollect(
-        self,
-        render: Callable[[int], Awaitable[str]],
-        index: int,
-        live: holes.LiveHoles | None = None,
-    ) -> Rendered:
-        collected: dict[str, str] = {}
-        outer, scope = filling.scopes(live)
-        token, live_token = collector.set(collected), holes.live.set(scope)
-        start = time.perf_counter()
-        try:
-            body = str(await render(index))
-        finally:
-            collector.reset(token)
-            holes.live.reset(live_token)
-        seconds = time.perf_counter() - start
-        done = filling.finished(scope, outer, body, collected, seconds)
-        if isinstance(done, holes.Unfilled):
-            again = await self._acollect(render, index, holes.OFF)
-            return again._replace(unfilled=str(done))
-        return done
-
-    # -- backend calls: fail open behind a circuit breaker -------------------
-
-    def _call(self, name: str, op: Op) -> Any:
-        if not self.breaker.allow():
-            return FAILED
-        try:
-            result = getattr(self.backend, op[0])(*op[1:])
-        except Exception as exc:
-            if not self.fail_open:
-                self.statistics.record_error(name)
-                raise
-            self._failed(name, op, exc)
-            return FAILED
-        self.breaker.succeeded()
-        return result
-
-    async def _acall(self, name: str, op: Op) -> Any:
-        if not self.breaker.allow():
-            return FAILED
-        try:
-            result = await getattr(self.backend, "a" + op[0])(*op[1:])
-        except Exception as exc:
-            if not self.fail_open:
-                self.statistics.record_error(name)
-                raise
-            self._failed(name, op, exc)
-            return FAILED
-        self.breaker.succeeded()
-        return result
-
-    def _failed(self, name: str, op: Op, exc: Exception) -> None:
-        self.statistics.record_error(name)
-        refused = _REQUEST_ERRORS + request_errors(self.backend)
-        # django-redis wraps the client's error: its cause tells.
-        if isinstance(exc, refused) or isinstance(exc.__cause__, refused):
-            # The server answered, and refused this request's arguments (a
-            # value too large, say): this request's error, not an outage,
-            # so the breaker stays closed for every other fragment.
-            logger.error(
-                "fragment cache backend %s refused %s for fragment %r: %s",
-                type(self.backend).__name__,
-                op[0],
-                name,
-                exc,
-            )
-            return
-        self.breaker.failed()
-        logger.exception(
-            "fragment cache backend %s failed in %s for fragment %r; rendering "
-            "uncached for the next %.1f s",
-            type(self.backend).__name__,
-            op[0],
-            name,
-            self.breaker.cooldown,
-        )
 
     def _foreign(self, requests: Sequence[FragmentRequest], read: Read) -> list[int]:
         """The hits written by another template's block of the same name
