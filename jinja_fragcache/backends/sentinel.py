@@ -26,11 +26,10 @@ resumes on the new primary once the breaker lets a call through.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .redis import _DEFAULTS, RedisBackend
+from .redis import _DEFAULTS, RedisBackend, _import_redis
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -67,7 +66,7 @@ class SentinelBackend(RedisBackend):
         async_client: redis.asyncio.Redis | None = None,
         **kwargs: Any,
     ) -> None:
-        from redis.sentinel import Sentinel
+        Sentinel: Any = _import_redis().sentinel.Sentinel
 
         backend_options = {
             name: kwargs.pop(name)
@@ -88,8 +87,9 @@ class SentinelBackend(RedisBackend):
         return f"<{type(self).__name__} {self.service_name!r} via {self._sentinels}>"
 
     def _make_async_client(self) -> redis.asyncio.Redis:
-        from redis.asyncio.sentinel import Sentinel
+        from redis.asyncio import sentinel as aio_sentinel
 
+        Sentinel: Any = aio_sentinel.Sentinel
         sentinel = Sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
         client: redis.asyncio.Redis = sentinel.master_for(
             self.service_name, **self._connection
@@ -97,14 +97,21 @@ class SentinelBackend(RedisBackend):
         return client
 
 
-@functools.cache
+_CLASSES: dict[type[RedisBackend], type[SentinelBackend]] = {}
+
+
 def _sentinel_class(cls: type[RedisBackend]) -> type[SentinelBackend]:
     """*cls* (a subclass of RedisBackend) on a sentinel-found primary."""
     if issubclass(cls, SentinelBackend):
         return cls
     if cls is RedisBackend:
         return SentinelBackend
-    return type(f"Sentinel{cls.__name__}", (SentinelBackend, cls), {})
+    made = _CLASSES.get(cls)
+    if made is None:
+        made = _CLASSES[cls] = type(
+            f"Sentinel{cls.__name__}", (SentinelBackend, cls), {}
+        )
+    return made
 
 
 def sentinel_backend(
