@@ -10,32 +10,28 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 from jinja2 import nodes, pass_context
 from jinja2.exceptions import (
     TemplateNotFound,
-    TemplateRuntimeError,
     TemplateSyntaxError,
 )
 from jinja2.ext import Extension
 from jinja2.parser import Parser
 from jinja2.runtime import Context
-from markupsafe import Markup
 
-from . import filling, holes, nocache
+from . import nocache
 from .api import get_default_cache
-from .cache import FragmentCache, FragmentRequest, build_requests
-from .holes import HoleTable
-from .lookup import Pending
-from .memo import Remembered
+from .cache import FragmentCache
+from .tagruntime import TagRuntime
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
 
 
-class FragmentCacheExtension(Extension):
+class FragmentCacheExtension(TagRuntime, Extension):
     """Caches the output of template blocks.
 
     Usage::
@@ -391,268 +387,6 @@ class FragmentCacheExtension(Extension):
             digest.update(f"\0{name}\0{source}".encode())
         return digest.hexdigest()
 
-    # -- rendering ---------------------------------------------------------------
-
-    def _requests(
-        self,
-        cache: FragmentCache,
-        context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
-        varies: Iterable[Iterable[object]],
-        table: HoleTable | None,
-    ) -> list[FragmentRequest]:
-        """One request per variant; errors name the template and the line."""
-        try:
-            return build_requests(
-                name,
-                varies,
-                timeout=timeout,
-                tags=tags,
-                template=context.name or "",
-                digest=digest,
-                context=context,
-                holes=table,
-                line=lineno,
-                identity=cache.identity,
-                where=_where(context, lineno),
-                debug=cache.debug,
-            )
-        except ValueError as exc:
-            raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
-
-    def _lookup_fragment(
-        self,
-        context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
-        condition: object,
-        owner: str,
-        lines: dict[int, int],
-        vary: list[object],
-    ) -> Any:
-        """The output of a fresh, whole hit; else the :class:`_Unfinished`
-        that ``_finish_fragment`` renders (awaitable when async)."""
-        cache = self.cache
-        key = None
-        if condition and not lines and cache.memo is not None:
-            key = _memo_key(cache, context, name, digest, timeout, tags, vary)
-            body = None if key is None else cache.remembered(key)
-            if body is not None:
-                return _markup(context, body)
-        table = HoleTable(owner, lines) if lines else None
-        requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
-        )
-        if not condition:
-            return _Unfinished(cache, context, requests, None)
-        if self.environment.is_async:
-            return self._alookup(cache, context, requests, wait=True, memo_key=key)
-        found = cache.lookup(requests, wait=True, memo_key=key)
-        if type(found) is list:
-            return _markup(context, found[0])
-        return _Unfinished(cache, context, requests, found)  # type: ignore[arg-type]
-
-    def _lookup_each(
-        self,
-        context: Context,
-        lineno: int,
-        name: str,
-        digest: str,
-        timeout: object,
-        tags: object,
-        condition: object,
-        owner: str,
-        lines: dict[int, int],
-        items: list[object],
-        varies: list[tuple[object, ...]],
-    ) -> Any:
-        """``_lookup_fragment`` for a collection: the joined output when
-        every item is a fresh, whole hit."""
-        cache = self.cache
-        table = HoleTable(owner, lines) if lines else None
-        requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, varies, table
-        )
-        if not requests:
-            return ""
-        if not condition:
-            return _Unfinished(cache, context, requests, None, items)
-        if self.environment.is_async:
-            return self._alookup(cache, context, requests, items=items)
-        found = cache.lookup(requests)
-        if type(found) is list:
-            return _markup(context, "".join(found))
-        return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
-
-    async def _alookup(
-        self,
-        cache: FragmentCache,
-        context: Context,
-        requests: list[FragmentRequest],
-        *,
-        wait: bool = False,
-        items: list[object] | None = None,
-        memo_key: Hashable = None,
-    ) -> Any:
-        found = await cache.alookup(requests, wait=wait, memo_key=memo_key)
-        if type(found) is list:
-            return _markup(context, "".join(found))
-        return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
-
-    def _finish_fragment(self, unfinished: _Unfinished, caller: Caller) -> Any:
-        """Render what ``_lookup_fragment`` could not answer: a miss, a hit
-        with holes to fill, or a fragment that bypasses the cache."""
-        if unfinished.pending is None:
-            unfinished.cache.report_skipped(unfinished.requests)
-            return caller()
-        pending = unfinished.with_holes(_raw(caller))
-        if self.environment.is_async:
-            return self._afinish(unfinished, pending, lambda _: caller())
-        (body,) = unfinished.cache.finish(pending, lambda _: caller())
-        return _markup(unfinished.context, body)
-
-    def _finish_each(self, unfinished: _Unfinished, caller: Caller) -> Any:
-        """``_finish_fragment`` for a collection: renders only the misses."""
-        items = unfinished.items or []
-        if unfinished.pending is None:
-            unfinished.cache.report_skipped(unfinished.requests)
-            if self.environment.is_async:
-                return self._arender_all(unfinished, caller)
-            return _markup(unfinished.context, "".join(caller(i) for i in items))
-        raw = _raw(caller)
-        pending = unfinished.with_holes(lambda i: raw(None, i))
-        if self.environment.is_async:
-            return self._afinish(unfinished, pending, lambda i: caller(items[i]))
-        bodies = unfinished.cache.finish(pending, lambda i: caller(items[i]))
-        return _markup(unfinished.context, "".join(bodies))
-
-    async def _afinish(
-        self,
-        unfinished: _Unfinished,
-        pending: Pending,
-        render: Callable[[int], Awaitable[str]],
-    ) -> str:
-        bodies = await unfinished.cache.afinish(pending, render)
-        return _markup(unfinished.context, "".join(bodies))
-
-    async def _arender_all(self, unfinished: _Unfinished, caller: Caller) -> str:
-        bodies = [await caller(item) for item in unfinished.items or []]
-        return _markup(unfinished.context, "".join(bodies))
-
-    def _cache_fragment(self, *arguments: Any, caller: Caller) -> Any:
-        """A fragment with holes, which a hit renders through its caller
-        too: the lookup and the render in one call.  *arguments* are
-        ``_lookup_fragment``'s."""
-        context, lineno, name, digest, timeout, tags, condition, owner, lines, vary = (
-            arguments
-        )
-        cache = self.cache
-        table = HoleTable(owner, lines, _raw(caller))
-        key = None
-        if condition and cache.memo is not None and not self.environment.is_async:
-            key = _memo_key(cache, context, name, digest, timeout, tags, vary)
-
-            def fill(found: Remembered) -> str:
-                request = found.request._replace(
-                    context=context, holes=table, line=lineno
-                )
-                render = lambda _: caller()  # noqa: E731
-                return filling.open_stored(cache, request, found.body, render, 0)
-
-            body = None if key is None else cache.remembered(key, fill)
-            if body is not None:
-                return _markup(context, body)
-        requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
-        )
-        if not condition:
-            cache.report_skipped(requests)
-            return caller()
-        if self.environment.is_async:
-            return self._arender(cache, context, requests, lambda _: caller(), True)
-        found = cache.lookup(requests, wait=True, memo_key=key)
-        if type(found) is not list:
-            found = cache.finish(found, lambda _: caller())  # type: ignore[arg-type]
-        return _markup(context, found[0])
-
-    def _cache_each(self, *arguments: Any, caller: Caller) -> Any:
-        """``_cache_fragment`` for a collection; *arguments* are
-        ``_lookup_each``'s."""
-        context, lineno, name, digest, timeout, tags, condition, owner, lines = (
-            arguments[:9]
-        )
-        items, varies = arguments[9:]
-        cache = self.cache
-        raw = _raw(caller)
-        table = HoleTable(owner, lines, lambda i: raw(None, i))
-        requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, varies, table
-        )
-        if not requests:
-            return ""
-        if not condition:
-            unfinished = _Unfinished(cache, context, requests, None, items)
-            return self._finish_each(unfinished, caller)
-        render = lambda i: caller(items[i])  # noqa: E731
-        if self.environment.is_async:
-            return self._arender(cache, context, requests, render, False)
-        return _markup(context, "".join(cache.render_many(requests, render)))
-
-    async def _arender(
-        self,
-        cache: FragmentCache,
-        context: Context,
-        requests: list[FragmentRequest],
-        render: Callable[[int], Awaitable[str]],
-        wait: bool,
-    ) -> str:
-        bodies = await cache.render_many_async(requests, render, wait=wait)
-        return _markup(context, "".join(bodies))
-
-    @staticmethod
-    def _as_list(iterable: Iterable[object]) -> list[object]:
-        return list(iterable)
-
-    def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
-        if holes.live.get() is None:  # outside any fragment: just the content
-            return caller()
-        if self.environment.is_async:
-            return self._nocache_async(owner, index, caller)
-        token = holes.live.set(holes.OFF)  # fragments inside start afresh
-        try:
-            output = caller()
-        finally:
-            holes.live.reset(token)
-        return holes.output(owner, index, output)
-
-    async def _nocache_async(self, owner: str, index: int, caller: Caller) -> str:
-        token = holes.live.set(holes.OFF)
-        try:
-            output = await caller()
-        finally:
-            holes.live.reset(token)
-        return holes.output(owner, index, output)
-
-    def _invalidate(self, name: str, vary: list[object]) -> Any:
-        if self.environment.is_async:
-            return self._invalidate_async(name, vary)
-        self.cache.invalidate(name, *vary)
-        return ""
-
-    async def _invalidate_async(self, name: str, vary: list[object]) -> str:
-        await self.cache.ainvalidate(name, *vary)
-        return ""
-
-    def _key_for(self, name: str, vary: list[object]) -> str:
-        return self.cache.key_for(name, *vary)
-
 
 #: The calls that look a fragment up, whose arguments start alike.
 _LOOKUPS = ("_lookup_fragment", "_lookup_each", "_cache_fragment", "_cache_each")
@@ -671,27 +405,6 @@ def _lookup_filter(identifier: str, method: str) -> Callable[..., Any]:
     return lookup
 
 
-class _Unfinished(NamedTuple):
-    """What a tag's lookup leaves for its render: the caller (and so the
-    body) exists only on that branch of the compiled template."""
-
-    cache: FragmentCache
-    context: Context
-    requests: list[FragmentRequest]
-    #: ``None``: the tag's ``if`` was false, the body renders uncached.
-    pending: Pending | None
-    items: list[object] | None = None
-
-    def with_holes(self, render: Callable[[int], Any]) -> Pending:
-        """The pending lookup, its blocks now rendered by *render* (the
-        caller, which exists from this branch on)."""
-        assert self.pending is not None
-        table = self.requests[0].holes
-        if table is not None:
-            table.render = render
-        return self.pending
-
-
 def _hit_or_render(
     found: str, lookup: nodes.Expr, render: nodes.CallBlock
 ) -> list[nodes.Node]:
@@ -702,45 +415,3 @@ def _hit_or_render(
         nodes.Assign(nodes.Name(found, "store"), lookup),
         nodes.If(is_output, [nodes.Output([nodes.Name(found, "load")])], [], [render]),
     ]
-
-
-def _raw(caller: Caller) -> Caller:
-    """The function of a ``caller`` macro, called without the checks of
-    :class:`jinja2.runtime.Macro` (a hole's render on every hit: its
-    arguments are ours and always given)."""
-    return getattr(caller, "_func", caller)
-
-
-def _memo_key(
-    cache: FragmentCache,
-    context: Context,
-    name: str,
-    digest: str,
-    timeout: object,
-    tags: object,
-    vary: list[object],
-) -> Hashable:
-    """What decides a hit of this tag, as :mod:`jinja_fragcache.memo` keys
-    it; ``None`` when a value cannot be part of a key (the usual lookup
-    then says why)."""
-    try:
-        strings = cache.identity.strings(vary)
-        key = (context.name, digest, name, timeout, _hashable(tags), strings)
-        hash(key)
-    except Exception:  # noqa: BLE001 - the lookup reports it with its line
-        return None
-    return key
-
-
-def _hashable(tags: object) -> object:
-    return tuple(tags) if type(tags) is list else tags
-
-
-def _markup(context: Context, body: str) -> str:
-    # The body was rendered once already: under autoescape it is safe markup
-    # and must not be escaped a second time.
-    return Markup(body) if context.eval_ctx.autoescape else body
-
-
-def _where(context: Context, lineno: int) -> str:
-    return f"template {context.name or '<string>'!r}, line {lineno}"
