@@ -26,6 +26,8 @@ resumes on the new primary once the breaker lets a call through.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -81,16 +83,32 @@ class SentinelBackend(RedisBackend):
             self._sentinels, sentinel_kwargs=self._sentinel_options
         )
         client = self.sentinel.master_for(service_name, **self._connection)
+        self._async_sentinels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, Any
+        ] = weakref.WeakKeyDictionary()
         super().__init__(client, async_client=async_client, **backend_options)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.service_name!r} via {self._sentinels}>"
+
+    def close(self) -> None:
+        super().close()
+        for client in self.sentinel.sentinels:
+            client.close()
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        sentinel = self._async_sentinels.pop(asyncio.get_running_loop(), None)
+        for client in getattr(sentinel, "sentinels", ()):
+            await client.aclose()
 
     def _make_async_client(self) -> redis.asyncio.Redis:
         from redis.asyncio import sentinel as aio_sentinel
 
         Sentinel: Any = aio_sentinel.Sentinel
         sentinel = Sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
+        # Its clients of the sentinels are closed with the loop's client.
+        self._async_sentinels[asyncio.get_running_loop()] = sentinel
         client: redis.asyncio.Redis = sentinel.master_for(
             self.service_name, **self._connection
         )
