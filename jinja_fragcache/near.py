@@ -651,6 +651,7 @@ class _Tracker:
         # covered, so the (emptied) store may be used.
         owner._activate(fd)
         del owner
+        messages = _Messages(conn, sock)
         ping_due = time.monotonic() + PING_INTERVAL
         pong_due: float | None = None
         while not self._stopped and not self._restart:
@@ -678,8 +679,7 @@ class _Tracker:
             keys: list[str] | None = []
             flush = False
             try:
-                while conn.can_read(0):
-                    message = conn.read_response()
+                for message in messages.read():
                     kind = message[0] if isinstance(message, list) else None
                     if kind == b"pong":
                         pong_due = None
@@ -698,3 +698,50 @@ class _Tracker:
                 del owner
             ping_due = time.monotonic() + PING_INTERVAL
         self._restart = False
+
+
+class _Messages:
+    """What the tracking connection received, once its socket is readable.
+
+    Every write to a tracked key, this process's own included, sends a
+    message here, and each wakes the tracking thread, which holds the GIL
+    while it reads.  So the messages are parsed straight from the socket
+    with hiredis when it is installed: redis-py's reply machinery costs
+    several times as much per message.  What redis-py's own parser still
+    holds from the handshake is read through it first.
+    """
+
+    def __init__(self, conn: TrackingConnection, sock: Any) -> None:
+        self._conn, self._sock = conn, sock
+        try:
+            import hiredis
+        except ImportError:  # pragma: no cover - hiredis comes with [redis]
+            self._reader: Any = None
+        else:
+            self._reader = hiredis.Reader()
+        self._handed_over = self._reader is None
+
+    def read(self) -> list[Any]:
+        import redis
+
+        if not self._handed_over:
+            self._handed_over = self._reader is not None
+            return self._through_redis_py()
+        if self._reader is None:
+            return self._through_redis_py()
+        data = self._sock.recv(1 << 16)
+        if not data:
+            raise redis.ConnectionError("tracking connection closed by the server")
+        self._reader.feed(data)
+        found = []
+        while (message := self._reader.gets()) is not False:
+            if isinstance(message, Exception):
+                raise redis.ConnectionError(f"tracking connection: {message}")
+            found.append(message)
+        return found
+
+    def _through_redis_py(self) -> list[Any]:
+        found = []
+        while self._conn.can_read(0):
+            found.append(self._conn.read_response())
+        return found
