@@ -237,15 +237,16 @@ class FragmentCache(Driving):
             found is None
             or found.generation != _generation(self.backend)
             or self.pending.has_failed
+            or self.debug
             or (found.soft_expiry is not None and time.time() >= found.soft_expiry)
-            or (fill is None and holes.MARK in found.body)
+            or (fill is None and found.holed)
         ):
             return None
         name = found.request.name
         report(found.versions, found.soft_expiry)
         self.statistics.record_fetch(name, 0.0, hits=1)
         note("hit", name, found.keys, 0.0, 0.0)
-        return found.body if fill is None else fill(found)
+        return fill(found) if found.holed and fill is not None else found.body
 
     def lookup(
         self,
@@ -336,6 +337,7 @@ class FragmentCache(Driving):
             entry.versions,
             requests[0]._replace(context=None, holes=None),
             read.keys,
+            holes.MARK in stored[0],
         )
         self.memo.put(key, remembered, len(remembered.body))
 

@@ -47,6 +47,8 @@ class Remembered(NamedTuple):
     #: The request it answered (its context is that render's).
     request: FragmentRequest
     keys: list[str]
+    #: Whether the body has holes to fill.
+    holed: bool
 
 
 class ByteBounded(Generic[_K, _V]):
