@@ -25,10 +25,11 @@ memo.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
+    from .identity import VaryIdentity
     from .requests import FragmentRequest
 
 
@@ -49,6 +50,29 @@ class Remembered(NamedTuple):
     keys: list[str]
     #: Whether the body has holes to fill.
     holed: bool
+
+
+def memo_key(
+    identity: VaryIdentity,
+    template: str | None,
+    digest: str,
+    name: str,
+    timeout: object,
+    tags: object,
+    vary: Sequence[object],
+) -> Hashable:
+    """What decides a hit of a tag: its template, the block's digest, the
+    name, the timeout and tags as given, and the vary values' identities;
+    ``None`` when a value cannot be part of a key (the usual lookup then
+    says why, with the template and the line)."""
+    try:
+        strings = identity.strings(vary)
+        listed = tuple(tags) if type(tags) is list else tags
+        key = (template, digest, name, timeout, listed, strings)
+        hash(key)
+    except Exception:  # noqa: BLE001 - the lookup reports it
+        return None
+    return key
 
 
 class ByteBounded(Generic[_K, _V]):

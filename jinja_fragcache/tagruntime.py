@@ -23,7 +23,7 @@ from . import filling, holes
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
-from .memo import Remembered
+from .memo import Remembered, memo_key
 
 Caller = Callable[..., Any]
 
@@ -335,20 +335,7 @@ def _memo_key(
     tags: object,
     vary: list[object],
 ) -> Hashable:
-    """What decides a hit of this tag, as :mod:`jinja_fragcache.memo` keys
-    it; ``None`` when a value cannot be part of a key (the usual lookup
-    then says why)."""
-    try:
-        strings = cache.identity.strings(vary)
-        key = (context.name, digest, name, timeout, _hashable(tags), strings)
-        hash(key)
-    except Exception:  # noqa: BLE001 - the lookup reports it with its line
-        return None
-    return key
-
-
-def _hashable(tags: object) -> object:
-    return tuple(tags) if type(tags) is list else tags
+    return memo_key(cache.identity, context.name, digest, name, timeout, tags, vary)
 
 
 def _markup(context: Context, body: str) -> str:

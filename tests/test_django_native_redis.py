@@ -359,3 +359,71 @@ def test_a_rebuilt_cache_closes_the_near_cache_it_replaced(
     settings.FRAGCACHE = {**settings.FRAGCACHE, "KEY_PREFIX": fresh_prefix()}
     assert get_fragment_cache().backend is not backend
     assert not backend.near.active  # its tracking thread and connection end
+
+
+def _settled(render: Callable[[], str]) -> None:
+    """Render until a hit sends nothing: remembered (the writes' echoes of
+    this process come back from the server first)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        render()
+        with trips() as sent:
+            render()
+        if not sent:
+            return
+        time.sleep(0.01)
+    pytest.fail("a DTL hit was never answered from memory")
+
+
+def test_a_dtl_hit_is_remembered_and_a_view_still_invalidates_it(kind: str) -> None:
+    source = (
+        "{% load cache_tags %}{% cache_fragment 300 card pk %}"
+        "{{ label }}{% endcache_fragment %}"
+    )
+    template = engines["django"].from_string(source)
+    cache = get_fragment_cache()
+    assert cache.memo is not None
+    _settled(lambda: template.render({"pk": 8, "label": "old"}))
+    near = cache.backend.near  # type: ignore[attr-defined]
+    asked = near.hits + near.misses
+    with trips() as sent:
+        assert template.render({"pk": 8, "label": "new"}) == "old"
+    assert sent == []
+    assert near.hits + near.misses == asked  # not even the near cache
+    invalidate_fragment("card", 8)
+    assert template.render({"pk": 8, "label": "new"}) == "new"
+
+
+def test_a_remembered_dtl_hit_gives_each_visitor_their_own_csrf_token(
+    kind: str,
+) -> None:
+    import re
+
+    from django.middleware.csrf import (  # type: ignore[attr-defined]
+        _does_token_match,
+        _get_new_csrf_string,
+    )
+    from django.test import RequestFactory
+
+    source = (
+        "{% load cache_tags %}{% cache_fragment 300 form %}"
+        "<form>{% csrf_token %}</form>{% endcache_fragment %}"
+    )
+    template = engines["django"].from_string(source)
+    factory = RequestFactory()
+
+    def visit() -> tuple[str, str]:
+        """A page for a visitor of their own, and their secret."""
+        secret = _get_new_csrf_string()
+        request = factory.get("/")
+        request.META["CSRF_COOKIE"] = secret  # as CsrfViewMiddleware sets it
+        return template.render({}, request), secret
+
+    _settled(lambda: visit()[0])
+    for _ in range(3):
+        with trips() as sent:
+            page, secret = visit()
+        assert sent == []
+        token = re.search(r'value="([^"]+)"', page)
+        assert token is not None
+        assert _does_token_match(token[1], secret)

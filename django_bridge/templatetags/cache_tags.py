@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django import template
@@ -46,10 +46,11 @@ from django.template.exceptions import TemplateDoesNotExist
 from django.template.loader_tags import IncludeNode
 from django.utils.safestring import SafeString, mark_safe
 
-from jinja_fragcache import FragmentRequest, holes
+from jinja_fragcache import FragmentRequest, filling, holes
 from jinja_fragcache.cache import build_requests
 from jinja_fragcache.holes import HoleTable
 from jinja_fragcache.identity import MissingValue
+from jinja_fragcache.memo import Remembered, memo_key
 from jinja_fragcache.timeouts import check_timeout
 
 from .. import templatenames
@@ -329,6 +330,15 @@ class _FragmentNode(Node):
         values += [options.cached(context) for options in self.inner_options]
         return values
 
+    def table(self, context: Context) -> HoleTable | None:
+        """The ``nocache`` blocks inside, rendered with *context*."""
+        if not self.blocks:
+            return None
+        lines = {index: block.lineno for index, block in self.blocks.items()}
+        return HoleTable(
+            self.owner, lines, lambda i: self.blocks[i].nodelist.render(context)
+        )
+
     def requests(
         self, context: Context, varies: Sequence[Sequence[object]]
     ) -> list[FragmentRequest]:
@@ -337,12 +347,7 @@ class _FragmentNode(Node):
             f"template {self.template_name.removeprefix('django:') or '<string>'!r}, "
             f"line {self.lineno}"
         )
-        table = None
-        if self.blocks:
-            lines = {index: block.lineno for index, block in self.blocks.items()}
-            table = HoleTable(
-                self.owner, lines, lambda i: self.blocks[i].nodelist.render(context)
-            )
+        table = self.table(context)
         try:
             return build_requests(
                 self.name,
@@ -366,13 +371,45 @@ class _FragmentNode(Node):
 
 class CacheFragmentNode(_FragmentNode):
     def render(self, context: Context) -> SafeString:
-        (request,) = self.requests(context, [self.vary(context)])
-        if not self.options.cached(context):
-            get_fragment_cache().report_skipped([request])
+        cache = get_fragment_cache()
+        vary, cached, key = self.vary(context), self.options.cached(context), None
+        if cached and cache.memo is not None:
+            # A hit already checked, while the backend has not changed: no
+            # read (see jinja_fragcache.memo).
+            key = memo_key(
+                cache.identity,
+                self.template_name,
+                self.digest,
+                self.name,
+                self.timeout.resolve(context),
+                self.options.tag_values(context),
+                vary,
+            )
+            body = None if key is None else cache.remembered(key, self._filler(context))
+            if body is not None:
+                return mark_safe(body)
+        (request,) = self.requests(context, [vary])
+        if not cached:
+            cache.report_skipped([request])
             return self.nodelist.render(context)
-        return mark_safe(
-            get_fragment_cache().render(request, lambda: self.nodelist.render(context))
-        )
+        found = cache.lookup([request], wait=True, memo_key=key)
+        if type(found) is not list:
+            found = cache.finish(found, lambda _: self.nodelist.render(context))  # type: ignore[arg-type]
+        return mark_safe(found[0])
+
+    def _filler(self, context: Context) -> Callable[[Remembered], str]:
+        """Fills the holes of a remembered body for this render."""
+
+        def fill(found: Remembered) -> str:
+            request = found.request._replace(
+                context=context, holes=self.table(context), line=self.lineno or 0
+            )
+            render = lambda _: self.nodelist.render(context)  # noqa: E731
+            return filling.open_stored(
+                get_fragment_cache(), request, found.body, render, 0
+            )
+
+        return fill
 
 
 class CacheEachNode(_FragmentNode):
