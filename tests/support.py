@@ -190,6 +190,7 @@ __all__ = [
     "free_port",
     "render",
     "run",
+    "trips",
 ]
 
 
@@ -269,3 +270,51 @@ class Tick:
     def __call__(self, label: str) -> str:
         self.count[label] = self.count.get(label, 0) + 1
         return label
+
+
+# -- round trips on real Redis connections -------------------------------------
+
+
+def _sent_by_us(connection: Any) -> bool:
+    from jinja_fragcache.backends.redis import TRACKING_NAME
+
+    return getattr(connection, "client_name", None) != TRACKING_NAME
+
+
+@contextmanager
+def trips() -> Iterator[list[bytes]]:
+    """Every packet sent to Redis meanwhile, its first command's name each."""
+    from redis import connection
+    from redis.asyncio import connection as async_connection
+
+    sent: list[bytes] = []
+
+    def name(packed: Any) -> bytes:
+        data = packed if isinstance(packed, bytes | str) else b"".join(packed)
+        data = data.encode() if isinstance(data, str) else data
+        return data.split(b"\r\n")[2]
+
+    sync_class = connection.AbstractConnection
+    async_class = async_connection.AbstractConnection
+    sync_send, async_send = (
+        sync_class.send_packed_command,
+        async_class.send_packed_command,
+    )
+
+    def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        if _sent_by_us(self):
+            sent.append(name(command))
+        return sync_send(self, command, *args, **kwargs)
+
+    async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        if _sent_by_us(self):
+            sent.append(name(command))
+        return await async_send(self, command, *args, **kwargs)
+
+    sync_class.send_packed_command = counted  # type: ignore[method-assign]
+    async_class.send_packed_command = acounted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        sync_class.send_packed_command = sync_send  # type: ignore[method-assign]
+        async_class.send_packed_command = async_send  # type: ignore[method-assign]

@@ -30,8 +30,7 @@ from jinja_fragcache.entry import MAGIC
 from jinja_fragcache.keys import name_version_key
 from tests.djangoapp.urls import dtl_page
 
-from .support import run
-from .test_round_trips import trips
+from .support import run, trips
 
 KINDS = {
     "django-redis": "django_redis.cache.RedisCache",

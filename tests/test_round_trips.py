@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from jinja2 import DictLoader, Environment
 
 from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
-from jinja_fragcache.backends.redis import TRACKING_NAME
+
+from .support import trips
 
 PAGE = (
     "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
@@ -30,49 +30,6 @@ CARDS = (
     "[{{ tick(p.id) }}]{% endcache_each %}"
 )
 PRODUCTS = [{"id": i} for i in range(50)]
-
-
-def _sent_by_us(connection: Any) -> bool:
-    return getattr(connection, "client_name", None) != TRACKING_NAME
-
-
-@contextmanager
-def trips() -> Iterator[list[bytes]]:
-    """Every packet sent to Redis meanwhile, its first command's name each."""
-    from redis import connection
-    from redis.asyncio import connection as async_connection
-
-    sent: list[bytes] = []
-
-    def name(packed: Any) -> bytes:
-        data = packed if isinstance(packed, bytes | str) else b"".join(packed)
-        data = data.encode() if isinstance(data, str) else data
-        return data.split(b"\r\n")[2]
-
-    sync_class = connection.AbstractConnection
-    async_class = async_connection.AbstractConnection
-    sync_send, async_send = (
-        sync_class.send_packed_command,
-        async_class.send_packed_command,
-    )
-
-    def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if _sent_by_us(self):
-            sent.append(name(command))
-        return sync_send(self, command, *args, **kwargs)
-
-    async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if _sent_by_us(self):
-            sent.append(name(command))
-        return await async_send(self, command, *args, **kwargs)
-
-    sync_class.send_packed_command = counted  # type: ignore[method-assign]
-    async_class.send_packed_command = acounted  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        sync_class.send_packed_command = sync_send  # type: ignore[method-assign]
-        async_class.send_packed_command = async_send  # type: ignore[method-assign]
 
 
 class Site:
