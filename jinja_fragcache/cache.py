@@ -244,7 +244,7 @@ class FragmentCache(Driving):
             return None
         name = found.request.name
         report(found.versions, found.soft_expiry)
-        self.statistics.record_fetch(name, 0.0, hits=1)
+        self.statistics.record_hit(name)
         note("hit", name, found.keys, 0.0, 0.0)
         return fill(found) if found.holed and fill is not None else found.body
 

@@ -86,7 +86,9 @@ class TagRuntime:
         cache = self.cache
         key = None
         if condition and not lines and cache.memo is not None:
-            key = _memo_key(cache, context, name, digest, timeout, tags, vary)
+            key = memo_key(
+                cache.identity, context.name, digest, name, timeout, tags, vary
+            )
             body = None if key is None else cache.remembered(key)
             if body is not None:
                 return _markup(context, body)
@@ -201,7 +203,9 @@ class TagRuntime:
         table = HoleTable(owner, lines, _raw(caller))
         key = None
         if condition and cache.memo is not None and not self.environment.is_async:
-            key = _memo_key(cache, context, name, digest, timeout, tags, vary)
+            key = memo_key(
+                cache.identity, context.name, digest, name, timeout, tags, vary
+            )
 
             def fill(found: Remembered) -> str:
                 request = found.request._replace(
@@ -324,18 +328,6 @@ def _raw(caller: Caller) -> Caller:
     :class:`jinja2.runtime.Macro` (a hole's render on every hit: its
     arguments are ours and always given)."""
     return getattr(caller, "_func", caller)
-
-
-def _memo_key(
-    cache: FragmentCache,
-    context: Context,
-    name: str,
-    digest: str,
-    timeout: object,
-    tags: object,
-    vary: list[object],
-) -> Hashable:
-    return memo_key(cache.identity, context.name, digest, name, timeout, tags, vary)
 
 
 def _markup(context: Context, body: str) -> str:
