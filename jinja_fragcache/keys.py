@@ -100,9 +100,15 @@ class SizeBoundedCache(Generic[_T]):
         return self._cached(*args)
 
 
-def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _head(prefix: str, kind: str, name: str) -> str:
+    """Everything of a key but its digest: the same for every variant."""
     check_prefix(prefix)
-    return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:{_digest(parts)}"
+    return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:"
+
+
+def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+    return _head(prefix, kind, name) + _digest(parts)
 
 
 #: Cached: a page asks for the same few keys on every request.
