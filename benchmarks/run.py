@@ -5,7 +5,8 @@
 Starts a redis-server of its own on a free loopback port, measures every
 implementation on an in-process cache and on that Redis (one worker process
 per backend kind), and prints median microseconds with each peer's ratio to
-ours.  ``--write`` also saves ``benchmarks/results.md``.
+ours.  ``--write`` also saves ``benchmarks/results.md`` (with
+``FRAGCACHE_BENCH_NEAR_CACHE=0``, ``benchmarks/results-near-cache-off.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import peers, report
+from .peers.ours import NEAR_CACHE
 from .redis_server import redis_server
 
 KINDS = ["memory", "redis"]
@@ -55,11 +57,15 @@ def main() -> None:
         for kind in KINDS:
             print(f"measuring {kind}...", file=sys.stderr, flush=True)
             results[kind] = run_worker(kind, url, args.quick)
-    text = report.render(results, peers.names()[1:], " --quick" if args.quick else "")
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    if not NEAR_CACHE:
+        command = "FRAGCACHE_BENCH_NEAR_CACHE=0 " + command
+    text = report.render(results, peers.names()[1:], command)
     print(text)
     print(f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
     if args.write:
-        Path(__file__).with_name("results.md").write_text(text)
+        name = "results.md" if NEAR_CACHE else "results-near-cache-off.md"
+        Path(__file__).with_name(name).write_text(text)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from . import django_settings, invalidation, peers
-from .peers.base import MAX_ENTRIES, Adapter
+from . import django_settings, invalidation, peers, under_django
+from .peers.base import CARDS, MAX_ENTRIES, Adapter, cards_html, fresh_items
+from .peers.ours import NEAR_CACHE
 from .redis_server import db_url
 from .timing import compare, sample
+from .traffic import redis_commands
 
 
 class Plan:
@@ -50,38 +52,6 @@ def raw_fetch(kind: str, redis_url: str) -> Callable[[], object]:
     client = redis.Redis.from_url(redis_url)
     client.set("bench:raw", value)
     return lambda: client.mget(["bench:raw"])
-
-
-def redis_commands(
-    adapters: list[Adapter], redis_url: str, renders: int = 10
-) -> dict[str, dict[str, str]]:
-    """What each render sends to Redis, from the server's own command counts:
-    ``{case: {implementation: "1 mget, 3 set, 1 del"}}``."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-
-    def counts() -> dict[str, int]:
-        stats = client.info("commandstats")
-        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
-
-    table: dict[str, dict[str, str]] = {}
-    for case in ("hit", "miss", "50 siblings"):
-        render = "render_siblings" if case == "50 siblings" else f"render_{case}"
-        table[case] = {}
-        for adapter in adapters:
-            before = counts()
-            for _ in range(renders):
-                getattr(adapter, render)()
-            after = counts()
-            sent = [
-                f"{(after[c] - before.get(c, 0)) / renders:g} {c}"
-                for c in sorted(after)
-                if c != "info" and after[c] != before.get(c, 0)
-            ]
-            table[case][adapter.name] = ", ".join(sent)
-    client.close()
-    return table
 
 
 def hit_overhead(
@@ -132,6 +102,9 @@ def check_same_html(adapters: list[Adapter]) -> None:
         for render in ("render_hit", "render_siblings", "render_uncached"):
             got, expected = getattr(adapter, render)(), getattr(ours, render)()
             assert got == expected, f"{adapter.name} {render}: {got[:200]!r}"
+        items = fresh_items()
+        got = adapter.render_cold_cards(items)
+        assert got == cards_html(items), f"{adapter.name} cold cards: {got[:200]!r}"
 
 
 def measure(kind: str, redis_url: str, plan: Plan) -> dict[str, Any]:
@@ -152,11 +125,19 @@ def measure(kind: str, redis_url: str, plan: Plan) -> dict[str, Any]:
             ),
             "uncached": plan.compare({a.name: a.render_uncached for a in adapters}),
             "50 siblings": plan.compare({a.name: a.render_siblings for a in adapters}),
+            # Every card a miss: the same cap, 50 times over.
+            "cold 50 cards": plan.compare(
+                {a.name: a.render_cold_cards for a in adapters},
+                max_number=MAX_ENTRIES // (8 * CARDS * (plan.rounds + 1)),
+            ),
         }
         results["target"] = hit_overhead(adapters[0], raw_fetch(kind, render_url), plan)
         results["hole"] = hole_cost(adapters[0], plan)
+        django_tag = next(a for a in adapters if a.name == "django")
+        results["under django"] = under_django.measure(kind, django_tag, plan)
         if kind == "redis":
             results["commands"] = redis_commands(adapters, render_url)
+            results["near cache"] = NEAR_CACHE
     finally:
         for adapter in adapters:
             adapter.teardown()

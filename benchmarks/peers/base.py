@@ -6,6 +6,9 @@ Every adapter compiles the same three pages with its own cache tag:
 - ``inline``: the same page with the fragment's content and no cache tag;
 - ``cards``: 50 cached sibling cards (``cache_each`` for us, a ``for`` loop
   around the tag for the peers).
+
+The cold page is ``cards`` again with 50 items never rendered before: every
+card misses.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ CARD = "<div class='card'>{{ item.name }} {{ item.text }}</div>"
 #: About 2 KB of text for the one fragment (no character that needs escaping,
 #: so the autoescaping engines render the same HTML as the others).
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 36)[:2048]
-ITEMS = [{"id": i, "name": f"item {i}", "text": "t" * 150} for i in range(50)]
+CARDS = 50
+
+
+def item(i: int) -> dict[str, Any]:
+    return {"id": i, "name": f"item {i}", "text": "t" * 150}
+
+
+ITEMS = [item(i) for i in range(CARDS)]
 HIT_UID = 1
 TIMEOUT = 300
 #: Vary values for misses, far from HIT_UID and shared by every adapter: two
@@ -28,6 +38,20 @@ TIMEOUT = 300
 #: both use ``make_template_fragment_key`` on the same cache) must never find
 #: each other's entries.
 _FRESH_UIDS = itertools.count(1_000_000)
+
+
+def fresh_items() -> list[dict[str, Any]]:
+    """50 cards with ids never used before, from the miss case's sequence."""
+    return [item(next(_FRESH_UIDS)) for _ in range(CARDS)]
+
+
+def cards_html(items: list[dict[str, Any]]) -> str:
+    """What every implementation's ``cards`` page gives for *items*."""
+    return SHELL.format(
+        "".join(f"<div class='card'>{i['name']} {i['text']}</div>" for i in items)
+    )
+
+
 #: Every in-process cache holds this many entries before it culls, so the
 #: miss case times each implementation's miss path, not its eviction policy.
 MAX_ENTRIES = 100_000
@@ -90,3 +114,7 @@ class Adapter:
 
     def render_siblings(self) -> str:
         return self.cards.render({"items": ITEMS})
+
+    def render_cold_cards(self, items: list[dict[str, Any]] | None = None) -> str:
+        """The 50 cards with new ids (or *items*): every card a miss."""
+        return self.cards.render({"items": fresh_items() if items is None else items})
