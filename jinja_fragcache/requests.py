@@ -43,8 +43,14 @@ class FragmentRequest(NamedTuple):
     @property
     def where(self) -> str:
         """Where the tag is, as messages name it."""
-        template = self.template.removeprefix("django:") or "<string>"
-        return f"template {template!r}, line {self.line}"
+        return where(self.template, self.line)
+
+
+def where(template: str | None, line: int | None) -> str:
+    """A place in a template, as every message names it (a DTL template's
+    name is kept as ``django:<name>`` in entries, shown without it)."""
+    shown = (template or "").removeprefix("django:") or "<string>"
+    return f"template {shown!r}, line {line}"
 
 
 def check_tags(tags: object) -> tuple[str, ...]:

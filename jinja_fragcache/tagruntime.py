@@ -24,6 +24,7 @@ from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
 from .memo import Remembered, memo_key
+from .requests import where
 
 Caller = Callable[..., Any]
 
@@ -337,4 +338,4 @@ def _markup(context: Context, body: str) -> str:
 
 
 def _where(context: Context, lineno: int) -> str:
-    return f"template {context.name or '<string>'!r}, line {lineno}"
+    return where(context.name, lineno)

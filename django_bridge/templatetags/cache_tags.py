@@ -51,6 +51,7 @@ from jinja_fragcache.cache import build_requests
 from jinja_fragcache.holes import HoleTable
 from jinja_fragcache.identity import MissingValue
 from jinja_fragcache.memo import Remembered, memo_key
+from jinja_fragcache.requests import where
 from jinja_fragcache.timeouts import check_timeout
 
 from .. import templatenames
@@ -66,10 +67,9 @@ __all__ = ["invalidate_fragment", "register"]
 
 
 def _fail(parser: Parser, token: Token, message: str) -> template.TemplateSyntaxError:
-    where = parser.origin.template_name if parser.origin else None
-    return template.TemplateSyntaxError(
-        f"{message} (template {where or '<string>'!r}, line {token.lineno})"
-    )
+    name = parser.origin.template_name if parser.origin else None
+    shown = None if name is None else str(name)
+    return template.TemplateSyntaxError(f"{message} ({where(shown, token.lineno)})")
 
 
 def _name(parser: Parser, token: Token, tag: str, bits: list[str]) -> str:
@@ -343,10 +343,7 @@ class _FragmentNode(Node):
         self, context: Context, varies: Sequence[Sequence[object]]
     ) -> list[FragmentRequest]:
         cache = get_fragment_cache()
-        where = (
-            f"template {self.template_name.removeprefix('django:') or '<string>'!r}, "
-            f"line {self.lineno}"
-        )
+        place = where(self.template_name, self.lineno)
         table = self.table(context)
         try:
             return build_requests(
@@ -360,12 +357,12 @@ class _FragmentNode(Node):
                 holes=table,
                 line=self.lineno or 0,
                 identity=cache.identity,
-                where=where,
+                where=place,
                 debug=cache.debug,
             )
         except ValueError as exc:
             raise template.TemplateSyntaxError(
-                f"{self.tag} {self.name!r}: {exc} ({where})"
+                f"{self.tag} {self.name!r}: {exc} ({place})"
             ) from None
 
 
