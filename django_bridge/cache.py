@@ -11,7 +11,7 @@ from django.dispatch import receiver
 
 from jinja_fragcache import FragmentCache
 
-from .conf import settings
+from .conf import DEFAULTS, settings
 from .identity import django_identity
 from .purge import AfterInvalidation
 from .safety import CsrfHoles, refuse_leftover_tokens
@@ -27,16 +27,22 @@ def get_fragment_cache() -> FragmentCache:
 
     One instance per distinct configuration, so statistics accumulate.
     """
+    # Read on every render, so FRAGCACHE once: each settings.X copies it.
+    given: dict[str, Any] = getattr(django_settings, "FRAGCACHE", None) or {}
+
+    def get(name: str) -> Any:
+        return given.get(name, DEFAULTS[name])
+
     config = (
-        settings.cache_alias,
-        settings.BACKEND,
-        repr(settings.OPTIONS),
-        bool(settings.NATIVE_REDIS),
-        settings.KEY_PREFIX,
-        settings.STALE_GRACE,
-        settings.LOCK_TIMEOUT,
-        settings.LOCK_WAIT,
-        settings.FAIL_OPEN,
+        settings.alias_for(get("CACHE")),
+        get("BACKEND"),
+        repr(get("OPTIONS")),
+        bool(get("NATIVE_REDIS")),
+        get("KEY_PREFIX"),
+        get("STALE_GRACE"),
+        get("LOCK_TIMEOUT"),
+        get("LOCK_WAIT"),
+        get("FAIL_OPEN"),
         bool(django_settings.DEBUG),
     )
     cache = _caches.get(config)

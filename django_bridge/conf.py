@@ -82,7 +82,11 @@ class Settings:
 
     @property
     def cache_alias(self) -> str:
-        alias = self.CACHE
+        return self.alias_for(self.CACHE)
+
+    @staticmethod
+    def alias_for(alias: object) -> str:
+        """The Django cache alias that ``FRAGCACHE["CACHE"]`` = *alias* means."""
         if alias:
             return str(alias)
         return (
