@@ -430,3 +430,27 @@ def test_read_claiming_async_is_the_same(
     assert claimed.claims == [WON]
     run(b.awrite_releasing({entry: b"v"}, 60, [entry + ":lock"], claimed.token), b)
     assert b.get_many([entry, entry + ":lock"]) == [b"v", None]
+
+
+@pytest.mark.parametrize(
+    ("stored", "claim"),
+    [
+        (b"not an entry", "won"),  # unreadable: cold
+        (b"FC2 - d t", "won"),  # no end of header: cold
+        (b"FC2 - d t k\nbody", "won"),  # a key without its version: cold
+        (b"FC1 - d t\nbody", "won"),  # an older release's: cold
+        (b"FC2 soon d t\nbody", "won"),  # an expiry that is no number: stale
+        (b"FC2 - d t\nbody", "unclaimed"),  # never expires, nothing recorded
+    ],
+)
+def test_read_claiming_judges_odd_entries_alike_everywhere(
+    claiming_backend: Any, key: Callable[[], str], stored: bytes, claim: str
+) -> None:
+    from jinja_fragcache.backends.base import UNCLAIMED, WON
+
+    b = claiming_backend
+    entry = key()
+    b.set(entry, stored, 60)
+    claimed = b.read_claiming(_claiming_read(key, [entry], [], cold=True))
+    assert claimed.claims == [WON if claim == "won" else UNCLAIMED]
+    assert claimed.values == [stored]
