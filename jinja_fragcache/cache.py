@@ -244,7 +244,7 @@ class FragmentCache(Driving):
             return None
         name = found.request.name
         report(found.versions, found.soft_expiry)
-        self.statistics.record_hit(name)
+        self.statistics.record_hit(name, found.variants)
         note("hit", name, found.keys, 0.0, 0.0)
         return fill(found) if found.holed and fill is not None else found.body
 
@@ -318,26 +318,31 @@ class FragmentCache(Driving):
         found: list[str] | Pending,
         requests: Sequence[FragmentRequest],
     ) -> None:
-        """Keep a fresh hit of one request for :meth:`remembered`."""
-        stored = found.hits if type(found) is Pending else found
-        if (
-            self.memo is None
-            or generation is None
-            or self.debug
-            or stored is None
-            or len(stored) != 1
-        ):
+        """Keep a fresh hit for :meth:`remembered`: of one request, or of
+        a collection whose items have no holes (its output is theirs
+        joined, and it depends on what each of them does)."""
+        stored = found.hits if isinstance(found, Pending) else found
+        if self.memo is None or generation is None or self.debug or stored is None:
             return
-        (entry,) = read.entries
-        assert entry is not None
+        entries = [entry for entry in read.entries if entry is not None]
+        if len(stored) > 1 and any(holes.MARK in body for body in stored):
+            return  # each item's holes are filled on its own
+        versions: dict[str, str] = {}
+        expiries = []
+        for entry in entries:
+            versions.update(entry.versions)
+            if entry.soft_expiry is not None:
+                expiries.append(entry.soft_expiry)
+        body = stored[0] if len(stored) == 1 else "".join(stored)
         remembered = Remembered(
             generation,
-            stored[0],
-            entry.soft_expiry,
-            entry.versions,
+            body,
+            min(expiries, default=None),
+            versions,
             requests[0]._replace(context=None, holes=None),
             read.keys,
-            holes.MARK in stored[0],
+            holes.MARK in body,
+            len(stored),
         )
         self.memo.put(key, remembered, len(remembered.body))
 

@@ -12,9 +12,10 @@ as the near cache itself.  Its soft expiry is still checked, and
 what a hit reports (to the fragment around it, the page's recording and
 the statistics) is reported as before.
 
-A memo is kept only for a fresh hit of one variant, under no debug
-checks; a body with holes is remembered as stored, and its holes are
-filled on each render, as on any hit.  Its key holds what decides the answer: the
+A memo is kept only for a fresh hit, under no debug checks: of one
+variant, whose body, if it has holes, is remembered as stored and filled
+on each render, as on any hit; or of a ``cache_each`` collection whose
+items have no holes, remembered joined.  Its key holds what decides the answer: the
 template, the block's digest, the fragment's name, its timeout and tags,
 and the vary values' identities (:mod:`jinja_fragcache.identity`).  Any
 write, delete, eviction or expiry in the backend, by any fragment, makes
@@ -50,6 +51,8 @@ class Remembered(NamedTuple):
     keys: list[str]
     #: Whether the body has holes to fill.
     holed: bool
+    #: How many variants it answers (a collection's items, joined).
+    variants: int = 1
 
 
 def memo_key(

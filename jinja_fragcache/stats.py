@@ -47,12 +47,12 @@ class FragmentStats:
             counters.misses += misses
             counters.stale += stale
 
-    def record_hit(self, name: str) -> None:
-        """Record a hit answered without a fetch (a remembered one)."""
+    def record_hit(self, name: str, count: int = 1) -> None:
+        """Record hits answered without a fetch (remembered ones)."""
         with self._lock:
             counters = self._counters(name)
             counters.fetches += 1
-            counters.hits += 1
+            counters.hits += count
 
     def record_render(self, name: str, seconds: float, count: int = 1) -> None:
         with self._lock:

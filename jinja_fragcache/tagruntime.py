@@ -123,6 +123,14 @@ class TagRuntime:
         """``_lookup_fragment`` for a collection: the joined output when
         every item is a fresh, whole hit."""
         cache = self.cache
+        key = None
+        if condition and not lines and varies and cache.memo is not None:
+            key = memo_key(
+                cache.identity, context.name, digest, name, timeout, tags, varies
+            )
+            body = None if key is None else cache.remembered(key)
+            if body is not None:
+                return _markup(context, body)
         table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
             cache, context, lineno, name, digest, timeout, tags, varies, table
@@ -132,8 +140,8 @@ class TagRuntime:
         if not condition:
             return _Unfinished(cache, context, requests, None, items)
         if self.environment.is_async:
-            return self._alookup(cache, context, requests, items=items)
-        found = cache.lookup(requests)
+            return self._alookup(cache, context, requests, items=items, memo_key=key)
+        found = cache.lookup(requests, memo_key=key)
         if type(found) is list:
             return _markup(context, "".join(found))
         return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]

@@ -301,3 +301,43 @@ def test_on_redis_a_lost_tracking_connection_ends_the_memo(
     finally:
         admin.close()
         backend.close()
+
+
+# -- collections ---------------------------------------------------------------
+
+CARDS = (
+    "{% cache_each 300 card p in products p.id %}[{{ tick(p.id) }}]{% endcache_each %}"
+)
+
+
+def test_a_remembered_collection_calls_no_backend_and_counts_every_item(
+    site: Site,
+) -> None:
+    site.env.loader = DictLoader({"cards": CARDS})
+    products = [{"id": str(i)} for i in range(5)]
+    assert site.remembered("cards", products=products) == "[0][1][2][3][4]"
+    site.backend.reset()
+    assert site.render("cards", products=products) == "[0][1][2][3][4]"
+    assert site.backend.calls == {}
+    assert site.cache.stats()["card"]["hits"] == 10
+    # Another list is another key; one item invalidated renders alone.
+    assert site.render("cards", products=products[:3]) == "[0][1][2]"
+    assert site.cache.invalidate("card", "3")
+    assert site.render("cards", products=products) == "[0][1][2][3][4]"
+    assert site.tick.count == {"0": 1, "1": 1, "2": 1, "3": 2, "4": 1}
+
+
+def test_a_collection_with_system_holes_is_filled_never_served_raw() -> None:
+    token = Token()
+    site = Site(hole_filler=token)
+    site.env.loader = DictLoader(
+        {
+            "cards": "{% cache_each 300 card p in products p %}"
+            "{{ token.value }}{% endcache_each %}"
+        }
+    )
+    for value in ("t1", "t2", "t3"):
+        token.value = value
+        page = site.render("cards", products=[1, 2], token=token)
+        assert page == value * 2
+        assert not PLACEHOLDER.search(page)
