@@ -27,6 +27,8 @@ __all__ = [
     "FragmentRequest",
     "MemoryBackend",
     "RedisBackend",
+    "RedisClusterBackend",
+    "SentinelBackend",
     "get_default_cache",
     "invalidate_fragment",
     "make_fragment_key",
@@ -41,6 +43,14 @@ def __getattr__(name: str) -> object:
         from .backends.redis import RedisBackend
 
         return RedisBackend
+    if name == "RedisClusterBackend":
+        from .backends.cluster import RedisClusterBackend
+
+        return RedisClusterBackend
+    if name == "SentinelBackend":
+        from .backends.sentinel import SentinelBackend
+
+        return SentinelBackend
     if name == "CachelibBackend":
         from .backends.cachelib import CachelibBackend
 

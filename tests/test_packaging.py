@@ -46,3 +46,12 @@ def test_public_names() -> None:
         "get_cache_stats",
     }
     assert all(callable(getattr(django_bridge, name)) for name in bridge)
+
+
+def test_every_name_the_package_lists_imports() -> None:
+    import jinja_fragcache
+
+    for name in jinja_fragcache.__all__:
+        assert getattr(jinja_fragcache, name) is not None, name
+    assert jinja_fragcache.RedisClusterBackend.__module__.endswith(".cluster")
+    assert jinja_fragcache.SentinelBackend.__module__.endswith(".sentinel")
