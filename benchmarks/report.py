@@ -214,7 +214,70 @@ def issue_targets(results: dict[str, dict[str, Any]], peers: list[str]) -> list[
     return lines
 
 
-def render(results: dict[str, dict[str, Any]], peers: list[str], mode: str) -> str:
+def _trips_by_node(sent: dict[str, Any]) -> str:
+    """``1 / 1 / 1; 3``: round trips to each node, then in all."""
+    per_node = " / ".join(f"{trips:g}" for trips in sent["per node"])
+    return f"{per_node}; {sent['trips']:g}"
+
+
+def cluster_table(
+    cluster: dict[str, Any], single: dict[str, Any], peers: list[str]
+) -> list[str]:
+    """Ours on the cluster, against ours and the peers on the single Redis.
+
+    (×) is the peer's time on the single Redis divided by ours on the
+    cluster: the cluster's round trips against one server's."""
+    header = (
+        "| case | ours, cluster µs | round trips per node; in all "
+        "| ours, one Redis, near cache off µs (round trips) "
+        "| ours, one Redis, near cache on µs | "
+        + " | ".join(f"{peer}, one Redis µs (×)" for peer in peers)
+    )
+    lines = [header + " |", "|" + "---|" * (5 + len(peers))]
+    for case, times in cluster["times"].items():
+        ours = times["cluster"]
+        sent = cluster["traffic"][case]
+        row = single[case]
+        cells = " | ".join(
+            f"{row[p]:.1f} ({row[p] / ours:.1f}×)" if p in row else "—" for p in peers
+        )
+        lines.append(
+            f"| {case} | {ours:.1f} | {_trips_by_node(sent)} "
+            f"| {times['one Redis, near cache off']:.1f} ({sent['single trips']:g}) "
+            f"| {row[OURS]:.1f} | {cells} |"
+        )
+    served = "; ".join(
+        f"{case}: {sent['commands']}" for case, sent in cluster["traffic"].items()
+    )
+    return [*lines, "", f"Commands per page, summed over the nodes: {served}."]
+
+
+def cluster_section(
+    cluster: dict[str, Any], single: dict[str, Any], peers: list[str]
+) -> list[str]:
+    ports = ", ".join(str(port) for port in cluster["ports"])
+    return [
+        "",
+        f"On a Redis Cluster of {len(cluster['ports'])} primaries (this run's "
+        f"own, on loopback ports {ports}, no replicas): our page of "
+        f"{cluster['cards']} `cache_each` cards through `RedisClusterBackend`, "
+        "which has no near cache and no two-trip miss (a cold page takes the "
+        "step-by-step path). Taking turns with it: the same pages through "
+        "`RedisBackend` on the single Redis with the near cache off. The "
+        "near-cache-on and peer columns are the main table's (same run, "
+        "measured earlier); (×) is the peer's time on the single Redis "
+        "divided by ours on the cluster.",
+        "",
+        *cluster_table(cluster, single, peers),
+    ]
+
+
+def render(
+    results: dict[str, dict[str, Any]],
+    peers: list[str],
+    mode: str,
+    cluster: dict[str, Any] | None = None,
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -255,6 +318,7 @@ def render(results: dict[str, dict[str, Any]], peers: list[str], mode: str) -> s
         "a database holding exactly its N variants:",
         "",
         *invalidation_table(results["redis"]["invalidate all"]),
+        *([] if cluster is None else cluster_section(cluster, results["redis"], peers)),
         "",
         "Targets:",
         "",

@@ -10,6 +10,7 @@ cache's tracking connection (which only listens) is left out.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,25 +20,12 @@ from .peers.base import Adapter
 
 @contextmanager
 def counted() -> Iterator[list[int]]:
-    """Yield a one-item list that holds the packets sent meanwhile."""
-    from redis import connection
-
-    from jinja_fragcache.backends.redis import TRACKING_NAME
-
+    """Yield a one-item list that holds, once the block is left, the packets
+    sent meanwhile."""
     sent = [0]
-    cls = connection.AbstractConnection
-    send: Any = cls.send_packed_command
-
-    def counting(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self, "client_name", None) != TRACKING_NAME:
-            sent[0] += 1
-        return send(self, command, *args, **kwargs)
-
-    cls.send_packed_command = counting  # type: ignore[method-assign]
-    try:
+    with counted_by_port() as by_port:
         yield sent
-    finally:
-        cls.send_packed_command = send  # type: ignore[method-assign]
+    sent[0] = sum(by_port.values())
 
 
 #: The cases whose Redis traffic the report counts, and the render of each.
@@ -86,3 +74,27 @@ def redis_commands(
             }
     client.close()
     return table
+
+
+@contextmanager
+def counted_by_port() -> Iterator[Counter[int]]:
+    """Yield a counter of the packets sent meanwhile, by the port each went
+    to: on a cluster, the round trips to each node."""
+    from redis import connection
+
+    from jinja_fragcache.backends.redis import TRACKING_NAME
+
+    sent: Counter[int] = Counter()
+    cls = connection.AbstractConnection
+    send: Any = cls.send_packed_command
+
+    def counting(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "client_name", None) != TRACKING_NAME:
+            sent[int(getattr(self, "port", 0) or 0)] += 1
+        return send(self, command, *args, **kwargs)
+
+    cls.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        cls.send_packed_command = send  # type: ignore[method-assign]
