@@ -189,8 +189,11 @@ __all__ = [
     "entries",
     "free_port",
     "render",
+    "packets",
+    "redis_on",
     "run",
     "trips",
+    "wait_until",
 ]
 
 
@@ -282,12 +285,11 @@ def _sent_by_us(connection: Any) -> bool:
 
 
 @contextmanager
-def trips() -> Iterator[list[bytes]]:
-    """Every packet sent to Redis meanwhile, its first command's name each."""
+def _sends(record: Callable[[Any, bytes], None]) -> Iterator[None]:
+    """Call ``record(connection, first command's name)`` for every packet
+    redis-py sends meanwhile, sync or asyncio (a packet is a round trip)."""
     from redis import connection
     from redis.asyncio import connection as async_connection
-
-    sent: list[bytes] = []
 
     def name(packed: Any) -> bytes:
         data = packed if isinstance(packed, bytes | str) else b"".join(packed)
@@ -302,19 +304,64 @@ def trips() -> Iterator[list[bytes]]:
     )
 
     def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if _sent_by_us(self):
-            sent.append(name(command))
+        record(self, name(command))
         return sync_send(self, command, *args, **kwargs)
 
     async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if _sent_by_us(self):
-            sent.append(name(command))
+        record(self, name(command))
         return await async_send(self, command, *args, **kwargs)
 
     sync_class.send_packed_command = counted  # type: ignore[method-assign]
     async_class.send_packed_command = acounted  # type: ignore[method-assign]
     try:
-        yield sent
+        yield
     finally:
         sync_class.send_packed_command = sync_send  # type: ignore[method-assign]
         async_class.send_packed_command = async_send  # type: ignore[method-assign]
+
+
+@contextmanager
+def trips() -> Iterator[list[bytes]]:
+    """Every packet sent to Redis meanwhile (but the near cache's tracking
+    connection's), its first command's name each."""
+    sent: list[bytes] = []
+
+    def record(connection: Any, name: bytes) -> None:
+        if _sent_by_us(connection):
+            sent.append(name)
+
+    with _sends(record):
+        yield sent
+
+
+@contextmanager
+def packets() -> Iterator[list[tuple[int, bytes]]]:
+    """Every packet sent meanwhile: the port it went to and its first
+    command's name (one packet is one round trip to that node)."""
+    sent: list[tuple[int, bytes]] = []
+    with _sends(lambda connection, name: sent.append((int(connection.port), name))):
+        yield sent
+
+
+def redis_on(port: int) -> Any:
+    """A client of the redis-server a test started on *port*."""
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+
+def wait_until(check: Callable[[], Any], what: str, seconds: float) -> None:
+    """Until *check* is true, through the errors of a server not up yet;
+    else fail saying *what* did not happen."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        except Exception as exc:  # a redis error: not up yet
+            if "redis" not in type(exc).__module__:
+                raise
+        time.sleep(0.05)
+    pytest.fail(f"{what} within {seconds} s")

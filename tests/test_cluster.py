@@ -13,11 +13,9 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from jinja_fragcache.keys import (
     variant_version_key,
 )
 
-from .support import run
+from .support import packets, redis_on, run, wait_until
 from .test_backends import (  # the contract, on the cluster backend
     key,
     test_add_many,
@@ -86,27 +84,6 @@ def cluster_ports(count: int) -> list[int]:
     return ports
 
 
-def _redis(port: int) -> Any:
-    import redis
-
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-
-
-def _wait_until(check: Any, what: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        except Exception as exc:  # a redis error: not up yet
-            if "redis" not in type(exc).__module__:
-                raise
-        time.sleep(0.05)
-    pytest.fail(f"{what} within {seconds} s")
-
-
 class Cluster:
     """Three primaries, slots split evenly, ``cluster-require-full-coverage
     no`` (so the others keep serving while one is down)."""
@@ -156,9 +133,9 @@ class Cluster:
         def answers() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"redis-server exited with status {process.returncode}")
-            return bool(_redis(port).ping())
+            return bool(redis_on(port).ping())
 
-        _wait_until(answers, f"redis-server on port {port} did not answer")
+        wait_until(answers, f"redis-server on port {port} did not answer", 20)
 
     def start(self) -> None:
         for port in self.ports:
@@ -180,12 +157,13 @@ class Cluster:
 
     def wait_ok(self) -> None:
         for port in self.ports:
-            _wait_until(
+            wait_until(
                 lambda port=port: (
                     b"cluster_state:ok"
-                    in _redis(port).execute_command("CLUSTER", "INFO")
+                    in redis_on(port).execute_command("CLUSTER", "INFO")
                 ),
                 "the cluster was not ok",
+                20,
             )
 
     def kill(self, port: int) -> None:
@@ -214,17 +192,17 @@ class Cluster:
         servers (CLUSTER KEYSLOT, CLUSTER NODES), not of the client."""
         if not self.ranges:
             for port in self.ports:
-                nodes = _redis(port).execute_command("CLUSTER", "NODES").decode()
+                nodes = redis_on(port).execute_command("CLUSTER", "NODES").decode()
                 me = next(line for line in nodes.splitlines() if "myself" in line)
                 for part in me.split()[8:]:
                     low, _, high = part.partition("-")
                     self.ranges.append((int(low), int(high or low), port))
         asked = self.ports[1] if self.ports[0] in self.down else self.ports[0]
-        slot = int(_redis(asked).execute_command("CLUSTER", "KEYSLOT", key))
+        slot = int(redis_on(asked).execute_command("CLUSTER", "KEYSLOT", key))
         return next(port for low, high, port in self.ranges if low <= slot <= high)
 
     def keys_on(self, port: int, prefix: str) -> list[str]:
-        return [k.decode() for k in _redis(port).scan_iter(match=f"{prefix}:*")]
+        return [k.decode() for k in redis_on(port).scan_iter(match=f"{prefix}:*")]
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +351,7 @@ def test_invalidation_on_the_cluster(
     from jinja_fragcache.backends.scripts import INCR_EXISTING
 
     for port in cluster.ports:  # else a node's first bump adds an EVAL
-        _redis(port).script_load(INCR_EXISTING)
+        redis_on(port).script_load(INCR_EXISTING)
     site.render()
     site.renders.clear()
     with packets() as sent:
@@ -394,42 +372,6 @@ def test_invalidation_on_the_cluster(
 
 #: What opening a connection sends (not a round trip of the operation).
 SETUP = {b"HELLO", b"CLIENT", b"CLUSTER", b"COMMAND", b"PING", b"READONLY"}
-
-
-@contextmanager
-def packets() -> Iterator[list[tuple[int, bytes]]]:
-    """Every packet sent meanwhile: the port it went to and its first
-    command's name (one packet is one round trip to that node)."""
-    from redis import connection
-    from redis.asyncio import connection as async_connection
-
-    sent: list[tuple[int, bytes]] = []
-
-    def name(packed: Any) -> bytes:
-        data = packed if isinstance(packed, bytes | str) else b"".join(packed)
-        data = data.encode() if isinstance(data, str) else data
-        return data.split(b"\r\n")[2]
-
-    sync_class = connection.AbstractConnection
-    async_class = async_connection.AbstractConnection
-    sync_send = sync_class.send_packed_command
-    async_send = async_class.send_packed_command
-
-    def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append((int(self.port), name(command)))
-        return sync_send(self, command, *args, **kwargs)
-
-    async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append((int(self.port), name(command)))
-        return await async_send(self, command, *args, **kwargs)
-
-    sync_class.send_packed_command = counted  # type: ignore[method-assign]
-    async_class.send_packed_command = acounted  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        sync_class.send_packed_command = sync_send  # type: ignore[method-assign]
-        async_class.send_packed_command = async_send  # type: ignore[method-assign]
 
 
 def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
@@ -586,6 +528,6 @@ def test_django_names_the_cluster_backend(settings: Any, cluster: Cluster) -> No
     assert jinja.render({"pk": 3}).strip() == "card 3 by jinja"
     assert dtl.render({"pk": 3}).strip() == "card 3 by jinja"
     port = cluster.owner(cache.key_for("card", 3))
-    assert _redis(port).get(cache.key_for("card", 3)) is not None
+    assert redis_on(port).get(cache.key_for("card", 3)) is not None
     assert invalidate_fragment("card", 3)
     assert dtl.render({"pk": 3}).strip() == "card 3 by dtl"

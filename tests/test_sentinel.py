@@ -21,30 +21,9 @@ from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
 from jinja_fragcache.backends.redis import TRACKING_NAME
 from jinja_fragcache.backends.sentinel import SentinelBackend
 
-from .support import free_port
+from .support import free_port, redis_on, wait_until
 
 SERVICE = "mymaster"
-
-
-def _redis(port: int) -> Any:
-    import redis
-
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-
-
-def _wait_until(check: Any, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        except Exception as exc:  # a redis error: not up yet
-            if "redis" not in type(exc).__module__:
-                raise
-        time.sleep(0.05)
-    pytest.fail(f"{what} within {seconds} s")
 
 
 class Servers:
@@ -83,7 +62,9 @@ class Servers:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        _wait_until(lambda: _redis(port).ping(), f"redis-server {port} did not start")
+        wait_until(
+            lambda: redis_on(port).ping(), f"redis-server {port} did not start", 30
+        )
 
     def start(self) -> None:
         primary, replica = self.ports
@@ -104,7 +85,7 @@ class Servers:
         self.wait_replicated()
 
     def primary(self) -> int:
-        host, port = _redis(self.sentinel_port).execute_command(
+        host, port = redis_on(self.sentinel_port).execute_command(
             "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE
         )
         return int(port)
@@ -117,15 +98,15 @@ class Servers:
 
         def ready() -> bool:
             replica = self.replica()
-            info = _redis(replica).info("replication")
+            info = redis_on(replica).info("replication")
             if info.get("master_link_status") != "up":
                 return False
-            for entry in _redis(self.sentinel_port).sentinel_slaves(SERVICE):
+            for entry in redis_on(self.sentinel_port).sentinel_slaves(SERVICE):
                 if int(entry["port"]) == replica:
                     return not (entry["is_sdown"] or entry["is_disconnected"])
             return False
 
-        _wait_until(ready, "the replica did not come up in sentinel's view")
+        wait_until(ready, "the replica did not come up in sentinel's view", 30)
 
     def kill_primary(self) -> int:
         port = self.primary()
@@ -206,7 +187,7 @@ def test_from_sentinel_is_a_sentinel_backend(servers: Servers) -> None:
     try:
         assert isinstance(backend, SentinelBackend) and backend.near is None
         backend.set("k", b"v", 60)
-        assert _redis(servers.primary()).get("k") == b"v"
+        assert redis_on(servers.primary()).get("k") == b"v"
         # Short timeouts, for the primary and for the sentinels.
         kwargs = backend.client.connection_pool.connection_kwargs
         assert kwargs["socket_timeout"] == 0.5
@@ -225,7 +206,7 @@ def test_a_failover_needs_no_restart(servers: Servers, enable_async: bool) -> No
         assert site.render() == EXPECTED
         assert sum(site.renders.values()) == 6  # the second render hit
         old = servers.primary()
-        _wait_until(lambda: _tracked_on(old), "the near cache never tracked")
+        wait_until(lambda: _tracked_on(old), "the near cache never tracked", 30)
 
         dead = servers.kill_primary()
         uncached = 0
@@ -250,16 +231,18 @@ def test_a_failover_needs_no_restart(servers: Servers, enable_async: bool) -> No
             site.render()
             return site.renders["box"] == 1
 
-        _wait_until(cached_again, "caching did not resume", seconds=20)
-        entry = _redis(new).get(site.cache.key_for("box"))
+        wait_until(cached_again, "caching did not resume", seconds=20)
+        entry = redis_on(new).get(site.cache.key_for("box"))
         assert entry is not None and entry.startswith(b"FC2 ")
 
         # The near cache tracks the new primary: another client's
         # invalidation there reaches this process's next render.
-        _wait_until(lambda: _tracked_on(new), "the near cache did not follow")
+        wait_until(lambda: _tracked_on(new), "the near cache did not follow", 30)
         near = backend.near
         assert near is not None
-        _wait_until(lambda: _hit_from_near(site), "the near cache never answered a hit")
+        wait_until(
+            lambda: _hit_from_near(site), "the near cache never answered a hit", 30
+        )
         other = RedisBackend.from_url(f"redis://127.0.0.1:{new}/0", near_cache=False)
         FragmentCache(other, prefix=site.prefix).invalidate_all("box")
         site.renders.clear()
@@ -274,7 +257,7 @@ def test_a_failover_needs_no_restart(servers: Servers, enable_async: bool) -> No
 
 def _tracked_on(port: int) -> bool:
     return any(
-        client.get("name") == TRACKING_NAME for client in _redis(port).client_list()
+        client.get("name") == TRACKING_NAME for client in redis_on(port).client_list()
     )
 
 
@@ -306,6 +289,6 @@ def test_django_names_a_sentinel_backend(settings: Any, servers: Servers) -> Non
     dtl = engines["django"].get_template("card.html")
     assert jinja.render({"pk": 4}).strip() == "card 4 by jinja"
     assert dtl.render({"pk": 4}).strip() == "card 4 by jinja"
-    assert _redis(servers.primary()).get(cache.key_for("card", 4)) is not None
+    assert redis_on(servers.primary()).get(cache.key_for("card", 4)) is not None
     assert invalidate_fragment("card", 4)
     assert dtl.render({"pk": 4}).strip() == "card 4 by dtl"
