@@ -18,7 +18,7 @@ from jinja2 import DictLoader, Environment
 
 from jinja_fragcache import FragmentCache, FragmentCacheExtension, MemoryBackend
 
-from .support import CountingBackend, MakeEnv, Tick, free_port
+from .support import CountingBackend, MakeEnv, Tick, free_port, redis_server
 
 REDIS_URL_VARIABLE = "FRAGCACHE_TEST_REDIS_URL"
 
@@ -177,19 +177,7 @@ def restartable_redis(tmp_path: Any) -> Iterator[tuple[str, Any]]:
 
     def start() -> None:
         proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
+            redis_server(binary, port, tmp_path),
             stdout=subprocess.DEVNULL,
         )
         procs.append(proc)

@@ -191,6 +191,7 @@ __all__ = [
     "render",
     "packets",
     "redis_on",
+    "redis_server",
     "run",
     "trips",
     "wait_until",
@@ -341,6 +342,25 @@ def packets() -> Iterator[list[tuple[int, bytes]]]:
     sent: list[tuple[int, bytes]] = []
     with _sends(lambda connection, name: sent.append((int(connection.port), name))):
         yield sent
+
+
+def redis_server(binary: str, port: int, folder: Path, *extra: str) -> list[str]:
+    """The command line of a redis-server of a test's own: loopback TCP on
+    *port*, nothing persisted (its files in *folder*)."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        *extra,
+    ]
 
 
 def redis_on(port: int) -> Any:

@@ -31,7 +31,7 @@ from jinja_fragcache.keys import (
     variant_version_key,
 )
 
-from .support import packets, redis_on, run, wait_until
+from .support import packets, redis_on, redis_server, run, wait_until
 from .test_backends import (  # the contract, on the cluster backend
     key,
     test_add_many,
@@ -104,18 +104,10 @@ class Cluster:
 
     def start_node(self, port: int) -> None:
         self.processes[port] = subprocess.Popen(
-            [
+            redis_server(
                 self.binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
+                port,
+                self.folder,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -124,7 +116,7 @@ class Cluster:
                 "1000",
                 "--cluster-require-full-coverage",
                 "no",
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

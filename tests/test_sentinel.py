@@ -21,7 +21,7 @@ from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
 from jinja_fragcache.backends.redis import TRACKING_NAME
 from jinja_fragcache.backends.sentinel import SentinelBackend
 
-from .support import free_port, redis_on, wait_until
+from .support import free_port, redis_on, redis_server, wait_until
 
 SERVICE = "mymaster"
 
@@ -45,20 +45,7 @@ class Servers:
     def start_server(self, port: int, replica_of: int | None = None) -> None:
         replica = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
         self.processes[port] = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-                *replica,
-            ],
+            redis_server(self.binary, port, self.folder, *replica),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
