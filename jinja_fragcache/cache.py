@@ -324,27 +324,9 @@ class FragmentCache(Driving):
         stored = found.hits if isinstance(found, Pending) else found
         if self.memo is None or generation is None or self.debug or stored is None:
             return
-        entries = [entry for entry in read.entries if entry is not None]
-        if len(stored) > 1 and any(holes.MARK in body for body in stored):
-            return  # each item's holes are filled on its own
-        versions: dict[str, str] = {}
-        expiries = []
-        for entry in entries:
-            versions.update(entry.versions)
-            if entry.soft_expiry is not None:
-                expiries.append(entry.soft_expiry)
-        body = stored[0] if len(stored) == 1 else "".join(stored)
-        remembered = Remembered(
-            generation,
-            body,
-            min(expiries, default=None),
-            versions,
-            requests[0]._replace(context=None, holes=None),
-            read.keys,
-            holes.MARK in body,
-            len(stored),
-        )
-        self.memo.put(key, remembered, len(remembered.body))
+        remembered = Remembered.of(generation, stored, read, requests[0])
+        if remembered is not None:
+            self.memo.put(key, remembered, len(remembered.body))
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""

@@ -29,8 +29,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
+from .holes import MARK
+
 if TYPE_CHECKING:
     from .identity import VaryIdentity
+    from .lookup import Read
     from .requests import FragmentRequest
 
 
@@ -53,6 +56,38 @@ class Remembered(NamedTuple):
     holed: bool
     #: How many variants it answers (a collection's items, joined).
     variants: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        generation: int,
+        stored: Sequence[str],
+        read: Read,
+        request: FragmentRequest,
+    ) -> Remembered | None:
+        """A fresh hit's *stored* bodies and the entries *read* found, as
+        one remembered hit; ``None`` for a collection whose items have
+        holes (each is filled on its own)."""
+        if len(stored) > 1 and any(MARK in body for body in stored):
+            return None
+        versions: dict[str, str] = {}
+        expiries = []
+        for entry in read.entries:
+            if entry is not None:
+                versions.update(entry.versions)
+                if entry.soft_expiry is not None:
+                    expiries.append(entry.soft_expiry)
+        body = stored[0] if len(stored) == 1 else "".join(stored)
+        return cls(
+            generation,
+            body,
+            min(expiries, default=None),
+            versions,
+            request._replace(context=None, holes=None),
+            read.keys,
+            MARK in body,
+            len(stored),
+        )
 
 
 def memo_key(
