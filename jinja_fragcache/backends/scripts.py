@@ -56,7 +56,9 @@ return out
 # entry is), or when its soft expiry has passed (stale: always claimed, so
 # that one request refreshes it while the others serve it).  With 'n',
 # counters that headers name besides those in KEYS are read as well (a
-# standalone server; a cluster script may touch only declared keys).
+# standalone server); without it (a cluster, whose script may touch only
+# keys of its own slot) they are not judged here: the client judges every
+# entry again, with every counter, and claims what the script did not.
 READ_CLAIMING = """
 local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
@@ -102,7 +104,7 @@ for i = 1, n do
                     extra[#extra + 1] = key
                     extra[#extra + 1] = seen
                 end
-                if seen ~= version then
+                if seen ~= nil and seen ~= version then
                     valid = false
                 end
             end
