@@ -5,12 +5,17 @@ Every key this library writes is built here: fragment entries by
 by :func:`name_version_key`, :func:`tag_version_key` and
 :func:`variant_version_key`.  The format is described in ``docs/design.md``.
 
-Layout (``KEY_FORMAT`` is the ``1`` after the prefix)::
+Layout (``KEY_FORMAT`` is the ``2`` after the prefix)::
 
-    fragcache:1:f:sidebar:3f0c...e2     a fragment entry
-    fragcache:1:f:sidebar:3f0c...e2:v   that variant's version counter
-    fragcache:1:n:sidebar:9ab1...07     the version counter of every "sidebar"
-    fragcache:1:t:products:41d2...c8    the version counter of tag "products"
+    fragcache:2:f:{sidebar}:3f0c...e2     a fragment entry
+    fragcache:2:f:{sidebar}:3f0c...e2:v   that variant's version counter
+    fragcache:2:n:{sidebar}:9ab1...07     the version counter of every "sidebar"
+    fragcache:2:t:products:41d2...c8      the version counter of tag "products"
+
+The braces are a Redis Cluster hash tag: a fragment's entries, their
+counters and locks, and its name's counter share one hash slot, so that one
+server-side script can read and claim them.  A tag's counter is shared by
+many names and lives in a slot of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Generic, TypeVar
 from .identity import DEFAULT_IDENTITY, VaryIdentity
 
 #: Bumped whenever the layout of keys changes, so old and new never mix.
-KEY_FORMAT = "1"
+KEY_FORMAT = "2"
 
 #: The longest key any function here returns.
 MAX_KEY_LENGTH = 200
@@ -100,11 +105,18 @@ class SizeBoundedCache(Generic[_T]):
         return self._cached(*args)
 
 
+#: The kinds of key that share their name's hash slot.
+_SLOTTED_KINDS = frozenset("fn")
+
+
 @functools.lru_cache(maxsize=1024)
 def _head(prefix: str, kind: str, name: str) -> str:
     """Everything of a key but its digest: the same for every variant."""
     check_prefix(prefix)
-    return f"{prefix}:{KEY_FORMAT}:{kind}:{_readable(name)}:"
+    readable = _readable(name)
+    if kind in _SLOTTED_KINDS:
+        readable = "{" + readable + "}"
+    return f"{prefix}:{KEY_FORMAT}:{kind}:{readable}:"
 
 
 def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
@@ -141,10 +153,10 @@ def make_fragment_key(
     holds the converters, a cache passes its own).  The key is
     deterministic across processes, injective over the name and the vary
     values' identities, at most 200 characters and made of
-    ``[A-Za-z0-9._:-]`` only, so memcached takes it as it is.
+    ``[A-Za-z0-9._:{}-]`` only, so memcached takes it as it is.
 
-    >>> make_fragment_key("sidebar", [42])[:23]
-    'fragcache:1:f:sidebar:f'
+    >>> make_fragment_key("sidebar", [42])[:25]
+    'fragcache:2:f:{sidebar}:f'
 
     :raises RefusedVaryValue: for a value without a safe identity.
     """

@@ -96,6 +96,7 @@ def _parts(counter: str) -> tuple[str, str, str] | None:
     if len(parts) < 5 or parts[1] != KEY_FORMAT:
         return None
     prefix, _, kind, readable = parts[:4]
+    readable = readable.strip("{}")  # the hash tag of kinds f and n
     if kind == "f" and parts[5:] == ["v"]:
         return prefix, "v", readable
     if kind in ("n", "t") and len(parts) == 5:

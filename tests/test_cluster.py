@@ -244,27 +244,61 @@ def test_a_plain_redis_backend_fails_every_render_on_a_cluster(
 
 # -- pages on the cluster ----------------------------------------------------
 
-PAGE = (
-    "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
-    "{% endcache_fragment %}"
-    "{% cache_each 300 card p in products p.id tags=['cards'] %}"
-    "[{{ tick(p.id) }}]{% endcache_each %}"
-)
 PRODUCTS = [{"id": i} for i in range(50)]
-EXPECTED = "<box>box" + "".join(f"[{i}]" for i in range(50))
+
+
+def spread_names(cluster: Cluster, prefix: str) -> list[str]:
+    """One fragment name per primary: all of a name's variants share its
+    slot (the key's hash tag), so a page spreads by its names."""
+    names: dict[int, str] = {}
+    for n in range(1000):
+        name = f"card{n}"
+        names.setdefault(
+            cluster.owner(make_fragment_key(name, (), prefix=prefix)), name
+        )
+        if len(names) == len(cluster.ports):
+            return [names[port] for port in cluster.ports]
+    raise AssertionError("no name on some primary")
+
+
+def spread_page(names: list[str]) -> str:
+    """A box and 50 cards, a third of them under each name."""
+    collections = "".join(
+        f"{{% cache_each 300 {name} p in products[{k}::{len(names)}] p.id "
+        "tags=['cards'] %}[{{ tick(p.id) }}]{% endcache_each %}"
+        for k, name in enumerate(names)
+    )
+    return (
+        "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
+        "{% endcache_fragment %}" + collections
+    )
+
+
+def spread_output(names: list[str]) -> str:
+    count = len(names)
+    return "<box>box" + "".join(
+        f"[{i}]" for k in range(count) for i in range(k, 50, count)
+    )
 
 
 class Site:
     """One process's cache and templates on the cluster."""
 
     def __init__(
-        self, backend: RedisClusterBackend, use_async: bool, **options: Any
+        self,
+        backend: RedisClusterBackend,
+        use_async: bool,
+        cluster: Cluster | None = None,
+        **options: Any,
     ) -> None:
         self.backend = backend
         self.prefix = "c" + uuid.uuid4().hex[:10]
         self.cache = FragmentCache(backend, prefix=self.prefix, **options)
+        #: The page's card names, one per primary (with a cluster).
+        self.names = [] if cluster is None else spread_names(cluster, self.prefix)
+        self.expected = spread_output(self.names)
         self.env = Environment(
-            loader=DictLoader({"page.html": PAGE}),
+            loader=DictLoader({"page.html": spread_page(self.names)}),
             extensions=[FragmentCacheExtension],
             enable_async=use_async,
         )
@@ -299,8 +333,10 @@ class Site:
 
 
 @pytest.fixture
-def site(cluster_backend: RedisClusterBackend, enable_async: bool) -> Iterator[Site]:
-    made = Site(cluster_backend, enable_async, lock_wait=0.5)
+def site(
+    cluster_backend: RedisClusterBackend, cluster: Cluster, enable_async: bool
+) -> Iterator[Site]:
+    made = Site(cluster_backend, enable_async, cluster, lock_wait=0.5)
     yield made
     made.close()
 
@@ -308,37 +344,52 @@ def site(cluster_backend: RedisClusterBackend, enable_async: bool) -> Iterator[S
 def test_a_page_spreads_over_every_primary_and_hits(
     site: Site, cluster: Cluster
 ) -> None:
-    assert site.render() == EXPECTED
+    assert site.render() == site.expected
     assert sum(site.renders.values()) == 51
     # Entries, variant counters, the name and tag counters: on every primary.
     by_port = {port: cluster.keys_on(port, site.prefix) for port in cluster.ports}
     assert all(by_port.values()), {p: len(k) for p, k in by_port.items()}
     for port, keys in by_port.items():
         assert all(cluster.owner(k) == port for k in keys[:5])
-    entries = [site.cache.key_for("card", i) for i in range(50)]
-    assert {cluster.owner(k) for k in entries} == set(cluster.ports)
-    # Two entries and variant counters per fragment, two names, two tags.
-    assert sum(map(len, by_port.values())) == 2 * 51 + 2 + 2
+    # Each name's entries and counters on its own primary, tags anywhere.
+    for port, name in zip(cluster.ports, site.names, strict=True):
+        cards = range(site.names.index(name), 50, len(site.names))
+        entries = [site.cache.key_for(name, i) for i in cards]
+        counters = [variant_version_key(k) for k in entries]
+        counters.append(name_version_key(name, prefix=site.prefix))
+        assert {cluster.owner(k) for k in entries + counters} == {port}
+    # Two entries and variant counters per fragment, four names, two tags.
+    assert sum(map(len, by_port.values())) == 2 * 51 + 4 + 2
 
     site.renders.clear()
-    assert site.render() == EXPECTED
+    assert site.render() == site.expected
     assert site.renders == {}
-    assert site.cache.stats()["card"]["hits"] == 50
+    assert sum(site.cache.stats()[name]["hits"] for name in site.names) == 50
+
+
+def _thirds(site: Site, index: int) -> dict[Any, int]:
+    return dict.fromkeys(range(index, 50, len(site.names)), 1)
 
 
 @pytest.mark.parametrize(
     ("invalidate", "rendered"),
     [
-        (lambda cache: cache.invalidate("card", 7), {7: 1}),
-        (lambda cache: cache.invalidate_all("box"), {"box": 1}),
-        (lambda cache: cache.invalidate_all("card"), dict.fromkeys(range(50), 1)),
-        (lambda cache: cache.invalidate_tags("nav"), {"box": 1}),
-        (lambda cache: cache.invalidate_tags("cards"), dict.fromkeys(range(50), 1)),
+        (lambda site: site.cache.invalidate(site.names[1], 7), lambda site: {7: 1}),
+        (lambda site: site.cache.invalidate_all("box"), lambda site: {"box": 1}),
+        (
+            lambda site: site.cache.invalidate_all(site.names[2]),
+            lambda site: _thirds(site, 2),
+        ),
+        (lambda site: site.cache.invalidate_tags("nav"), lambda site: {"box": 1}),
+        (
+            lambda site: site.cache.invalidate_tags("cards"),
+            lambda site: dict.fromkeys(range(50), 1),
+        ),
     ],
-    ids=["invalidate", "invalidate_all", "invalidate_all-50", "tag", "tag-50"],
+    ids=["invalidate", "invalidate_all", "invalidate_all-a-third", "tag", "tag-50"],
 )
 def test_invalidation_on_the_cluster(
-    site: Site, cluster: Cluster, invalidate: Any, rendered: dict[Any, int]
+    site: Site, cluster: Cluster, invalidate: Any, rendered: Any
 ) -> None:
     from jinja_fragcache.backends.scripts import INCR_EXISTING
 
@@ -347,15 +398,15 @@ def test_invalidation_on_the_cluster(
     site.render()
     site.renders.clear()
     with packets() as sent:
-        assert invalidate(site.cache) is True
+        assert invalidate(site) is True
     # O(1): one counter's bump (and, for one variant, its entry's delete),
     # however many variants there are; no key is ever scanned.
     commands = [command for _, command in sent if command not in SETUP]
     assert commands in ([b"EVALSHA"], [b"EVALSHA", b"DEL"]), commands
-    assert site.render() == EXPECTED
-    assert site.renders == rendered
+    assert site.render() == site.expected
+    assert site.renders == rendered(site)
     site.renders.clear()
-    assert site.render() == EXPECTED
+    assert site.render() == site.expected
     assert site.renders == {}
 
 
@@ -369,19 +420,27 @@ SETUP = {b"HELLO", b"CLIENT", b"CLUSTER", b"COMMAND", b"PING", b"READONLY"}
 def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
     site: Site, cluster: Cluster
 ) -> None:
+    name = site.names[0]
+    tag = next(  # a tag whose counter lives on another primary
+        tag
+        for tag in (f"t{n}" for n in range(100))
+        if cluster.owner(tag_version_key(tag, prefix=site.prefix)) != cluster.ports[0]
+    )
     source = (
-        "{% cache_each 300 card p in products p.id %}[{{ tick(p.id) }}]"
-        "{% endcache_each %}"
+        f"{{% cache_each 300 {name} p in products p.id tags=['{tag}'] %}}"
+        "[{{ tick(p.id) }}]{% endcache_each %}"
     )
     site.render(source)
     site.renders.clear()
     with packets() as sent:
         assert site.render(source) == "".join(f"[{i}]" for i in range(50))
     assert site.renders == {}
-    # 50 entries, 50 variant counters and the name counter: one MGET per
-    # slot, all of a node's in one packet.
-    assert Counter(port for port, _ in sent) == dict.fromkeys(cluster.ports, 1)
-    assert {command for _, command in sent} == {b"MGET"}
+    # The 50 entries, their variant counters and the name's counter share
+    # the name's slot; the tag's counter has its own: one MGET per slot, all
+    # of a node's in one packet.
+    owners = {cluster.ports[0], cluster.owner(tag_version_key(tag, prefix=site.prefix))}
+    assert Counter(port for port, _ in sent) == dict.fromkeys(owners, 1)
+    assert [command for _, command in sent] == [b"MGET", b"MGET"]
 
 
 # -- a primary dies ------------------------------------------------------------

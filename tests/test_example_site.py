@@ -234,7 +234,7 @@ def test_debug_keys_show_keys(engine: str) -> None:
     assert (
         len(
             re.findall(
-                r'<code class="key">site\w+:1:f:(sidebar|profile):[0-9a-f]{40}</code>',
+                r'<code class="key">site\w+:2:f:\{(sidebar|profile)\}:[0-9a-f]{40}</code>',
                 page,
             )
         )
@@ -317,7 +317,7 @@ def test_the_panel_shows_a_miss_then_a_hit_with_key_and_timings() -> None:
     row = re.search(
         r"<td>sidebar</td><td>HIT</td><td>1</td>\s*"
         r"<td>(\d+\.\d{3})</td><td>(\d+\.\d{3})</td>\s*"
-        r"<td><code>site\w+:1:f:sidebar:[0-9a-f]{40}</code></td>",
+        r"<td><code>site\w+:2:f:\{sidebar\}:[0-9a-f]{40}</code></td>",
         html,
     )
     assert row, html

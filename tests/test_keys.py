@@ -19,7 +19,7 @@ from jinja_fragcache.keys import (
     variant_version_key,
 )
 
-SAFE = re.compile(r"[A-Za-z0-9._:-]+\Z")
+SAFE = re.compile(r"[A-Za-z0-9._:{}-]+\Z")
 names = st.text(min_size=1, max_size=300)
 varies = st.lists(st.text(max_size=80), max_size=6)
 
@@ -78,7 +78,7 @@ def test_vary_values_compare_by_str() -> None:
 
 def test_key_is_readable_and_versioned() -> None:
     key = make_fragment_key("product sidebar/é", [1], prefix="site")
-    assert key.startswith("site:1:f:product_sidebar_:")
+    assert key.startswith("site:2:f:{product_sidebar_}:")
 
 
 def test_key_format_is_the_documented_one() -> None:
@@ -86,7 +86,10 @@ def test_key_format_is_the_documented_one() -> None:
     # A change here orphans every entry in production: bump KEY_FORMAT.
     encoded = b"7:sidebar" + b"1:2" + b"2:42" + b"2:en"
     digest = hashlib.blake2b(encoded, digest_size=20).hexdigest()
-    assert make_fragment_key("sidebar", [42, "en"]) == f"fragcache:1:f:sidebar:{digest}"
+    assert (
+        make_fragment_key("sidebar", [42, "en"])
+        == f"fragcache:2:f:{{sidebar}}:{digest}"
+    )
     assert digest == "7f8225a2646c51c0257ddc626bb919fbcb763132"
 
 
@@ -109,3 +112,20 @@ def test_key_is_the_same_in_another_process() -> None:
 def test_bad_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         make_fragment_key("a", prefix=prefix)
+
+
+@given(names, varies, st.lists(st.text(max_size=20), max_size=3))
+def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
+    name: str, vary: list[str], tags: list[str]
+) -> None:
+    # Redis Cluster: one script reads and claims what a lookup of one
+    # fragment needs, which it may only do within one slot.
+    from redis.crc import key_slot
+
+    key = make_fragment_key(name, vary)
+    slotted = [key, variant_version_key(key), lock_key(key), name_version_key(name)]
+    assert len({key_slot(k.encode()) for k in slotted}) == 1
+    # ... and its slot is its name's, whatever it varies on.
+    assert key_slot(key.encode()) == key_slot(make_fragment_key(name, ["x"]).encode())
+    for tag in tags:
+        assert "{" not in tag_version_key(tag)  # spread by its whole key

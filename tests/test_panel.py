@@ -49,7 +49,7 @@ def test_the_panel_lists_every_lookup_of_the_request(settings: Any) -> None:
         ("card", "miss", 3),
     ]
     assert lookups[0]["key"].startswith(
-        settings.FRAGCACHE["KEY_PREFIX"] + ":1:f:sidebar:"
+        settings.FRAGCACHE["KEY_PREFIX"] + ":2:f:{sidebar}:"
     )
     assert panel.nav_subtitle == "1 of 2 lookups answered from the cache"
     assert toolbar.saved["FragmentCachePanel"]["lookups"] == lookups

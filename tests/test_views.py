@@ -243,7 +243,7 @@ def test_an_expired_page_is_served_stale_while_another_request_refreshes_it() ->
     (entry_key,) = [
         k
         for k in backend._data
-        if k.startswith(fragments.prefix + ":1:f:") and not k.endswith(":v")
+        if k.startswith(fragments.prefix + ":2:f:") and not k.endswith(":v")
     ]
     backend.add(lock_key(entry_key), b"busy", 60)
     stale = page(RequestFactory().get("/p/"))
