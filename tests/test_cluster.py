@@ -13,6 +13,7 @@ import random
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -417,15 +418,19 @@ def test_invalidation_on_the_cluster(
 SETUP = {b"HELLO", b"CLIENT", b"CLUSTER", b"COMMAND", b"PING", b"READONLY"}
 
 
-def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
-    site: Site, cluster: Cluster
-) -> None:
-    name = site.names[0]
-    tag = next(  # a tag whose counter lives on another primary
+def _tag_elsewhere(site: Site, cluster: Cluster) -> str:
+    """A tag whose counter lives on another primary than ``site.names[0]``."""
+    return next(
         tag
         for tag in (f"t{n}" for n in range(100))
         if cluster.owner(tag_version_key(tag, prefix=site.prefix)) != cluster.ports[0]
     )
+
+
+def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
+    site: Site, cluster: Cluster
+) -> None:
+    name, tag = site.names[0], _tag_elsewhere(site, cluster)
     source = (
         f"{{% cache_each 300 {name} p in products p.id tags=['{tag}'] %}}"
         "[{{ tick(p.id) }}]{% endcache_each %}"
@@ -436,11 +441,145 @@ def test_a_hit_of_fifty_cards_is_one_round_trip_per_node(
         assert site.render(source) == "".join(f"[{i}]" for i in range(50))
     assert site.renders == {}
     # The 50 entries, their variant counters and the name's counter share
-    # the name's slot; the tag's counter has its own: one MGET per slot, all
+    # the name's slot; the tag's counter has its own: one script per slot, all
     # of a node's in one packet.
     owners = {cluster.ports[0], cluster.owner(tag_version_key(tag, prefix=site.prefix))}
     assert Counter(port for port, _ in sent) == dict.fromkeys(owners, 1)
-    assert [command for _, command in sent] == [b"MGET", b"MGET"]
+    assert [command for _, command in sent] == [b"EVALSHA", b"EVALSHA"]
+
+
+def _load_scripts(cluster: Cluster) -> None:
+    """Every script on every primary: else a node's first run of each adds
+    an ``EVAL`` (once per node start, not per render)."""
+    from jinja_fragcache.backends import scripts
+
+    for port in cluster.ports:
+        for source in (
+            scripts.INCR_EXISTING,
+            scripts.READ_CLAIMING,
+            scripts.WRITE_RELEASING,
+        ):
+            redis_on(port).script_load(source)
+
+
+def _card_five(name: str, tag: str) -> str:
+    """One variant (5) of fragment *name*, tagged *tag*."""
+    return (
+        f"{{% cache_fragment 300 {name} 5 tags=['{tag}'] %}}[{{{{ tick(5) }}}}]"
+        "{% endcache_fragment %}"
+    )
+
+
+def _invalidate_one(site: Site, name: str) -> bool:
+    return site.cache.invalidate(name, 5)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [None, _invalidate_one, lambda site, name: site.cache.invalidate_all(name)],
+    ids=["cold", "invalidate", "invalidate_all"],
+)
+@pytest.mark.parametrize("page", ["one", "fifty"])
+def test_a_miss_is_two_round_trips_per_node(
+    site: Site, cluster: Cluster, before: Any, page: str
+) -> None:
+    # The first trip runs READ_CLAIMING once per slot (entries, counters and
+    # locks of one name share one); the second stores and releases.
+    _load_scripts(cluster)
+    name, tag = site.names[0], _tag_elsewhere(site, cluster)
+    source = (
+        _card_five(name, tag)
+        if page == "one"
+        else f"{{% cache_each 300 {name} p in products p.id tags=['{tag}'] %}}"
+        "[{{ tick(p.id) }}]{% endcache_each %}"
+    )
+    if before is not None:
+        site.render(source)
+        before(site, name)
+        site.renders.clear()
+    with packets() as packed:
+        site.render(source)
+    sent = [(port, command) for port, command in packed if command not in SETUP]
+    one_variant = page == "one" or before is _invalidate_one
+    assert sum(site.renders.values()) == (1 if one_variant else 50)
+    # Two trips to the name's node, one to the tag's (read only: its
+    # counter exists or is created by the first trip).
+    tag_node = cluster.owner(tag_version_key(tag, prefix=site.prefix))
+    assert Counter(port for port, _ in sent) == {cluster.ports[0]: 2, tag_node: 1}
+    assert {command for _, command in sent} == {b"EVALSHA"}
+
+
+def test_a_miss_after_invalidate_tags_claims_in_a_trip_of_its_own(
+    site: Site, cluster: Cluster
+) -> None:
+    # The limit of per-slot scripts: the tag's counter lives in another
+    # slot, so the entry's script cannot see it changed; the fragment cache
+    # does, after the first trip, and claims the lock in one more.
+    _load_scripts(cluster)
+    name, tag = site.names[0], _tag_elsewhere(site, cluster)
+    source = _card_five(name, tag)
+    site.render(source)
+    site.cache.invalidate_tags(tag)
+    site.renders.clear()
+    with packets() as packed:
+        assert site.render(source) == "[5]"
+    sent = [(port, command) for port, command in packed if command not in SETUP]
+    assert site.renders == {5: 1}
+    tag_node = cluster.owner(tag_version_key(tag, prefix=site.prefix))
+    assert Counter(port for port, _ in sent) == {cluster.ports[0]: 3, tag_node: 1}
+    assert [command for _, command in sent].count(b"SET") == 1  # the lock
+
+
+def test_read_claiming_judges_what_shares_a_slot(
+    cluster_backend: RedisClusterBackend,
+) -> None:
+    from jinja_fragcache.backends.base import HELD, UNCLAIMED, WON
+    from jinja_fragcache.entry import Entry
+
+    from .test_backends import _claiming_read
+
+    b, tag = cluster_backend, uuid.uuid4().hex
+
+    def key() -> str:  # one hash tag: one slot
+        return f"{{{tag}}}:{uuid.uuid4().hex[:8]}"
+
+    counter, made, other = key(), key(), uuid.uuid4().hex
+    b.set_many({counter: b"7", other: b"3"}, None)
+
+    def entry(versions: dict[str, str], expiry: float) -> bytes:
+        return Entry("body", expiry, "t.html", "d", versions).encode()
+
+    fresh, stale, invalid, missing, held, crossed = (key() for _ in range(6))
+    b.set_many(
+        {
+            fresh: entry({counter: "7"}, time.time() + 60),
+            stale: entry({counter: "7"}, time.time() - 1),
+            invalid: entry({counter: "6"}, time.time() + 60),
+            held: entry({counter: "6"}, time.time() + 60),
+            # Records a counter of another slot, at another version: left
+            # to the fragment cache, which reads it and judges again.
+            crossed: entry({counter: "7", other: "2"}, time.time() + 60),
+        },
+        60,
+    )
+    b.add(held + ":lock", b"someone", 30)
+    entries = [fresh, stale, invalid, missing, held, crossed]
+    read = _claiming_read(key, entries, [counter, made, other], cold=True)
+    claimed = b.read_claiming(read)
+    assert claimed.claims == [UNCLAIMED, WON, WON, WON, HELD, UNCLAIMED]
+    assert claimed.values[6] == b"7" and claimed.values[8] == b"3"
+    created = claimed.values[7]
+    assert created is not None and created.isdigit()
+    assert b.get_many([made]) == [created]
+    assert claimed.nested == {}
+    b.write_releasing(
+        {missing: b"new"}, 60, [missing + ":lock", held + ":lock"], claimed.token
+    )
+    assert b.get_many([missing, missing + ":lock", held + ":lock"]) == [
+        b"new",
+        None,
+        b"someone",
+    ]
 
 
 # -- a primary dies ------------------------------------------------------------

@@ -1,14 +1,23 @@
 """Redis Cluster, through redis-py's ``RedisCluster`` (``pip install
 "jinja-fragcache[redis]"``).
 
-Keys spread over the cluster's primaries by hash slot (the key format has no
-hash tags), so one fragment's entry and its counters usually live on
-different nodes.  Every operation is routed here, not by redis-py's cluster
+Keys carry their fragment's name as a hash tag (see
+:mod:`jinja_fragcache.keys`), so one fragment's entries, variant counters,
+locks and name counter share one slot, and a tag's counter has a slot of
+its own.  Every operation is routed here, not by redis-py's cluster
 pipeline: the commands for each node go out in one packet on one of its
 connections, to every node before any reply is read, and a node that fails
 fails alone.  redis-py's own pipeline retries each failed command one by one
 (measured: 52 s for a read of 30 keys with one primary frozen), which no
 page can wait for.
+
+A miss takes two trips per node, as on one Redis: ``read_claiming`` runs
+:data:`~.scripts.READ_CLAIMING` once per slot, on that slot's keys only,
+and ``write_releasing`` runs :data:`~.scripts.WRITE_RELEASING` once per
+slot.  What a slot's script cannot see, a counter of another slot that an
+entry records (a tag's, a nested fragment's), the fragment cache judges
+after the first trip, and claims in a trip of its own: a miss after
+``invalidate_tags`` takes three trips to the fragment's node.
 
 A node that cannot be reached is left alone for *node_cooldown* seconds:
 an operation that needs it raises :class:`NodeUnavailable` at once, without
@@ -18,9 +27,8 @@ fragments whose keys all live on the other nodes keep hitting.  When every
 primary is unreachable the original error is raised, an outage: the
 breaker opens as it does for a single Redis.
 
-There is no near cache and no compound miss (``read_claiming``,
-``write_releasing``): the scripts read keys of several slots, which a
-cluster refuses.  A miss takes the fragment cache's step-by-step path.
+There is no near cache on a cluster (yet): every hit reads, one trip per
+node involved.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import scripts
-from .base import Timeout
+from .base import Claimed, ClaimingRead, Timeout
 from .redis import _as_bytes, _import_redis, _px
 
 if TYPE_CHECKING:
@@ -42,6 +50,14 @@ if TYPE_CHECKING:
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 _INCR_SHA = scripts.sha(scripts.INCR_EXISTING)
+_READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
+_WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
+#: Each script by its SHA, for a node that lacks it (``EVAL`` instead).
+_SOURCES = {
+    _INCR_SHA: scripts.INCR_EXISTING,
+    _READ_CLAIMING_SHA: scripts.READ_CLAIMING,
+    _WRITE_RELEASING_SHA: scripts.WRITE_RELEASING,
+}
 
 #: One command: its key's hash slot and its arguments.
 Command = tuple[int, tuple[Any, ...]]
@@ -80,13 +96,15 @@ class RedisClusterBackend:
     """A Redis Cluster shared by every process.
 
     ``get_many`` sends each node involved one packet (an ``MGET`` per hash
-    slot), to all of them before reading any reply: a hit of a 50-card page
-    is one round trip per node, made side by side.  ``set_many`` and
-    ``add_many`` are one packet per node too.  ``incr`` is the same Lua
-    script as :class:`~jinja_fragcache.RedisBackend`'s (one key: fine on a
-    cluster).  Nothing is ever unpickled.  Clients made here use short
-    socket timeouts (0.5 s) and no retries, so that a dead node costs one
-    short failure per *node_cooldown*.
+    slot), to all of them before reading any reply; ``read_claiming``, the
+    first read of every lookup, does the same with a script per slot: a hit
+    of a 50-card page is one round trip per node, made side by side.
+    ``set_many``, ``add_many`` and ``write_releasing`` are one packet per
+    node too.  ``incr`` is the same Lua script as
+    :class:`~jinja_fragcache.RedisBackend`'s (one key: fine on a cluster).
+    Nothing is ever unpickled.  Clients made here use short socket timeouts
+    (0.5 s) and no retries, so that a dead node costs one short failure per
+    *node_cooldown*.
 
     :param client: a ``redis.cluster.RedisCluster`` to use; made from *url*
         or *startup_nodes* when ``None``.
@@ -247,6 +265,13 @@ class RedisClusterBackend:
     def _execute(self, commands: Sequence[Command]) -> list[Any]:
         """Each command's reply, in order; one packet per node, every node
         written before any is read."""
+        results = self._gather(commands)
+        _raise_first(results)
+        return results
+
+    def _gather(self, commands: Sequence[Command]) -> list[Any]:
+        """:meth:`_execute`, with each command's error reply in its place
+        instead of raised (a node that failed still raises)."""
         groups = self._route(commands)
         client: Any = self.client
         failures = _failures()
@@ -299,6 +324,17 @@ class RedisClusterBackend:
             if isinstance(result, redirects):
                 # The slot moved (or is moving): redis-py follows MOVED and ASK.
                 results[i] = client.execute_command(*commands[i][1])
+        return results
+
+    def _run_scripts(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``EVALSHA`` *commands*; each that a node lacks the script
+        for runs again as ``EVAL`` there alone (the others ran once)."""
+        results = self._gather(commands)
+        again = _unloaded(results)
+        if again:
+            retried = self._gather([_as_eval(commands[i]) for i in again])
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         _raise_first(results)
         return results
 
@@ -330,13 +366,28 @@ class RedisClusterBackend:
         self._execute([(_slot(key), ("DEL", key))])
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        from redis.exceptions import NoScriptError
-
-        try:
-            [result] = self._execute([_incr(key, delta, "EVALSHA")])
-        except NoScriptError:  # once per node start
-            [result] = self._execute([_incr(key, delta, "EVAL")])
+        [result] = self._run_scripts([_incr(key, delta)])
         return None if result is None else int(result)
+
+    def read_claiming(self, read: ClaimingRead) -> Claimed:
+        """The first trip of a lookup: :data:`~.scripts.READ_CLAIMING` once
+        per hash slot, each node's in one packet (see :func:`_claiming`)."""
+        token = read.new_version()
+        commands, layout = _claiming(read, token)
+        return _claimed(read, layout, self._run_scripts(commands), token)
+
+    def write_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        """Store *writes* and release each lock still held by *token*:
+        :data:`~.scripts.WRITE_RELEASING` once per hash slot."""
+        commands = _writing(writes, timeout, locks, token)
+        if commands:
+            self._run_scripts(commands)
 
     def info(self) -> dict[str, int | None]:
         """Server figures summed over the primaries: keys, memory used and
@@ -412,6 +463,12 @@ class RedisClusterBackend:
 
     async def _aexecute(self, commands: Sequence[Command]) -> list[Any]:
         """Async :meth:`_execute`: the nodes are written and read side by side."""
+        results = await self._agather(commands)
+        _raise_first(results)
+        return results
+
+    async def _agather(self, commands: Sequence[Command]) -> list[Any]:
+        """Async :meth:`_gather`."""
         client = await self._aclient()
         groups = await self._aroute(client, commands)
         failures = _failures()
@@ -440,6 +497,16 @@ class RedisClusterBackend:
         for i, result in enumerate(results):
             if isinstance(result, redirects):
                 results[i] = await client.execute_command(*commands[i][1])
+        return results
+
+    async def _arun_scripts(self, commands: Sequence[Command]) -> list[Any]:
+        """Async :meth:`_run_scripts`."""
+        results = await self._agather(commands)
+        again = _unloaded(results)
+        if again:
+            retried = await self._agather([_as_eval(commands[i]) for i in again])
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         _raise_first(results)
         return results
 
@@ -472,13 +539,26 @@ class RedisClusterBackend:
         await self._aexecute([(_slot(key), ("DEL", key))])
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        from redis.exceptions import NoScriptError
-
-        try:
-            [result] = await self._aexecute([_incr(key, delta, "EVALSHA")])
-        except NoScriptError:
-            [result] = await self._aexecute([_incr(key, delta, "EVAL")])
+        [result] = await self._arun_scripts([_incr(key, delta)])
         return None if result is None else int(result)
+
+    async def aread_claiming(self, read: ClaimingRead) -> Claimed:
+        """Async :meth:`read_claiming`."""
+        token = read.new_version()
+        commands, layout = _claiming(read, token)
+        return _claimed(read, layout, await self._arun_scripts(commands), token)
+
+    async def awrite_releasing(
+        self,
+        writes: Mapping[str, bytes],
+        timeout: Timeout,
+        locks: Sequence[str],
+        token: bytes,
+    ) -> None:
+        """Async :meth:`write_releasing`."""
+        commands = _writing(writes, timeout, locks, token)
+        if commands:
+            await self._arun_scripts(commands)
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop."""
@@ -568,6 +648,98 @@ def _sets(mapping: Mapping[str, bytes], timeout: Timeout, *, nx: bool) -> list[C
     ]
 
 
-def _incr(key: str, delta: int, how: str) -> Command:
-    script = _INCR_SHA if how == "EVALSHA" else scripts.INCR_EXISTING
-    return (_slot(key), (how, script, 1, key, delta))
+def _incr(key: str, delta: int) -> Command:
+    return (_slot(key), ("EVALSHA", _INCR_SHA, 1, key, delta))
+
+
+def _unloaded(results: Sequence[Any]) -> list[int]:
+    """The positions of the replies that say the node lacks the script."""
+    from redis.exceptions import NoScriptError
+
+    return [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+
+
+def _as_eval(command: Command) -> Command:
+    slot, (_, sha, *rest) = command
+    return slot, ("EVAL", _SOURCES[sha], *rest)
+
+
+#: Per slot: the positions of its entries and of its counters in a read.
+Layout = list[tuple[list[int], list[int]]]
+
+
+def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[Command], Layout]:
+    """:data:`~.scripts.READ_CLAIMING` for each hash slot a read touches:
+    there, its entries, their locks and its counters (keys of a slot, as a
+    cluster requires).  Without the ``n`` flag: a counter of another slot
+    that an entry records (a tag's, a nested fragment's) is not judged by
+    the script but by the fragment cache, which claims the usual way what
+    the script did not."""
+    by_slot: dict[int, tuple[list[int], list[int]]] = {}
+    for i, key in enumerate(read.entries):
+        by_slot.setdefault(_slot(key), ([], []))[0].append(i)
+    for j, key in enumerate(read.counters):
+        by_slot.setdefault(_slot(key), ([], []))[1].append(j)
+    px = _px(read.lock_timeout)
+    commands: list[Command] = []
+    for slot, (entries, counters) in by_slot.items():
+        keys = [read.entries[i] for i in entries]
+        keys += [read.locks[i] for i in entries]
+        keys += [read.counters[j] for j in counters]
+        options = (len(entries), int(read.claim_cold), token, px, "")
+        versions = [read.new_version() for _ in counters]
+        command = ("EVALSHA", _READ_CLAIMING_SHA, len(keys), *keys, *options, *versions)
+        commands.append((slot, command))
+    return commands, list(by_slot.values())
+
+
+def _claimed(
+    read: ClaimingRead, layout: Layout, replies: Sequence[Any], token: bytes
+) -> Claimed:
+    """The slots' replies (per entry its value, PTTL and claim, then per
+    counter its value and PTTL) put back in the read's order."""
+    n = len(read.entries)
+    values: list[bytes | None] = [None] * (n + len(read.counters))
+    claims = [0] * n
+    for (entries, counters), reply in zip(layout, replies, strict=True):
+        for at, i in enumerate(entries):
+            values[i] = _as_bytes(reply[3 * at] or None)
+            claims[i] = int(reply[3 * at + 2])
+        base = 3 * len(entries)
+        for at, j in enumerate(counters):
+            values[n + j] = _as_bytes(reply[base + 2 * at] or None)
+    return Claimed(values, claims, {}, token)
+
+
+def _writing(
+    writes: Mapping[str, bytes],
+    timeout: Timeout,
+    locks: Sequence[str],
+    token: bytes,
+) -> list[Command]:
+    """:data:`~.scripts.WRITE_RELEASING` for each hash slot: its entries
+    stored, its locks released (a lock shares its entry's slot)."""
+    by_slot: dict[int, tuple[list[str], list[str]]] = {}
+    for key in writes:
+        by_slot.setdefault(_slot(key), ([], []))[0].append(key)
+    for key in locks:
+        by_slot.setdefault(_slot(key), ([], []))[1].append(key)
+    px = _px(timeout)
+    expiry = "" if px is None else px
+    return [
+        (
+            slot,
+            (
+                "EVALSHA",
+                _WRITE_RELEASING_SHA,
+                len(keys) + len(held),
+                *keys,
+                *held,
+                len(keys),
+                expiry,
+                token,
+                *(writes[key] for key in keys),
+            ),
+        )
+        for slot, (keys, held) in by_slot.items()
+    ]
