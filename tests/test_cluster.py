@@ -210,19 +210,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def cluster_backend(cluster: Cluster) -> Iterator[RedisClusterBackend]:
-    backend = RedisClusterBackend.from_url(cluster.url)
+    """Without near caches: every read goes to the nodes, to be counted."""
+    backend = RedisClusterBackend.from_url(cluster.url, near_cache=False)
     yield backend
     backend.close()
 
 
 @pytest.fixture
-def backend(cluster_backend: RedisClusterBackend) -> RedisClusterBackend:
-    return cluster_backend
+def near_backend(cluster: Cluster) -> Iterator[RedisClusterBackend]:
+    backend = RedisClusterBackend.from_url(cluster.url)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["near", "plain"])
+def backend(request: pytest.FixtureRequest) -> RedisClusterBackend:
+    name = "near_backend" if request.param == "near" else "cluster_backend"
+    made: RedisClusterBackend = request.getfixturevalue(name)
+    return made
 
 
 @pytest.fixture
-def async_backend(cluster_backend: RedisClusterBackend) -> RedisClusterBackend:
-    return cluster_backend
+def async_backend(backend: RedisClusterBackend) -> RedisClusterBackend:
+    return backend
 
 
 def test_a_plain_redis_backend_fails_every_render_on_a_cluster(

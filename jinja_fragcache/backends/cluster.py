@@ -40,9 +40,11 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..near import DEFAULT_MAX_BYTES, TrackingConnection
 from . import scripts
-from .base import Claimed, ClaimingRead, Timeout
-from .redis import _as_bytes, _import_redis, _px
+from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
+from .cluster_near import NodeNearCaches, NodePlan, WriteTokens
+from .redis import TRACKING_NAME, _added, _as_bytes, _import_redis, _px, _with_ttls
 
 if TYPE_CHECKING:
     import redis.asyncio.cluster
@@ -52,15 +54,19 @@ _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 _INCR_SHA = scripts.sha(scripts.INCR_EXISTING)
 _READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
 _WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
+_READ_WITH_TTL_SHA = scripts.sha(scripts.READ_WITH_TTL)
 #: Each script by its SHA, for a node that lacks it (``EVAL`` instead).
 _SOURCES = {
     _INCR_SHA: scripts.INCR_EXISTING,
+    _READ_WITH_TTL_SHA: scripts.READ_WITH_TTL,
     _READ_CLAIMING_SHA: scripts.READ_CLAIMING,
     _WRITE_RELEASING_SHA: scripts.WRITE_RELEASING,
 }
 
 #: One command: its key's hash slot and its arguments.
 Command = tuple[int, tuple[Any, ...]]
+#: A write's near-cache tokens, ``None`` without a near cache.
+Writing = WriteTokens | None
 
 
 class NodeUnavailable(ConnectionError):
@@ -114,6 +120,11 @@ class RedisClusterBackend:
     :param url: ``redis://host:port`` of any node.
     :param startup_nodes: ``[("host", port), ...]``, any nodes of the cluster.
     :param node_cooldown: seconds a node that failed is left alone.
+    :param near_cache: keep what is read and written in a near cache per
+        primary, each kept coherent by a tracking connection to its node
+        (:mod:`.cluster_near`): a hit whose keys are all held costs no
+        round trip.
+    :param near_cache_bytes: each node's near cache bound, keys plus values.
     :param connection_kwargs: passed to the clients made here.
     """
 
@@ -125,6 +136,8 @@ class RedisClusterBackend:
         url: str | None = None,
         startup_nodes: Sequence[tuple[str, int]] | None = None,
         node_cooldown: float = 5.0,
+        near_cache: bool = True,
+        near_cache_bytes: int = DEFAULT_MAX_BYTES,
         **connection_kwargs: Any,
     ) -> None:
         redis_module = _import_redis()
@@ -144,6 +157,12 @@ class RedisClusterBackend:
         ] = weakref.WeakKeyDictionary()
         #: Node name -> monotonic time until which it is left alone.
         self._down: dict[str, float] = {}
+        #: A near cache per primary (see :mod:`.cluster_near`), or ``None``.
+        self.near = (
+            NodeNearCaches(self._tracking_connection, near_cache_bytes)
+            if near_cache
+            else None
+        )
         #: The server answered and refused the command, or one node is down
         #: while others answer: that request's error, not an outage.
         self.request_errors = (
@@ -166,6 +185,65 @@ class RedisClusterBackend:
 
     def __repr__(self) -> str:
         return f"<RedisClusterBackend {self._url or self._nodes or self._client!r}>"
+
+    @property
+    def generation(self) -> int | None:
+        """The near caches' count of changes, while every one of them may
+        answer; ``None`` without (see :mod:`jinja_fragcache.memo`)."""
+        return None if self.near is None else self.near.generation
+
+    def bind_prefix(self, prefix: str) -> None:
+        """Keep the keys of a fragment cache with this *prefix* in the near
+        caches; :class:`~jinja_fragcache.FragmentCache` calls it."""
+        if self.near is not None:
+            self.near.bind_prefix(f"{prefix}:")
+
+    def _tracking_connection(self, node: Any) -> TrackingConnection:
+        """A new connection to *node* (sync or asyncio's) like the sync
+        client's, in RESP2."""
+        client: Any = self.client
+        like = client.get_node(node_name=node.name) or client.get_default_node()
+        pool = client.get_redis_connection(like).connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(host=node.host, port=node.port, protocol=2)
+        kwargs.update(decode_responses=False, client_name=TRACKING_NAME)
+        conn: TrackingConnection = pool.connection_class(**kwargs)
+        return conn
+
+    def _nodes_of(self, keys: Sequence[str], client: Any) -> list[Any] | None:
+        """The primary of each key's slot, from the slot map (no I/O);
+        ``None`` when the map has no node for one."""
+        from redis.exceptions import SlotNotCoveredError
+
+        manager = client.nodes_manager
+        try:
+            return [manager.get_node_from_slot(_slot(key)) for key in keys]
+        except SlotNotCoveredError:
+            return None
+
+    def _plan(self, keys: Sequence[str], client: Any) -> NodePlan | None:
+        """What the near caches hold of *keys*, when there are any."""
+        if self.near is None:
+            return None
+        nodes = self._nodes_of(keys, client)
+        return None if nodes is None else self.near.plan(keys, nodes)
+
+    def _begin(self, keys: Sequence[str], client: Any) -> Writing:
+        """Drop *keys* from the near caches before they are written."""
+        if self.near is None or not keys:
+            return None
+        nodes = self._nodes_of(keys, client)
+        if nodes is None:  # nothing on an unmapped slot is kept
+            return None
+        return self.near.begin_write(keys, nodes)
+
+    def _end(
+        self,
+        writing: Writing,
+        known: Mapping[str, tuple[bytes | None, float | None]] | None,
+    ) -> None:
+        if writing is not None:
+            NodeNearCaches.end_write(writing, known)
 
     @property
     def client(self) -> redis.cluster.RedisCluster:
@@ -269,9 +347,12 @@ class RedisClusterBackend:
         _raise_first(results)
         return results
 
-    def _gather(self, commands: Sequence[Command]) -> list[Any]:
+    def _gather(
+        self, commands: Sequence[Command], moved: list[int] | None = None
+    ) -> list[Any]:
         """:meth:`_execute`, with each command's error reply in its place
-        instead of raised (a node that failed still raises)."""
+        instead of raised (a node that failed still raises); the positions
+        of the commands that were redirected go into *moved*."""
         groups = self._route(commands)
         client: Any = self.client
         failures = _failures()
@@ -324,15 +405,19 @@ class RedisClusterBackend:
             if isinstance(result, redirects):
                 # The slot moved (or is moving): redis-py follows MOVED and ASK.
                 results[i] = client.execute_command(*commands[i][1])
+                if moved is not None:
+                    moved.append(i)
         return results
 
-    def _run_scripts(self, commands: Sequence[Command]) -> list[Any]:
+    def _run_scripts(
+        self, commands: Sequence[Command], moved: list[int] | None = None
+    ) -> list[Any]:
         """Run ``EVALSHA`` *commands*; each that a node lacks the script
         for runs again as ``EVAL`` there alone (the others ran once)."""
-        results = self._gather(commands)
+        results = self._gather(commands, moved)
         again = _unloaded(results)
         if again:
-            retried = self._gather([_as_eval(commands[i]) for i in again])
+            retried = self._gather([_as_eval(commands[i]) for i in again], moved)
             for i, result in zip(again, retried, strict=True):
                 results[i] = result
         _raise_first(results)
@@ -343,16 +428,35 @@ class RedisClusterBackend:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        commands, order = _reads(keys)
-        replies = self._execute(commands)
-        return _values(keys, order, replies)
+        plan = self._plan(keys, self.client)
+        if plan is None:
+            commands, order = _reads(keys)
+            return _values(keys, order, self._execute(commands))
+        if not plan.missing:
+            return plan.values
+        assert self.near is not None
+        missing = [keys[i] for i in plan.missing]
+        commands, order = _ttl_reads(missing)
+        fetched, moved = None, list[int]()
+        try:
+            replies = self._run_scripts(commands, moved)
+            fetched = _by_position(plan.missing, _ttl_values(missing, order, replies))
+        finally:
+            values = self.near.complete(keys, plan, fetched, keep=not moved)
+        return values
 
     def set(self, key: str, value: bytes, timeout: Timeout) -> None:
         self.set_many({key: value}, timeout)
 
     def set_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
-        if mapping:
+        if not mapping:
+            return
+        writing, known = self._begin(list(mapping), self.client), None
+        try:
             self._execute(_sets(mapping, timeout, nx=False))
+            known = {key: (value, timeout) for key, value in mapping.items()}
+        finally:
+            self._end(writing, known)
 
     def add(self, key: str, value: bytes, timeout: Timeout) -> bool:
         return self.add_many({key: value}, timeout)[0]
@@ -360,21 +464,73 @@ class RedisClusterBackend:
     def add_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> list[bool]:
         if not mapping:
             return []
-        return [bool(ok) for ok in self._execute(_sets(mapping, timeout, nx=True))]
+        writing, known = self._begin(list(mapping), self.client), None
+        try:
+            results = self._execute(_sets(mapping, timeout, nx=True))
+            added = [bool(ok) for ok in results]
+            known = _added(mapping, added, timeout)
+        finally:
+            self._end(writing, known)
+        return added
 
     def delete(self, key: str) -> None:
-        self._execute([(_slot(key), ("DEL", key))])
+        writing = self._begin([key], self.client)
+        try:
+            self._execute([(_slot(key), ("DEL", key))])
+        finally:
+            self._end(writing, None)
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        [result] = self._run_scripts([_incr(key, delta)])
+        writing = self._begin([key], self.client)
+        try:
+            [result] = self._run_scripts([_incr(key, delta)])
+        finally:
+            self._end(writing, None)
         return None if result is None else int(result)
 
     def read_claiming(self, read: ClaimingRead) -> Claimed:
         """The first trip of a lookup: :data:`~.scripts.READ_CLAIMING` once
-        per hash slot, each node's in one packet (see :func:`_claiming`)."""
+        per hash slot, each node's in one packet (see :func:`_claiming`), or
+        none when the near caches hold every key (nothing is claimed then)."""
+        keys = [*read.entries, *read.counters]
+        plan = self._plan(keys, self.client)
+        if plan is not None and not plan.missing:
+            return Claimed(plan.values, [UNCLAIMED] * len(read.entries), {})
         token = read.new_version()
-        commands, layout = _claiming(read, token)
-        return _claimed(read, layout, self._run_scripts(commands), token)
+        commands, layout = _claiming(read, token, ttls=plan is not None)
+        writing, replies = self._begin(read.locks, self.client), None
+        moved: list[int] = []
+        try:
+            replies = self._run_scripts(commands, moved)
+        finally:
+            self._end(writing, None)
+            claimed = self._claimed(read, layout, replies, token, plan, moved)
+        assert claimed is not None  # else the scripts raised
+        return claimed
+
+    def _claimed(
+        self,
+        read: ClaimingRead,
+        layout: Layout,
+        replies: Sequence[Any] | None,
+        token: bytes,
+        plan: NodePlan | None,
+        moved: list[int],
+    ) -> Claimed | None:
+        """The replies as a :class:`~.base.Claimed`, the near caches given
+        what they may keep (``None``: the scripts failed, and so does this)."""
+        claimed = pttls = None
+        if replies is not None:
+            claimed, pttls = _claimed(read, layout, replies, token)
+        if plan is not None:
+            assert self.near is not None
+            fetched = None
+            if claimed is not None and pttls is not None:
+                fetched = {i: (claimed.values[i], pttls[i]) for i in plan.missing}
+            self.near.complete(
+                [*read.entries, *read.counters], plan, fetched, keep=not moved
+            )
+        return claimed
 
     def write_releasing(
         self,
@@ -386,8 +542,14 @@ class RedisClusterBackend:
         """Store *writes* and release each lock still held by *token*:
         :data:`~.scripts.WRITE_RELEASING` once per hash slot."""
         commands = _writing(writes, timeout, locks, token)
-        if commands:
+        if not commands:
+            return
+        writing, known = self._begin([*writes, *locks], self.client), None
+        try:
             self._run_scripts(commands)
+            known = {key: (value, timeout) for key, value in writes.items()}
+        finally:
+            self._end(writing, known)
 
     def info(self) -> dict[str, int | None]:
         """Server figures summed over the primaries: keys, memory used and
@@ -410,6 +572,8 @@ class RedisClusterBackend:
         return totals
 
     def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
         if self._client is not None:
             self._client.close()
 
@@ -467,7 +631,9 @@ class RedisClusterBackend:
         _raise_first(results)
         return results
 
-    async def _agather(self, commands: Sequence[Command]) -> list[Any]:
+    async def _agather(
+        self, commands: Sequence[Command], moved: list[int] | None = None
+    ) -> list[Any]:
         """Async :meth:`_gather`."""
         client = await self._aclient()
         groups = await self._aroute(client, commands)
@@ -497,14 +663,18 @@ class RedisClusterBackend:
         for i, result in enumerate(results):
             if isinstance(result, redirects):
                 results[i] = await client.execute_command(*commands[i][1])
+                if moved is not None:
+                    moved.append(i)
         return results
 
-    async def _arun_scripts(self, commands: Sequence[Command]) -> list[Any]:
+    async def _arun_scripts(
+        self, commands: Sequence[Command], moved: list[int] | None = None
+    ) -> list[Any]:
         """Async :meth:`_run_scripts`."""
-        results = await self._agather(commands)
+        results = await self._agather(commands, moved)
         again = _unloaded(results)
         if again:
-            retried = await self._agather([_as_eval(commands[i]) for i in again])
+            retried = await self._agather([_as_eval(commands[i]) for i in again], moved)
             for i, result in zip(again, retried, strict=True):
                 results[i] = result
         _raise_first(results)
@@ -513,16 +683,35 @@ class RedisClusterBackend:
     async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        commands, order = _reads(keys)
-        replies = await self._aexecute(commands)
-        return _values(keys, order, replies)
+        plan = self._plan(keys, await self._aclient())
+        if plan is None:
+            commands, order = _reads(keys)
+            return _values(keys, order, await self._aexecute(commands))
+        if not plan.missing:
+            return plan.values
+        assert self.near is not None
+        missing = [keys[i] for i in plan.missing]
+        commands, order = _ttl_reads(missing)
+        fetched, moved = None, list[int]()
+        try:
+            replies = await self._arun_scripts(commands, moved)
+            fetched = _by_position(plan.missing, _ttl_values(missing, order, replies))
+        finally:
+            values = self.near.complete(keys, plan, fetched, keep=not moved)
+        return values
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
         await self.aset_many({key: value}, timeout)
 
     async def aset_many(self, mapping: Mapping[str, bytes], timeout: Timeout) -> None:
-        if mapping:
+        if not mapping:
+            return
+        writing, known = self._begin(list(mapping), await self._aclient()), None
+        try:
             await self._aexecute(_sets(mapping, timeout, nx=False))
+            known = {key: (value, timeout) for key, value in mapping.items()}
+        finally:
+            self._end(writing, known)
 
     async def aadd(self, key: str, value: bytes, timeout: Timeout) -> bool:
         return (await self.aadd_many({key: value}, timeout))[0]
@@ -532,21 +721,47 @@ class RedisClusterBackend:
     ) -> list[bool]:
         if not mapping:
             return []
-        results = await self._aexecute(_sets(mapping, timeout, nx=True))
-        return [bool(ok) for ok in results]
+        writing, known = self._begin(list(mapping), await self._aclient()), None
+        try:
+            results = await self._aexecute(_sets(mapping, timeout, nx=True))
+            added = [bool(ok) for ok in results]
+            known = _added(mapping, added, timeout)
+        finally:
+            self._end(writing, known)
+        return added
 
     async def adelete(self, key: str) -> None:
-        await self._aexecute([(_slot(key), ("DEL", key))])
+        writing = self._begin([key], await self._aclient())
+        try:
+            await self._aexecute([(_slot(key), ("DEL", key))])
+        finally:
+            self._end(writing, None)
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        [result] = await self._arun_scripts([_incr(key, delta)])
+        writing = self._begin([key], await self._aclient())
+        try:
+            [result] = await self._arun_scripts([_incr(key, delta)])
+        finally:
+            self._end(writing, None)
         return None if result is None else int(result)
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
+        client = await self._aclient()
+        plan = self._plan([*read.entries, *read.counters], client)
+        if plan is not None and not plan.missing:
+            return Claimed(plan.values, [UNCLAIMED] * len(read.entries), {})
         token = read.new_version()
-        commands, layout = _claiming(read, token)
-        return _claimed(read, layout, await self._arun_scripts(commands), token)
+        commands, layout = _claiming(read, token, ttls=plan is not None)
+        writing, replies = self._begin(read.locks, client), None
+        moved: list[int] = []
+        try:
+            replies = await self._arun_scripts(commands, moved)
+        finally:
+            self._end(writing, None)
+            claimed = self._claimed(read, layout, replies, token, plan, moved)
+        assert claimed is not None  # else the scripts raised
+        return claimed
 
     async def awrite_releasing(
         self,
@@ -557,8 +772,14 @@ class RedisClusterBackend:
     ) -> None:
         """Async :meth:`write_releasing`."""
         commands = _writing(writes, timeout, locks, token)
-        if commands:
+        if not commands:
+            return
+        writing, known = self._begin([*writes, *locks], await self._aclient()), None
+        try:
             await self._arun_scripts(commands)
+            known = {key: (value, timeout) for key, value in writes.items()}
+        finally:
+            self._end(writing, known)
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop."""
@@ -628,6 +849,32 @@ def _reads(keys: Sequence[str]) -> tuple[list[Command], list[list[int]]]:
     return commands, list(by_slot.values())
 
 
+def _ttl_reads(keys: Sequence[str]) -> tuple[list[Command], list[list[int]]]:
+    """:func:`_reads` for the near cache: :data:`~.scripts.READ_WITH_TTL`
+    per hash slot, each value with its ``PTTL``."""
+    commands, order = _reads(keys)
+    return [
+        (slot, ("EVALSHA", _READ_WITH_TTL_SHA, len(args) - 1, *args[1:]))
+        for slot, args in commands
+    ], order
+
+
+def _ttl_values(
+    keys: Sequence[str], order: list[list[int]], replies: list[Any]
+) -> list[tuple[bytes | None, int]]:
+    values: list[tuple[bytes | None, int]] = [(None, -2)] * len(keys)
+    for indices, reply in zip(order, replies, strict=True):
+        for i, pair in zip(indices, _with_ttls(reply), strict=True):
+            values[i] = pair
+    return values
+
+
+def _by_position(
+    positions: Sequence[int], fetched: Sequence[tuple[bytes | None, int]]
+) -> dict[int, tuple[bytes | None, int]]:
+    return dict(zip(positions, fetched, strict=True))
+
+
 def _values(
     keys: Sequence[str], order: list[list[int]], replies: list[Any]
 ) -> list[bytes | None]:
@@ -668,7 +915,9 @@ def _as_eval(command: Command) -> Command:
 Layout = list[tuple[list[int], list[int]]]
 
 
-def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[Command], Layout]:
+def _claiming(
+    read: ClaimingRead, token: bytes, *, ttls: bool = False
+) -> tuple[list[Command], Layout]:
     """:data:`~.scripts.READ_CLAIMING` for each hash slot a read touches:
     there, its entries, their locks and its counters (keys of a slot, as a
     cluster requires).  Without the ``n`` flag: a counter of another slot
@@ -686,7 +935,7 @@ def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[Command], Layout]:
         keys = [read.entries[i] for i in entries]
         keys += [read.locks[i] for i in entries]
         keys += [read.counters[j] for j in counters]
-        options = (len(entries), int(read.claim_cold), token, px, "")
+        options = (len(entries), int(read.claim_cold), token, px, "t" if ttls else "")
         versions = [read.new_version() for _ in counters]
         command = ("EVALSHA", _READ_CLAIMING_SHA, len(keys), *keys, *options, *versions)
         commands.append((slot, command))
@@ -695,20 +944,24 @@ def _claiming(read: ClaimingRead, token: bytes) -> tuple[list[Command], Layout]:
 
 def _claimed(
     read: ClaimingRead, layout: Layout, replies: Sequence[Any], token: bytes
-) -> Claimed:
+) -> tuple[Claimed, list[int]]:
     """The slots' replies (per entry its value, PTTL and claim, then per
-    counter its value and PTTL) put back in the read's order."""
+    counter its value and PTTL) put back in the read's order, and each
+    value's PTTL (``-1`` unless asked for)."""
     n = len(read.entries)
     values: list[bytes | None] = [None] * (n + len(read.counters))
-    claims = [0] * n
+    pttls = [-1] * len(values)
+    claims = [UNCLAIMED] * n
     for (entries, counters), reply in zip(layout, replies, strict=True):
         for at, i in enumerate(entries):
             values[i] = _as_bytes(reply[3 * at] or None)
+            pttls[i] = int(reply[3 * at + 1])
             claims[i] = int(reply[3 * at + 2])
         base = 3 * len(entries)
         for at, j in enumerate(counters):
             values[n + j] = _as_bytes(reply[base + 2 * at] or None)
-    return Claimed(values, claims, {}, token)
+            pttls[n + j] = int(reply[base + 2 * at + 1])
+    return Claimed(values, claims, {}, token), pttls
 
 
 def _writing(
