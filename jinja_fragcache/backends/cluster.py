@@ -92,6 +92,26 @@ def _redirects() -> tuple[type[BaseException], ...]:
     return (MovedError, AskError, TryAgainError)
 
 
+def _redis_errors() -> type[BaseException]:
+    from redis.exceptions import RedisError
+
+    return RedisError
+
+
+def _while_moving(command: Command, error: BaseException) -> BaseException:
+    """What a redirected command that failed at its new node stands for: a
+    missing script stays itself (it runs again as ``EVAL``); anything else
+    (``TRYAGAIN``: a script of several keys while its slot is half moved;
+    redis-py's "TTL exhausted") fails the fragments of that slot only."""
+    from redis.exceptions import NoScriptError
+
+    if isinstance(error, NoScriptError):
+        return error
+    unavailable = NodeUnavailable(f"slot {command[0]} is moving: {error}")
+    unavailable.__cause__ = error
+    return unavailable
+
+
 def _slot(key: str) -> int:
     from redis.crc import key_slot
 
@@ -404,7 +424,10 @@ class RedisClusterBackend:
         for i, result in enumerate(results):
             if isinstance(result, redirects):
                 # The slot moved (or is moving): redis-py follows MOVED and ASK.
-                results[i] = client.execute_command(*commands[i][1])
+                try:
+                    results[i] = client.execute_command(*commands[i][1])
+                except _redis_errors() as exc:
+                    results[i] = _while_moving(commands[i], exc)
                 if moved is not None:
                     moved.append(i)
         return results
@@ -662,7 +685,10 @@ class RedisClusterBackend:
         redirects = _redirects()
         for i, result in enumerate(results):
             if isinstance(result, redirects):
-                results[i] = await client.execute_command(*commands[i][1])
+                try:
+                    results[i] = await client.execute_command(*commands[i][1])
+                except _redis_errors() as exc:
+                    results[i] = _while_moving(commands[i], exc)
                 if moved is not None:
                     moved.append(i)
         return results
