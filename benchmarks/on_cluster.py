@@ -3,14 +3,13 @@
 ``benchmarks.run`` starts one of these with the ports of the cluster it
 started (three primaries) and the URL of its single Redis.  The page is the
 main table's *50 siblings* (warm: every card a hit) and *cold 50 cards*
-(every card a miss), rendered through ``RedisClusterBackend``.  Taking turns
-with them, the same pages through ``RedisBackend`` on the single Redis with
-the near cache off: what the cluster costs over one server, each hit read
-from the server.
+(every card a miss), rendered through ``RedisClusterBackend`` with its near
+caches (one per primary) and without.  Taking turns with them, the same
+pages through ``RedisBackend`` on the single Redis with the near cache off:
+what the cluster costs over one server, each hit read from the server.
 
-``RedisClusterBackend`` has no near cache and no compound miss (its Lua
-scripts would read keys of several slots): a warm page is one packet per
-node, a cold one takes the fragment cache's step-by-step path.
+All 50 cards are variants of one name, so their keys share one hash slot:
+the page reads one node (and none when the near cache holds it all).
 """
 
 from __future__ import annotations
@@ -29,16 +28,26 @@ from .traffic import counted, counted_by_port
 #: The cases, the render of each.
 CASES = {"50 siblings": "render_siblings", "cold 50 cards": "render_cold_cards"}
 CLUSTER = "cluster"
+CLUSTER_PLAIN = "cluster, near cache off"
 SINGLE = "one Redis, near cache off"
 
 
 class OursOnCluster(Ours):
     """Our pages through ``RedisClusterBackend``, discovered from one node."""
 
+    near_cache = True
+
     def make_backend(self) -> Any:
         from jinja_fragcache.backends.cluster import RedisClusterBackend
 
-        return RedisClusterBackend.from_url(self.redis_url)
+        return RedisClusterBackend.from_url(self.redis_url, near_cache=self.near_cache)
+
+
+class OursOnClusterNearCacheOff(OursOnCluster):
+    """The same, every hit read from the nodes; a prefix of its own."""
+
+    near_cache = False
+    prefix = "bench-cluster-plain"
 
 
 class OursNearCacheOff(Ours):
@@ -81,41 +90,47 @@ def node_commands(ports: list[int]) -> Callable[[], dict[str, int]]:
 
 
 def traffic(
-    cluster: Adapter, single: Adapter, ports: list[int], renders: int = 10
+    clusters: dict[str, Adapter], single: Adapter, ports: list[int], renders: int = 10
 ) -> dict[str, dict[str, Any]]:
-    """Per render, for each case: the cluster's round trips to each node and
-    in all, the commands the nodes served, and the single Redis's round trips."""
+    """Per render, for each case and each of *clusters*: the round trips to
+    each node and in all, the commands the nodes served; and the single
+    Redis's round trips."""
     counts = node_commands(ports)
     table: dict[str, dict[str, Any]] = {}
     for case, render in CASES.items():
-        before = counts()
-        with counted_by_port() as by_port:
-            for _ in range(renders):
-                getattr(cluster, render)()
-        after = counts()
+        row: dict[str, Any] = {}
+        for variant, cluster in clusters.items():
+            before = counts()
+            with counted_by_port() as by_port:
+                for _ in range(renders):
+                    getattr(cluster, render)()
+            after = counts()
+            served = [
+                f"{(after[c] - before.get(c, 0)) / renders:g} {c}"
+                for c in sorted(after)
+                if c != "info" and after[c] != before.get(c, 0)
+            ]
+            row[variant] = {
+                "per node": [by_port[port] / renders for port in ports],
+                "trips": sum(by_port.values()) / renders,
+                "commands": ", ".join(served) or "none",
+            }
         with counted() as single_packets:
             for _ in range(renders):
                 getattr(single, render)()
-        served = [
-            f"{(after[c] - before.get(c, 0)) / renders:g} {c}"
-            for c in sorted(after)
-            if c != "info" and after[c] != before.get(c, 0)
-        ]
-        table[case] = {
-            "per node": [by_port[port] / renders for port in ports],
-            "elsewhere": (sum(by_port.values()) - sum(by_port[p] for p in ports))
-            / renders,
-            "trips": sum(by_port.values()) / renders,
-            "commands": ", ".join(served),
-            "single trips": single_packets[0] / renders,
-        }
+        row["single trips"] = single_packets[0] / renders
+        table[case] = row
     return table
 
 
 def measure(ports: list[int], redis_url: str, plan: Any) -> dict[str, Any]:
-    cluster = OursOnCluster(CLUSTER, f"redis://127.0.0.1:{ports[0]}")
+    url = f"redis://127.0.0.1:{ports[0]}"
+    clusters: dict[str, Adapter] = {
+        CLUSTER: OursOnCluster(CLUSTER, url),
+        CLUSTER_PLAIN: OursOnClusterNearCacheOff(CLUSTER_PLAIN, url),
+    }
     single = OursNearCacheOff("redis", db_url(redis_url, RENDER_DB))
-    adapters = [cluster, single]
+    adapters = [*clusters.values(), single]
     for adapter in adapters:
         adapter.setup()
     try:
@@ -123,11 +138,14 @@ def measure(ports: list[int], redis_url: str, plan: Any) -> dict[str, Any]:
             check_same_html(adapter)
         times = {
             case: plan.compare(
-                {CLUSTER: getattr(cluster, render), SINGLE: getattr(single, render)}
+                {
+                    **{name: getattr(a, render) for name, a in clusters.items()},
+                    SINGLE: getattr(single, render),
+                }
             )
             for case, render in CASES.items()
         }
-        sent = traffic(cluster, single, ports)
+        sent = traffic(clusters, single, ports)
     finally:
         for adapter in adapters:
             adapter.teardown()
