@@ -27,8 +27,9 @@ from .invalidation import PendingBumps, bump_flow, delete_flow
 from .keys import (
     FragmentCacheWarning,
     check_prefix,
+    check_shards,
     make_fragment_key,
-    name_version_key,
+    name_version_keys,
     tag_version_key,
     variant_version_key,
 )
@@ -140,6 +141,9 @@ class FragmentCache(Driving):
     ) -> None:
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.prefix = check_prefix(prefix)
+        #: Slots each name's variants spread over (a cluster's
+        #: ``name_shards``; 1 everywhere else): see :mod:`.keys`.
+        self.shards = check_shards(getattr(self.backend, "name_shards", 1))
         # A backend with a near cache (RedisBackend) tracks this prefix.  Looked
         # up on the class: a proxy's __getattr__ is not asked (it may fail).
         if callable(getattr(type(self.backend), "bind_prefix", None)):
@@ -147,6 +151,8 @@ class FragmentCache(Driving):
         #: Whether a miss takes the backend's two-trip path
         #: (``read_claiming``, ``write_releasing``).
         self.compound = compound(self.backend)
+        #: Whether several counters are bumped in one call (``incr_many``).
+        self.batched_incr = callable(getattr(self.backend, "incr_many", None))
         #: Checked hits, on a backend that counts its changes (see
         #: :mod:`jinja_fragcache.memo`); ``None`` on any other.
         self.memo = HitMemo() if hasattr(self.backend, "generation") else None
@@ -181,7 +187,9 @@ class FragmentCache(Driving):
 
     def key_for(self, name: str, *vary: object) -> str:
         """The entry key of one variant: what ``cache_key_for`` shows."""
-        return make_fragment_key(name, vary, prefix=self.prefix, identity=self.identity)
+        return make_fragment_key(
+            name, vary, prefix=self.prefix, identity=self.identity, shards=self.shards
+        )
 
     # -- rendering ---------------------------------------------------------
 
@@ -269,7 +277,7 @@ class FragmentCache(Driving):
             skipped = list(range(len(requests)))
         if skipped:
             return Pending(requests, wait, skipped)
-        read = Read(requests, self.prefix)
+        read = Read(requests, self.prefix, self.shards)
         generation = _generation(self.backend)
         found = self._call(requests[0].name, first_read(self, read, wait))
         hits = self._first(requests, wait, read, took(read, found))
@@ -290,7 +298,7 @@ class FragmentCache(Driving):
             skipped = list(range(len(requests)))
         if skipped:
             return Pending(requests, wait, skipped)
-        read = Read(requests, self.prefix)
+        read = Read(requests, self.prefix, self.shards)
         generation = _generation(self.backend)
         found = await self._acall(requests[0].name, first_read(self, read, wait))
         hits = self._first(requests, wait, read, took(read, found))
@@ -447,7 +455,9 @@ class FragmentCache(Driving):
         """Tell the enclosing fragment and the page that *requests* render
         without the cache (a tag's ``if`` was false)."""
         if requests:
-            report_uncached(requests[0].name, counters_of(self.prefix, requests))
+            report_uncached(
+                requests[0].name, counters_of(self.prefix, requests, self.shards)
+            )
 
     # -- invalidation ----------------------------------------------------------
 
@@ -470,8 +480,9 @@ class FragmentCache(Driving):
         return done
 
     def invalidate_all(self, name: str, *, again_after: float | None = None) -> bool:
-        """Clear every variant of fragment *name* in O(1): one counter bump."""
-        return self._bump([self._name_key(name)], name, again_after)
+        """Clear every variant of fragment *name* in O(1): one counter bump
+        (one per shard, on a cluster that spreads names)."""
+        return self._bump(self._name_keys(name), name, again_after)
 
     def invalidate_tags(self, *tags: str, again_after: float | None = None) -> bool:
         """Clear every fragment tagged with any of *tags*: a bump per tag."""
@@ -491,7 +502,7 @@ class FragmentCache(Driving):
         self, name: str, *, again_after: float | None = None
     ) -> bool:
         """Async :meth:`invalidate_all`."""
-        return await self._abump([self._name_key(name)], name, again_after)
+        return await self._abump(self._name_keys(name), name, again_after)
 
     async def ainvalidate_tags(
         self, *tags: str, again_after: float | None = None
@@ -500,13 +511,13 @@ class FragmentCache(Driving):
         return await self._abump(self._tag_keys(tags), "(tags)", again_after)
 
     def _bump(self, counters: list[str], name: str, again_after: float | None) -> bool:
-        left = self._drive(bump_flow(counters), name)
+        left = self._drive(bump_flow(counters, self.batched_incr), name)
         return self._settle_bumps(counters, left, again_after)
 
     async def _abump(
         self, counters: list[str], name: str, again_after: float | None
     ) -> bool:
-        left = await self._adrive(bump_flow(counters), name)
+        left = await self._adrive(bump_flow(counters, self.batched_incr), name)
         return self._settle_bumps(counters, left, again_after)
 
     def _settle_bumps(
@@ -531,7 +542,9 @@ class FragmentCache(Driving):
         return False
 
     def _replay_sync(self, counters: list[str]) -> list[str]:
-        left: list[str] = self._drive(bump_flow(counters), "(replay)")
+        left: list[str] = self._drive(
+            bump_flow(counters, self.batched_incr), "(replay)"
+        )
         self._announce(counters, left)
         return left
 
@@ -540,7 +553,7 @@ class FragmentCache(Driving):
         counters = self.pending.failed_counters()
         if not counters:
             return True
-        left = await self._adrive(bump_flow(counters), "(replay)")
+        left = await self._adrive(bump_flow(counters, self.batched_incr), "(replay)")
         self._announce(counters, left)
         return self.pending.settle(counters, left)
 
@@ -560,8 +573,8 @@ class FragmentCache(Driving):
         """Per-fragment counters as plain data; see :class:`FragmentStats`."""
         return self.statistics.as_dict()
 
-    def _name_key(self, name: str) -> str:
-        return name_version_key(name, prefix=self.prefix)
+    def _name_keys(self, name: str) -> list[str]:
+        return name_version_keys(name, prefix=self.prefix, shards=self.shards)
 
     def _tag_keys(self, tags: Sequence[str]) -> list[str]:
         return [tag_version_key(tag, prefix=self.prefix) for tag in tags]

@@ -106,7 +106,7 @@ def unfilled(cache: FragmentCache, request: FragmentRequest, why: str) -> None:
     logger.error(
         "fragment %r (%s) rendered uncached: %s", request.name, request.where, why
     )
-    report_uncached(request.name, counters_of(cache.prefix, [request]))
+    report_uncached(request.name, counters_of(cache.prefix, [request], cache.shards))
 
 
 def sealed(

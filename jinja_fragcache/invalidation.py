@@ -32,8 +32,22 @@ from collections.abc import Callable, Iterable, Sequence
 from .flow import FAILED, Gen, new_version
 
 
-def bump_flow(counters: Sequence[str]) -> Gen:
-    """Bump each counter; return those that could not be bumped."""
+def bump_flow(counters: Sequence[str], together: bool = False) -> Gen:
+    """Bump each counter; return those that could not be bumped.  With
+    *together* (a backend with ``incr_many``), the counters that exist are
+    bumped in one call and the missing ones created in one more."""
+    if together and len(counters) > 1:
+        bumped_all = yield ("incr_many", list(counters), 1)
+        if bumped_all is FAILED:
+            return list(counters)
+        missing = [c for c, v in zip(counters, bumped_all, strict=True) if v is None]
+        if not missing:
+            return []
+        created = yield ("add_many", {c: new_version() for c in missing}, None)
+        if created is FAILED:
+            return missing
+        # Those created meanwhile by someone else are bumped one by one.
+        counters = [c for c, ok in zip(missing, created, strict=True) if not ok]
     for index, counter in enumerate(counters):
         bumped = yield ("incr", counter, 1)
         if bumped is None:

@@ -16,6 +16,13 @@ The braces are a Redis Cluster hash tag: a fragment's entries, their
 counters and locks, and its name's counter share one hash slot, so that one
 server-side script can read and claim them.  A tag's counter is shared by
 many names and lives in a slot of its own.
+
+With *shards* above 1 (``RedisClusterBackend(name_shards=16)``), the
+variants of one name spread over that many slots, each with a name counter
+of its own, which ``invalidate_all`` bumps together::
+
+    fragcache:2:f:{sidebar.5}:3f0c...e2   shard 5 of the name
+    fragcache:2:n:{sidebar.5}:9ab1...07   its name counter
 """
 
 from __future__ import annotations
@@ -110,17 +117,27 @@ _SLOTTED_KINDS = frozenset("fn")
 
 
 @functools.lru_cache(maxsize=1024)
-def _head(prefix: str, kind: str, name: str) -> str:
-    """Everything of a key but its digest: the same for every variant."""
+def _head(prefix: str, kind: str, name: str, shard: int | None = None) -> str:
+    """Everything of a key but its digest: the same for every variant (of
+    one *shard*)."""
     check_prefix(prefix)
     readable = _readable(name)
     if kind in _SLOTTED_KINDS:
-        readable = "{" + readable + "}"
+        tag = readable if shard is None else f"{readable}.{shard}"
+        readable = "{" + tag + "}"
     return f"{prefix}:{KEY_FORMAT}:{kind}:{readable}:"
 
 
-def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
-    return _head(prefix, kind, name) + _digest(parts)
+def _shard(digest: str, shards: int) -> int | None:
+    """The shard of the variant whose key ends in *digest*, ``None`` for one."""
+    return None if shards == 1 else int(digest[:8], 16) % shards
+
+
+def _build_key(
+    prefix: str, kind: str, name: str, parts: tuple[str, ...], shards: int = 1
+) -> str:
+    digest = _digest(parts)
+    return _head(prefix, kind, name, _shard(digest, shards)) + digest
 
 
 #: Cached: a page asks for the same few keys on every request.
@@ -143,6 +160,7 @@ def make_fragment_key(
     *,
     prefix: str = "fragcache",
     identity: VaryIdentity | None = None,
+    shards: int = 1,
 ) -> str:
     """Return the cache key of fragment *name* for the values *vary_on*.
 
@@ -153,21 +171,25 @@ def make_fragment_key(
     holds the converters, a cache passes its own).  The key is
     deterministic across processes, injective over the name and the vary
     values' identities, at most 200 characters and made of
-    ``[A-Za-z0-9._:{}-]`` only, so memcached takes it as it is.
+    ``[A-Za-z0-9._:{}-]`` only, so memcached takes it as it is.  *shards*
+    spreads the variants of one name over that many hash slots (a
+    cluster's ``name_shards``).
 
     >>> make_fragment_key("sidebar", [42])[:25]
     'fragcache:2:f:{sidebar}:f'
 
     :raises RefusedVaryValue: for a value without a safe identity.
     """
-    return key_of(name, vary_strings(vary_on, identity), prefix=prefix)
+    return key_of(name, vary_strings(vary_on, identity), prefix=prefix, shards=shards)
 
 
-def key_of(name: str, strings: tuple[str, ...], *, prefix: str = "fragcache") -> str:
+def key_of(
+    name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
+) -> str:
     """:func:`make_fragment_key` of vary values already made strings."""
     # The name goes first and the count second, so a vary value can never
     # pass for a name.
-    return _key(prefix, "f", name, (name, str(len(strings)), *strings))
+    return _key(prefix, "f", name, (name, str(len(strings)), *strings), shards)
 
 
 def variant_version_key(fragment_key: str) -> str:
@@ -175,9 +197,41 @@ def variant_version_key(fragment_key: str) -> str:
     return fragment_key + ":v"
 
 
-def name_version_key(name: str, *, prefix: str = "fragcache") -> str:
-    """The counter that ``invalidate_all(name)`` bumps."""
-    return _key(prefix, "n", name, (name,))
+def name_version_key(
+    name: str, *, prefix: str = "fragcache", shard: int | None = None
+) -> str:
+    """The counter that ``invalidate_all(name)`` bumps (of one *shard*)."""
+    return _head(prefix, "n", name, shard) + _name_digest(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_digest(name: str) -> str:
+    return _digest((name,))
+
+
+def name_version_keys(
+    name: str, *, prefix: str = "fragcache", shards: int = 1
+) -> list[str]:
+    """Every counter that ``invalidate_all(name)`` bumps: one per shard."""
+    if shards == 1:
+        return [name_version_key(name, prefix=prefix)]
+    return [name_version_key(name, prefix=prefix, shard=s) for s in range(shards)]
+
+
+def name_version_key_of(
+    name: str, fragment_key: str, *, prefix: str = "fragcache", shards: int = 1
+) -> str:
+    """The name counter of the variant whose entry key is *fragment_key*."""
+    return name_version_key(
+        name, prefix=prefix, shard=_shard(fragment_key[-40:], shards)
+    )
+
+
+def check_shards(shards: object) -> int:
+    """Return *shards* if it can spread a name's variants, else raise."""
+    if type(shards) is not int or not 1 <= shards <= 1024:
+        raise ValueError(f"name shards must be an int from 1 to 1024, got {shards!r}")
+    return shards
 
 
 def tag_version_key(tag: str, *, prefix: str = "fragcache") -> str:

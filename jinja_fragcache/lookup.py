@@ -22,7 +22,7 @@ from .keys import (
     SizeBoundedCache,
     key_of,
     lock_key,
-    name_version_key,
+    name_version_key_of,
     tag_version_key,
     variant_version_key,
 )
@@ -53,12 +53,19 @@ def texts(values: Sequence[bytes | None]) -> list[str | None]:
 
 
 def _plan_keys(
-    prefix: str, name: str, vary: tuple[str, ...], tags: tuple[str, ...]
+    prefix: str,
+    name: str,
+    vary: tuple[str, ...],
+    tags: tuple[str, ...],
+    shards: int = 1,
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """A variant's entry key, the keys of the counters it depends on, and
     both together: what a lookup of that variant alone reads."""
-    key = key_of(name, vary, prefix=prefix)
-    counters = [variant_version_key(key), name_version_key(name, prefix=prefix)]
+    key = key_of(name, vary, prefix=prefix, shards=shards)
+    counters = [
+        variant_version_key(key),
+        name_version_key_of(name, key, prefix=prefix, shards=shards),
+    ]
     counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
     return key, tuple(counters), (key, *counters)
 
@@ -66,9 +73,15 @@ def _plan_keys(
 _keys_for = SizeBoundedCache(_plan_keys, maxsize=8192)
 
 
-def counters_of(prefix: str, requests: Sequence[FragmentRequest]) -> list[str]:
+def counters_of(
+    prefix: str, requests: Sequence[FragmentRequest], shards: int = 1
+) -> list[str]:
     """The version counters *requests* depend on directly."""
-    return [k for r in requests for k in _keys_for(prefix, r.name, r.vary, r.tags)[1]]
+    return [
+        k
+        for r in requests
+        for k in _keys_for(prefix, r.name, r.vary, r.tags, shards)[1]
+    ]
 
 
 class DecodedEntries(ByteBounded[bytes, Entry]):
@@ -89,15 +102,20 @@ class Read:
         "token",
     )
 
-    def __init__(self, requests: Sequence[FragmentRequest], prefix: str) -> None:
+    def __init__(
+        self, requests: Sequence[FragmentRequest], prefix: str, shards: int = 1
+    ) -> None:
         #: Every entry, then every counter they depend on directly.
         self.keys_read: Sequence[str]
         if len(requests) == 1:  # the common case, kept cheap
             r = requests[0]
-            key, counters, self.keys_read = _keys_for(prefix, r.name, r.vary, r.tags)
+            plan = _keys_for(prefix, r.name, r.vary, r.tags, shards)
+            key, counters, self.keys_read = plan
             self.keys, self.own = [key], [counters]
         else:
-            plans = [_keys_for(prefix, r.name, r.vary, r.tags) for r in requests]
+            plans = [
+                _keys_for(prefix, r.name, r.vary, r.tags, shards) for r in requests
+            ]
             self.keys = [key for key, _, _ in plans]
             self.own = [counters for _, counters, _ in plans]
             unique = dict.fromkeys(itertools.chain.from_iterable(self.own))

@@ -90,7 +90,7 @@ def miss_flow(
     deadline = time.monotonic() + cache.lock_wait
     while waiting and time.monotonic() < deadline:
         yield ("sleep", cache.poll_interval)
-        again = Read([requests[i] for i in waiting], cache.prefix)
+        again = Read([requests[i] for i in waiting], cache.prefix, cache.shards)
         again.versions = versions
         arrivals = yield from lookup(cache, [requests[i] for i in waiting], again)
         if arrivals is FAILED:
@@ -300,7 +300,7 @@ def _foreign_block(name: str) -> None:
 
 
 def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:
-    report_uncached(requests[0].name, counters_of(cache.prefix, requests))
+    report_uncached(requests[0].name, counters_of(cache.prefix, requests, cache.shards))
     rendered = yield ("render", range(len(requests)))
     _record_renders(cache, requests[0].name, rendered)
     seconds = sum(r.seconds for r in rendered)

@@ -210,15 +210,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def cluster_backend(cluster: Cluster) -> Iterator[RedisClusterBackend]:
-    """Without near caches: every read goes to the nodes, to be counted."""
-    backend = RedisClusterBackend.from_url(cluster.url, near_cache=False)
+    """Without near caches, every read goes to the nodes, to be counted;
+    one slot per name (``name_shards=1``), so pages spread by name."""
+    backend = RedisClusterBackend.from_url(cluster.url, near_cache=False, name_shards=1)
     yield backend
     backend.close()
 
 
 @pytest.fixture
 def near_backend(cluster: Cluster) -> Iterator[RedisClusterBackend]:
-    backend = RedisClusterBackend.from_url(cluster.url)
+    backend = RedisClusterBackend.from_url(cluster.url, name_shards=1)
     yield backend
     backend.close()
 
@@ -259,8 +260,9 @@ PRODUCTS = [{"id": i} for i in range(50)]
 
 
 def spread_names(cluster: Cluster, prefix: str) -> list[str]:
-    """One fragment name per primary: all of a name's variants share its
-    slot (the key's hash tag), so a page spreads by its names."""
+    """One fragment name per primary: with ``name_shards=1`` all of a
+    name's variants share its slot (the key's hash tag), so a page spreads
+    by its names."""
     names: dict[int, str] = {}
     for n in range(1000):
         name = f"card{n}"
@@ -592,6 +594,91 @@ def test_read_claiming_judges_what_shares_a_slot(
     ]
 
 
+# -- one name over many slots (name_shards) ------------------------------------
+
+CARDS = (
+    "{% cache_each 300 card p in products p.id tags=['cards'] %}"
+    "[{{ tick(p.id) }}]{% endcache_each %}"
+)
+
+
+@pytest.fixture
+def sharded(cluster: Cluster, enable_async: bool) -> Iterator[Site]:
+    """The default: every name's variants over 16 slots; no near cache, so
+    that the reads are counted."""
+    backend = RedisClusterBackend.from_url(cluster.url, near_cache=False)
+    assert backend.name_shards == 16
+    made = Site(backend, enable_async, lock_wait=0.5)
+    yield made
+    made.close()
+    backend.close()
+
+
+def test_one_names_variants_spread_over_every_primary(
+    sharded: Site, cluster: Cluster
+) -> None:
+    from redis.crc import key_slot
+
+    from jinja_fragcache.keys import lock_key, name_version_key_of, name_version_keys
+
+    _load_scripts(cluster)
+    site, cache = sharded, sharded.cache
+    with packets() as packed:
+        assert site.render(CARDS) == "".join(f"[{i}]" for i in range(50))
+    cold = [(port, command) for port, command in packed if command not in SETUP]
+    entries = [cache.key_for("card", i) for i in range(50)]
+    # A variant's entry, counter, lock and its shard's name counter: one slot.
+    for entry in entries:
+        name_counter = name_version_key_of("card", entry, prefix=site.prefix, shards=16)
+        slotted = [entry, variant_version_key(entry), lock_key(entry), name_counter]
+        assert len({key_slot(k.encode()) for k in slotted}) == 1
+    assert len({key_slot(k.encode()) for k in entries}) == 16
+    owners = {cluster.owner(k) for k in entries}
+    assert owners == set(cluster.ports)
+    # A cold page: two trips to each node (the tag's node reads only, unless
+    # it holds cards too).
+    assert Counter(port for port, _ in cold) == dict.fromkeys(cluster.ports, 2)
+
+    site.renders.clear()
+    with packets() as packed:
+        site.render(CARDS)
+    assert site.renders == {}
+    warm = [(port, command) for port, command in packed if command not in SETUP]
+    assert Counter(port for port, _ in warm) == dict.fromkeys(cluster.ports, 1)
+
+    # invalidate_all: every shard's counter, one packet per node, and every
+    # variant renders again once, then hits.
+    with packets() as packed:
+        assert cache.invalidate_all("card")
+    bumps = [(port, command) for port, command in packed if command not in SETUP]
+    assert [command for _, command in bumps] == [b"EVALSHA"] * len(cluster.ports)
+    assert len({port for port, _ in bumps}) == len(cluster.ports)
+    site.render(CARDS)
+    assert site.renders == dict.fromkeys(range(50), 1)
+    site.renders.clear()
+    site.render(CARDS)
+    assert site.renders == {}
+    # One variant: its own counter only.
+    assert cache.invalidate("card", 7)
+    site.render(CARDS)
+    assert site.renders == {7: 1}
+    # A name never rendered: its 16 counters are created, at random values,
+    # in one more packet per node.
+    with packets() as packed:
+        assert cache.invalidate_all("never")
+    made = [(port, command) for port, command in packed if command not in SETUP]
+    assert Counter(port for port, _ in made) == dict.fromkeys(cluster.ports, 2)
+    counters = name_version_keys("never", prefix=site.prefix, shards=16)
+    values = site.backend.get_many(counters)
+    assert all(value is not None and value.isdigit() for value in values)
+    assert len(set(values)) == 16
+
+
+def test_shards_are_checked() -> None:
+    with pytest.raises(ValueError, match="name shards"):
+        RedisClusterBackend(url="redis://127.0.0.1:1", name_shards=0)
+
+
 # -- a primary dies ------------------------------------------------------------
 
 
@@ -617,7 +704,9 @@ def _fragment_on(prefix: str, ports: set[int], cluster: Cluster) -> str:
 def test_a_dead_primary_fails_open_for_its_fragments_only(
     cluster: Cluster, enable_async: bool
 ) -> None:
-    backend = RedisClusterBackend.from_url(cluster.url, node_cooldown=0.5)
+    backend = RedisClusterBackend.from_url(
+        cluster.url, node_cooldown=0.5, name_shards=1
+    )
     site = Site(backend, enable_async, lock_wait=0.5, breaker_cooldown=30)
     dead, *alive = cluster.ports
     kept = _fragment_on(site.prefix, set(alive), cluster)
@@ -668,7 +757,9 @@ def test_a_dead_primary_fails_open_for_its_fragments_only(
         backend.close()
         cluster.restart(dead)
     # Back (empty): the lost fragment caches again once the node is tried.
-    backend = RedisClusterBackend.from_url(cluster.url, node_cooldown=0.5)
+    backend = RedisClusterBackend.from_url(
+        cluster.url, node_cooldown=0.5, name_shards=1
+    )
     site = Site(backend, enable_async, lock_wait=0.5)
     try:
         site.render(page)

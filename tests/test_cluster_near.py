@@ -32,7 +32,7 @@ __all__ = ["cluster"]  # the module's cluster, started by the fixture
 
 @pytest.fixture
 def site(cluster: Cluster, enable_async: bool) -> Iterator[Site]:
-    backend = RedisClusterBackend.from_url(cluster.url)
+    backend = RedisClusterBackend.from_url(cluster.url, name_shards=1)
     made = Site(backend, enable_async, cluster, lock_wait=0.5)
     yield made
     made.close()
@@ -110,7 +110,8 @@ OTHER_PROCESS = """
 import sys
 from jinja_fragcache import FragmentCache
 from jinja_fragcache.backends.cluster import RedisClusterBackend
-cache = FragmentCache(RedisClusterBackend.from_url({url!r}), prefix={prefix!r})
+backend = RedisClusterBackend.from_url({url!r}, name_shards=1)
+cache = FragmentCache(backend, prefix={prefix!r})
 for name in sys.stdin:
     assert cache.invalidate_all(name.strip())
     print("done", flush=True)
@@ -187,7 +188,9 @@ def test_a_killed_tracking_connection_empties_that_node_and_nothing_stale_follow
 def test_each_nodes_near_cache_stays_within_its_bytes_under_churn(
     cluster: Cluster, enable_async: bool
 ) -> None:
-    backend = RedisClusterBackend.from_url(cluster.url, near_cache_bytes=20_000)
+    backend = RedisClusterBackend.from_url(
+        cluster.url, near_cache_bytes=20_000, name_shards=1
+    )
     site = Site(backend, enable_async, cluster, lock_wait=0.5)
     try:
         for round_ in range(6):

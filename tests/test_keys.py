@@ -114,18 +114,45 @@ def test_bad_prefix_is_refused(prefix: str) -> None:
         make_fragment_key("a", prefix=prefix)
 
 
-@given(names, varies, st.lists(st.text(max_size=20), max_size=3))
+@given(
+    names,
+    varies,
+    st.lists(st.text(max_size=20), max_size=3),
+    st.sampled_from([1, 16, 64]),
+)
 def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
-    name: str, vary: list[str], tags: list[str]
+    name: str, vary: list[str], tags: list[str], shards: int
 ) -> None:
     # Redis Cluster: one script reads and claims what a lookup of one
     # fragment needs, which it may only do within one slot.
     from redis.crc import key_slot
 
-    key = make_fragment_key(name, vary)
-    slotted = [key, variant_version_key(key), lock_key(key), name_version_key(name)]
+    from jinja_fragcache.keys import name_version_key_of, name_version_keys
+
+    key = make_fragment_key(name, vary, shards=shards)
+    counter = name_version_key_of(name, key, shards=shards)
+    slotted = [key, variant_version_key(key), lock_key(key), counter]
     assert len({key_slot(k.encode()) for k in slotted}) == 1
-    # ... and its slot is its name's, whatever it varies on.
-    assert key_slot(key.encode()) == key_slot(make_fragment_key(name, ["x"]).encode())
+    # The name's counters are one per shard, and invalidate_all bumps them
+    # all: this variant's is one of them.
+    assert counter in name_version_keys(name, shards=shards)
+    assert len(set(name_version_keys(name, shards=shards))) == shards
     for tag in tags:
         assert "{" not in tag_version_key(tag)  # spread by its whole key
+
+
+def test_without_shards_every_variant_shares_the_names_slot() -> None:
+    from redis.crc import key_slot
+
+    slots = {key_slot(make_fragment_key("card", [i]).encode()) for i in range(50)}
+    assert slots == {key_slot(name_version_key("card").encode())}
+
+
+def test_shards_spread_one_names_variants() -> None:
+    from redis.crc import key_slot
+
+    keys = [make_fragment_key("card", [i], shards=16) for i in range(200)]
+    assert len({key_slot(k.encode()) for k in keys}) == 16
+    # The same variant has the same key whatever else is cached.
+    assert make_fragment_key("card", [7], shards=16) == keys[7]
+    assert keys[7].startswith("fragcache:2:f:{card.")

@@ -146,6 +146,12 @@ class Backend(Protocol):
 # judgement of which entries need a render may differ from the fragment
 # cache's (a clock apart, say): the fragment cache renders what it won and
 # claims, the usual way, what it needs and the backend did not claim.
+#
+# A backend may also bump several counters in one call (a cluster spreading
+# a name over shards bumps one counter per shard on ``invalidate_all``):
+#
+#   incr_many(keys: Sequence[str], delta: int) -> list[int | None]
+#       ``incr`` of each key, creating none; and its async form, aincr_many.
 
 
 def compound(backend: object) -> bool:

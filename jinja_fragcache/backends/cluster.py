@@ -1,15 +1,16 @@
 """Redis Cluster, through redis-py's ``RedisCluster`` (``pip install
 "jinja-fragcache[redis]"``).
 
-Keys carry their fragment's name as a hash tag (see
-:mod:`jinja_fragcache.keys`), so one fragment's entries, variant counters,
-locks and name counter share one slot, and a tag's counter has a slot of
-its own.  Every operation is routed here, not by redis-py's cluster
-pipeline: the commands for each node go out in one packet on one of its
-connections, to every node before any reply is read, and a node that fails
-fails alone.  redis-py's own pipeline retries each failed command one by one
-(measured: 52 s for a read of 30 keys with one primary frozen), which no
-page can wait for.
+Keys carry their fragment's name and shard as a hash tag (see
+:mod:`jinja_fragcache.keys`): the variants of one name spread over
+*name_shards* slots, and a variant's entry, its counter and lock, and its
+shard's name counter share one slot; a tag's counter has a slot of its own.
+Every operation is routed here, not by redis-py's cluster pipeline: the
+commands for each node go out in one packet on one of its connections, to
+every node before any reply is read, and a node that fails fails alone.
+redis-py's own pipeline retries each failed command one by one (measured:
+52 s for a read of 30 keys with one primary frozen), which no page can wait
+for.
 
 A miss takes two trips per node, as on one Redis: ``read_claiming`` runs
 :data:`~.scripts.READ_CLAIMING` once per slot, on that slot's keys only,
@@ -40,6 +41,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..keys import check_shards
 from ..near import DEFAULT_MAX_BYTES, TrackingConnection
 from . import scripts
 from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
@@ -145,6 +147,11 @@ class RedisClusterBackend:
         (:mod:`.cluster_near`): a hit whose keys are all held costs no
         round trip.
     :param near_cache_bytes: each node's near cache bound, keys plus values.
+    :param name_shards: the hash slots over which the variants of one
+        fragment name spread, each with its name counter (``invalidate_all``
+        bumps them all, one packet per node).  1 puts every variant of a
+        name on one node.  A change moves every entry to new keys (misses,
+        never a stale hit).
     :param connection_kwargs: passed to the clients made here.
     """
 
@@ -158,6 +165,7 @@ class RedisClusterBackend:
         node_cooldown: float = 5.0,
         near_cache: bool = True,
         near_cache_bytes: int = DEFAULT_MAX_BYTES,
+        name_shards: int = 16,
         **connection_kwargs: Any,
     ) -> None:
         redis_module = _import_redis()
@@ -169,6 +177,9 @@ class RedisClusterBackend:
         self._url = url
         self._nodes = [(str(host), int(port)) for host, port in startup_nodes or ()]
         self.node_cooldown = node_cooldown
+        #: The hash slots each fragment name's variants spread over (see
+        #: :mod:`jinja_fragcache.keys`); the fragment cache reads it.
+        self.name_shards = check_shards(name_shards)
         self._client = client
         self._client_lock = threading.Lock()
         self._async_client = async_client
@@ -504,12 +515,16 @@ class RedisClusterBackend:
             self._end(writing, None)
 
     def incr(self, key: str, delta: int = 1) -> int | None:
-        writing = self._begin([key], self.client)
+        return self.incr_many([key], delta)[0]
+
+    def incr_many(self, keys: Sequence[str], delta: int = 1) -> list[int | None]:
+        """``incr`` of each key (creating none), one packet per node."""
+        writing = self._begin(keys, self.client)
         try:
-            [result] = self._run_scripts([_incr(key, delta)])
+            results = self._run_scripts([_incr(key, delta) for key in keys])
         finally:
             self._end(writing, None)
-        return None if result is None else int(result)
+        return [None if result is None else int(result) for result in results]
 
     def read_claiming(self, read: ClaimingRead) -> Claimed:
         """The first trip of a lookup: :data:`~.scripts.READ_CLAIMING` once
@@ -764,12 +779,16 @@ class RedisClusterBackend:
             self._end(writing, None)
 
     async def aincr(self, key: str, delta: int = 1) -> int | None:
-        writing = self._begin([key], await self._aclient())
+        return (await self.aincr_many([key], delta))[0]
+
+    async def aincr_many(self, keys: Sequence[str], delta: int = 1) -> list[int | None]:
+        """Async :meth:`incr_many`."""
+        writing = self._begin(keys, await self._aclient())
         try:
-            [result] = await self._arun_scripts([_incr(key, delta)])
+            results = await self._arun_scripts([_incr(key, delta) for key in keys])
         finally:
             self._end(writing, None)
-        return None if result is None else int(result)
+        return [None if result is None else int(result) for result in results]
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
