@@ -31,8 +31,10 @@ served here past its server-side expiry.  A write keeps the TTL it gave.
 most one invalidation-push delay ago: every write to a tracked key, by
 anyone, reaches this process as an invalidation message sent by the server
 right after the write and before it replies to the writer.  Before answering
-from memory, a read checks (``poll(2)``, no round trip) that no such message
-is waiting unread or being applied; if one is, the read goes to the server.
+from memory, a read checks (``poll(2)``, no round trip) for such messages
+waiting unread, and applies them itself; if the tracking thread is applying
+some at that moment, or one has arrived only in part, the read goes to the
+server.
 A read whose reply raced an invalidation of the same key is not kept.  Writes
 made through this process (``set``, ``add``, ``delete``, ``incr`` and their
 batches, sync or async) drop the local copy before they return, so this
@@ -172,6 +174,8 @@ class NearCache:
         self._epoch = 0
         self._active = False
         self._processing = False
+        #: The messages read end inside one: an invalidation still arriving.
+        self._partial = False
         self._poll: Any = None
         self._tracker: Tracker | None = None
         self.refused = False
@@ -262,21 +266,32 @@ class NearCache:
         store may not answer (see :mod:`jinja_fragcache.memo`).  While it
         stays the same, a read of keys it answered before would answer the
         same from memory."""
+        quiet = self._catch_up()
         with self._lock:
-            return self._changes if self._usable() else None
+            return self._changes if self._usable(quiet) else None
 
     # -- reads -----------------------------------------------------------------
 
     def _tracked(self, key: str) -> bool:
         return any(key.startswith(p) for p in self._prefixes)
 
-    def _usable(self) -> bool:
-        """Under the lock: may the store answer now?"""
-        if not self._active or self._processing:
+    def _catch_up(self) -> bool:
+        """Apply the invalidations that have arrived, in this thread (no
+        round trip): waiting for the tracking thread to wake would leave
+        the store unusable meanwhile.  Whether nothing was left waiting."""
+        poll, tracker = self._poll, self._tracker
+        if poll is None or tracker is None:
             return False
-        # An invalidation the thread has not read yet, or the connection's
-        # end (EOF is readable too): ask the server instead.
-        return not self._poll.poll(0)
+        return not poll.poll(0) or tracker.catch_up()
+
+    def _usable(self, quiet: bool = False) -> bool:
+        """Under the lock: may the store answer now?  *quiet*: nothing was
+        waiting on the tracking connection a moment ago."""
+        if not self._active or self._processing or self._partial:
+            return False
+        # An invalidation not read yet, or the connection's end (EOF is
+        # readable too): ask the server instead.
+        return quiet or not self._poll.poll(0)
 
     def plan(self, keys: Sequence[str]) -> Plan:
         """Answer what memory can; say what the server must be asked.
@@ -285,9 +300,10 @@ class NearCache:
         *keys* the plain way when ``plan.values`` is ``None``.
         """
         self._ensure_tracking()
+        quiet = self._catch_up()
         now = time.monotonic()
         with self._lock:
-            if not self._usable():
+            if not self._usable(quiet):
                 self.bypassed += 1
                 return Plan(None, [], self._epoch, now)
             data = self._data
@@ -423,7 +439,7 @@ class NearCache:
 
     # -- what the tracking thread calls ------------------------------------------
 
-    def _invalidate(self, keys: list[str] | None) -> None:
+    def _invalidate(self, keys: list[str] | None, partial: bool = False) -> None:
         with self._lock:
             if keys is None:
                 self._flush()
@@ -434,6 +450,7 @@ class NearCache:
                         self._dirty.add(key)
                 self.invalidations += len(keys)
             self._processing = False
+            self._partial = partial
 
     def _begin_processing(self) -> None:
         with self._lock:
@@ -445,7 +462,7 @@ class NearCache:
         with self._lock:
             self._flush()
             self._poll = poll
-            self._processing = False
+            self._processing = self._partial = False
             self._active = True
             self.sessions += 1
 

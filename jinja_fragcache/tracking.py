@@ -2,12 +2,16 @@
 
 One connection per process, in RESP2: ``CLIENT ID``, then ``CLIENT TRACKING
 on REDIRECT <its own id> BCAST PREFIX <prefix>:`` for every bound prefix,
-then ``SUBSCRIBE __redis__:invalidate``.  A daemon thread reads the
-messages and hands the keys they name to its
-:class:`~jinja_fragcache.near.NearCache` (``_invalidate``), PINGs a silent
-connection, and reconnects when the connection is lost (the near cache is
-emptied and bypassed meanwhile).  See :mod:`jinja_fragcache.near` for the
-guarantee this gives.
+then ``SUBSCRIBE __redis__:invalidate``.  The messages are applied, the
+keys they name handed to its :class:`~jinja_fragcache.near.NearCache`
+(``_invalidate``), by whichever thread gets to them first: a read of the
+near cache that finds some waiting (``catch_up``), or a daemon thread,
+which also PINGs a silent connection and reconnects when the connection is
+lost (the near cache is emptied and bypassed meanwhile).  After each batch
+the thread rests for :data:`REST` seconds: a process that renders applies
+what arrives in its own reads, and the thread does not wake for every
+write (each one, this process's own included, sends a message).  See
+:mod:`jinja_fragcache.near` for the guarantee this gives.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ _CHANNEL = b"__redis__:invalidate"
 #: seconds the PING has to be answered before the connection counts as lost.
 PING_INTERVAL = 5.0
 PING_TIMEOUT = 2.0
+
+#: Seconds the tracking thread rests after applying a batch of messages.
+REST = 0.02
 
 
 class TrackingConnection(Protocol):
@@ -69,6 +76,10 @@ class Tracker:
         self._wake_r, self._wake_w = os.pipe()
         self._pipe_open = True
         self._conn: TrackingConnection | None = None
+        #: Held while messages are read and applied, by either thread.
+        self._reading = threading.Lock()
+        self._messages: Messages | None = None
+        self._pong_due: float | None = None
         self._thread = threading.Thread(
             target=self._run, name="jinja-fragcache-near-cache", daemon=True
         )
@@ -143,7 +154,7 @@ class Tracker:
                 if owner is not None:
                     owner._deactivate()
                 del owner
-                self._conn = None
+                self._conn = self._messages = None
                 conn.disconnect()
 
     def _sleep(self, seconds: float) -> None:
@@ -188,16 +199,16 @@ class Tracker:
         owner = self._owner()
         if owner is None:
             return
+        self._messages = messages = Messages(conn, sock)
+        self._pong_due = None
         # Only now, tracking on and subscribed: every read from here on is
         # covered, so the (emptied) store may be used.
         owner._activate(fd)
         del owner
-        messages = Messages(conn, sock)
         ping_due = time.monotonic() + PING_INTERVAL
-        pong_due: float | None = None
         while not self._stopped and not self._restart:
             now = time.monotonic()
-            deadline = pong_due if pong_due is not None else ping_due
+            deadline = self._pong_due if self._pong_due is not None else ping_due
             ready, _, _ = select.select(
                 [fd, self._wake_r], [], [], max(0.0, deadline - now)
             )
@@ -205,51 +216,81 @@ class Tracker:
                 os.read(self._wake_r, 4096)
             if fd not in ready:
                 now = time.monotonic()
-                if pong_due is not None and now >= pong_due:
+                if self._pong_due is not None and now >= self._pong_due:
                     raise redis.ConnectionError("tracking connection: no PONG")
-                if pong_due is None and now >= ping_due:
+                if self._pong_due is None and now >= ping_due:
                     conn.send_command("PING")
-                    pong_due = now + PING_TIMEOUT
+                    self._pong_due = now + PING_TIMEOUT
                 if self._owner() is None:
                     return
                 continue
-            owner = self._owner()
-            if owner is None:
-                return
-            owner._begin_processing()
-            keys: list[str] | None = []
-            flush = False
-            try:
-                for message in messages.read():
-                    kind = message[0] if isinstance(message, list) else None
-                    if kind == b"pong":
-                        pong_due = None
-                    elif kind == b"message" and message[1] == _CHANNEL:
-                        payload = message[2]
-                        if payload is None:
-                            flush = True
-                        else:
-                            assert keys is not None
-                            keys += [
-                                k.decode() if isinstance(k, bytes) else str(k)
-                                for k in payload
-                            ]
-            finally:
-                owner._invalidate(None if flush else keys)
-                del owner
+            with self._reading:
+                self._apply(messages)
             ping_due = time.monotonic() + PING_INTERVAL
+            self._sleep(REST)
         self._restart = False
+
+    def catch_up(self) -> bool:
+        """Apply, in the calling thread, the messages the connection holds;
+        whether it read until none was waiting.  Does nothing while the
+        thread applies some: the near cache is bypassed meanwhile."""
+        if not self._reading.acquire(blocking=False):
+            return False
+        try:
+            messages = self._messages
+            if messages is not None:
+                self._apply(messages)
+                return True
+        except Exception as exc:
+            # The connection is lost or garbled: the thread reconnects.
+            logger.debug("near cache: tracking connection lost (%s)", exc)
+            owner = self._owner()
+            if owner is not None:
+                owner._deactivate()
+            del owner
+            self.restart()
+        finally:
+            self._reading.release()
+        return False
+
+    def _apply(self, messages: Messages) -> None:
+        """Under ``_reading``: read what has arrived and hand it over."""
+        owner = self._owner()
+        if owner is None:
+            return
+        owner._begin_processing()
+        keys: list[str] | None = []
+        flush = False
+        try:
+            for message in messages.read():
+                kind = message[0] if isinstance(message, list) else None
+                if kind == b"pong":
+                    self._pong_due = None
+                elif kind == b"message" and message[1] == _CHANNEL:
+                    payload = message[2]
+                    if payload is None:
+                        flush = True
+                    else:
+                        assert keys is not None
+                        keys += [
+                            k.decode() if isinstance(k, bytes) else str(k)
+                            for k in payload
+                        ]
+        finally:
+            owner._invalidate(None if flush else keys, messages.partial)
 
 
 class Messages:
-    """What the tracking connection received, once its socket is readable.
+    """What the tracking connection has received, read without blocking.
 
     Every write to a tracked key, this process's own included, sends a
-    message here, and each wakes the tracking thread, which holds the GIL
-    while it reads.  So the messages are parsed straight from the socket
-    with hiredis when it is installed: redis-py's reply machinery costs
-    several times as much per message.  What redis-py's own parser still
-    holds from the handshake is read through it first.
+    message here.  So the messages are parsed straight from the socket with
+    hiredis when it is installed: redis-py's reply machinery costs several
+    times as much per message.  What redis-py's own parser still holds from
+    the handshake is read through it first.
+
+    :attr:`partial` tells whether the bytes read end inside a message (the
+    rest still on its way): an invalidation not applied yet.
     """
 
     def __init__(self, conn: TrackingConnection, sock: Any) -> None:
@@ -261,6 +302,14 @@ class Messages:
         else:
             self._reader = hiredis.Reader()
         self._handed_over = self._reader is None
+        #: Bytes fed to the reader and not yet parsed into a message.
+        self._unparsed = 0
+        self._readable = select.poll()
+        self._readable.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+
+    @property
+    def partial(self) -> bool:
+        return self._unparsed > 0
 
     def read(self) -> list[Any]:
         import redis
@@ -270,15 +319,19 @@ class Messages:
             return self._through_redis_py()
         if self._reader is None:
             return self._through_redis_py()
-        data = self._sock.recv(1 << 16)
-        if not data:
-            raise redis.ConnectionError("tracking connection closed by the server")
-        self._reader.feed(data)
         found = []
-        while (message := self._reader.gets()) is not False:
-            if isinstance(message, Exception):
-                raise redis.ConnectionError(f"tracking connection: {message}")
-            found.append(message)
+        # poll() first: whatever the socket's timeout, recv() cannot block.
+        while self._readable.poll(0):
+            data = self._sock.recv(1 << 16)
+            if not data:
+                raise redis.ConnectionError("tracking connection closed by the server")
+            self._reader.feed(data)
+            self._unparsed += len(data)
+            while (message := self._reader.gets()) is not False:
+                if isinstance(message, Exception):
+                    raise redis.ConnectionError(f"tracking connection: {message}")
+                self._unparsed -= _resp_length(message)
+                found.append(message)
         return found
 
     def _through_redis_py(self) -> list[Any]:
@@ -286,3 +339,18 @@ class Messages:
         while self._conn.can_read(0):
             found.append(self._conn.read_response())
         return found
+
+
+def _resp_length(value: Any) -> int:
+    """The bytes of *value* in RESP2, as the server sent it: the messages of
+    a subscribed connection are arrays of bulk strings, integers, nulls and
+    arrays, whose encoding is canonical."""
+    if isinstance(value, bytes):
+        return len(value) + len(str(len(value))) + 5  # $<n>\r\n<data>\r\n
+    if isinstance(value, list):
+        return len(str(len(value))) + 3 + sum(map(_resp_length, value))
+    if value is None:
+        return 5  # $-1\r\n or *-1\r\n
+    if isinstance(value, int):
+        return len(str(value)) + 3
+    raise TypeError(f"unexpected message part {value!r}")

@@ -557,3 +557,91 @@ def test_closing_the_backend_ends_its_tracking(
         wait_for(lambda: trackers() == 0, "the tracking connection to close")
     finally:
         client.close()
+
+
+def test_a_read_applies_waiting_invalidations_itself(
+    restartable_redis: tuple[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the process reads, the tracking thread rests between batches
+    # (it would wake for every write otherwise): a read that finds messages
+    # waiting applies them and still answers from memory.
+    import redis
+
+    from jinja_fragcache import tracking
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache_prefix="r:")
+    other = redis.Redis.from_url(url)
+    near = near_of(backend)
+    try:
+        assert backend.get_many(["r:warmup"]) == [None]
+        wait_for(lambda: near.active, "tracking")
+        other.set("r:first", b"1")  # the thread applies it, then rests
+        wait_for(lambda: near.invalidations >= 1, "the first message")
+        monkeypatch.setattr(tracking, "REST", 30.0)
+        other.set("r:again", b"1")  # keeps the thread resting from now on
+        wait_for(lambda: near.invalidations >= 2, "the second message")
+        other.set("r:a", b"1")
+        other.set("r:b", b"1")
+        assert backend.get_many(["r:a", "r:b"]) == [b"1", b"1"]
+        assert backend.get_many(["r:a", "r:b"]) == [b"1", b"1"]
+        hits, bypassed, seen = near.hits, near.bypassed, near.invalidations
+        other.set("r:a", b"2")
+        time.sleep(0.05)  # the message is here, and the thread rests
+        assert near.invalidations == seen
+        assert backend.get_many(["r:a", "r:b"]) == [b"2", b"1"]
+        assert near.invalidations == seen + 1  # applied by that read
+        assert near.bypassed == bypassed  # which did not bypass the store
+        assert near.hits == hits + 1  # r:b, from memory
+    finally:
+        other.close()
+        backend.close()
+
+
+def test_a_message_read_in_part_keeps_the_store_unused_until_it_is_whole() -> None:
+    # The tracking connection's bytes can end inside a message (the rest
+    # still on its way): that invalidation is not applied yet, so nothing
+    # may be answered from memory.  A socket pair stands in for the
+    # connection's socket; the server's bytes are RESP2 as Redis sends them.
+    import socket
+
+    from jinja_fragcache.tracking import Messages
+
+    message = (
+        b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n"
+        b"*2\r\n$11\r\nfragcache:a\r\n$11\r\nfragcache:b\r\n"
+    )
+    flush = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*-1\r\n"
+    pong = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+    ours, server = socket.socketpair()
+    try:
+        messages = Messages(None, ours)  # type: ignore[arg-type]
+        messages._handed_over = True  # no handshake to read through redis-py
+        assert messages.read() == []
+        for cut in range(1, len(message)):
+            server.sendall(message[:cut])
+            assert messages.read() == []
+            assert messages.partial, cut
+            server.sendall(message[cut:] + pong)
+            found = messages.read()
+            assert [m[0] for m in found] == [b"message", b"pong"]
+            assert found[0][2] == [b"fragcache:a", b"fragcache:b"]
+            assert not messages.partial
+        server.sendall(flush + message[:5])
+        assert messages.read()[0][2] is None
+        assert messages.partial
+        server.sendall(message[5:])
+        assert messages.read()[0][2] == [b"fragcache:a", b"fragcache:b"]
+
+        # What the near cache makes of it, on the quiet socket: a read
+        # answers from memory only while no message is in part.
+        near = NearCache(lambda: None)  # type: ignore[arg-type,return-value]
+        near._activate(ours.fileno())
+        assert near.plan(["fragcache:a"]).values is not None
+        near._invalidate(["fragcache:b"], partial=True)
+        assert near.plan(["fragcache:a"]).values is None
+        near._invalidate([], partial=False)
+        assert near.plan(["fragcache:a"]).values is not None
+    finally:
+        ours.close()
+        server.close()
