@@ -240,10 +240,10 @@ class FragmentCache(Driving):
         """The output of the hit remembered under *key* (see :attr:`memo`),
         if the backend has not changed since and it is still fresh.  A body
         with holes is answered only with *fill*, which fills them."""
-        found = self.memo.get(key) if self.memo is not None else None
+        found = self.memo.find(key) if self.memo is not None else None
         if (
             found is None
-            or found.generation != _generation(self.backend)
+            or found.generation != getattr(self.backend, "generation", None)
             or self.pending.has_failed
             or self.debug
             or (found.soft_expiry is not None and time.time() >= found.soft_expiry)
@@ -334,7 +334,7 @@ class FragmentCache(Driving):
             return
         remembered = Remembered.of(generation, stored, read, requests[0])
         if remembered is not None:
-            self.memo.put(key, remembered, len(remembered.body))
+            self.memo.keep(key, remembered)
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""

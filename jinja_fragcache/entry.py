@@ -22,6 +22,7 @@ microsecond, and the body is never copied through a parser.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote, unquote
@@ -66,6 +67,12 @@ def judge(
         return "stale"
 
 
+@functools.lru_cache(maxsize=256)
+def _quoted(template: str) -> str:
+    """A template's name as an entry's header holds it (a page has few)."""
+    return quote(template, safe="/._", errors="surrogatepass") or _EMPTY
+
+
 class Entry(NamedTuple):
     body: str
     soft_expiry: float | None
@@ -80,7 +87,7 @@ class Entry(NamedTuple):
         fields = [
             _EMPTY if self.soft_expiry is None else repr(float(self.soft_expiry)),
             self.digest or _EMPTY,
-            quote(self.template, safe="/._", errors="surrogatepass") or _EMPTY,
+            _quoted(self.template),
         ]
         for key, version in self.versions.items():
             fields += (key, version)

@@ -70,7 +70,7 @@ class FragmentCacheExtension(TagRuntime, Extension):
         environment.extend(fragment_cache=None)
         for method in _FILTERED:
             environment.filters[self._filter_name(method)] = _lookup_filter(
-                self.identifier, method
+                self, method
             )
 
     def _filter_name(self, method: str) -> str:
@@ -394,13 +394,21 @@ _LOOKUPS = ("_lookup_fragment", "_lookup_each", "_cache_fragment", "_cache_each"
 _FILTERED = ("_lookup_fragment", "_lookup_each")
 
 
-def _lookup_filter(identifier: str, method: str) -> Callable[..., Any]:
-    """The filter that calls *method* of the environment's extension."""
+def _lookup_filter(extension: Extension, method: str) -> Callable[..., Any]:
+    """The filter that calls *method* of the rendering environment's
+    extension: *extension*'s own, or an overlay's copy of it."""
+    own, bound, identifier = (
+        extension.environment,
+        getattr(extension, method),
+        extension.identifier,
+    )
 
     @pass_context
     def lookup(context: Context, *arguments: Any) -> Any:
-        extension = context.environment.extensions[identifier]
-        return getattr(extension, method)(context, *arguments)
+        if context.environment is own:
+            return bound(context, *arguments)
+        overlaid = context.environment.extensions[identifier]
+        return getattr(overlaid, method)(context, *arguments)
 
     return lookup
 

@@ -29,7 +29,7 @@ import decimal
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jinja2 import Undefined
@@ -122,6 +122,7 @@ class VaryIdentity:
         self._raw: dict[type, Callable[[Any], str]] = {}
         self._by_type: dict[type, Callable[[Any], str]] = {}
         self._lock = threading.Lock()
+        self._as_is = True
 
     def register(self, kind: type, converter: Converter) -> None:
         """Key instances of *kind* (and its subclasses) by ``converter(value)``;
@@ -129,6 +130,7 @@ class VaryIdentity:
         with self._lock:
             self._registered[kind] = converter
             self._by_type = {}  # resolved anew, subclasses included
+            self._as_is = self._takes_as_is()
 
     def register_raw(self, kind: type, converter: Callable[[Any], str]) -> None:
         """Like :meth:`register`, but *converter* returns a finished key
@@ -137,6 +139,7 @@ class VaryIdentity:
         with self._lock:
             self._raw[kind] = converter
             self._by_type = {}
+            self._as_is = self._takes_as_is()
 
     def strings(self, values: Iterable[object]) -> tuple[str, ...]:
         """The key's view of *values*.
@@ -144,6 +147,10 @@ class VaryIdentity:
         :raises RefusedVaryValue: for a value without a safe identity.
         """
         by_type = self._by_type
+        try:  # every type seen before: the common case, kept cheap
+            return tuple([by_type[type(value)](value) for value in values])
+        except KeyError:
+            pass
         out = []
         for value in values:
             convert = by_type.get(type(value))
@@ -151,6 +158,25 @@ class VaryIdentity:
                 convert = self._resolve(type(value))
             out.append(convert(value))
         return tuple(out)
+
+    def as_is(self, values: Sequence[object]) -> bool:
+        """Whether every value is an ``int``, or a ``str`` that the key
+        takes as it is: then the values themselves tell their variants
+        apart, with no need of :meth:`strings` (the memo of checked hits is
+        keyed by them)."""
+        if not self._as_is:
+            return False
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                if value.startswith(MARK):  # type: ignore[attr-defined]
+                    return False  # the key escapes it
+            elif kind is not int:
+                return False
+        return True
+
+    def _takes_as_is(self) -> bool:
+        return self._converter_for(int) is _plain and self._converter_for(str) is _plain
 
     def string(self, value: object) -> str:
         """The key's view of one value; see :meth:`strings`."""

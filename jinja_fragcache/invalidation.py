@@ -82,16 +82,14 @@ class PendingBumps:
         self._bump = bump
         self._retry_interval = retry_interval
         self._failed: dict[str, None] = {}
+        #: Whether failed bumps wait: reads must not come before them.  An
+        #: attribute, not a property: every remembered hit reads it.
+        self.has_failed = False
         self._due: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-
-    @property
-    def has_failed(self) -> bool:
-        """Whether failed bumps wait: reads must not come before them."""
-        return bool(self._failed)
 
     def __len__(self) -> int:
         with self._lock:
@@ -100,6 +98,7 @@ class PendingBumps:
     def add_failed(self, counters: Iterable[str]) -> None:
         with self._lock:
             self._failed.update(dict.fromkeys(counters))
+            self.has_failed = bool(self._failed)
         self._run()
 
     def add_later(self, counters: Iterable[str], delay: float) -> None:
@@ -121,6 +120,7 @@ class PendingBumps:
             for counter in tried:
                 if counter not in kept:
                     self._failed.pop(counter, None)
+            self.has_failed = bool(self._failed)
             return not self._failed
 
     def replay(self) -> bool:

@@ -187,9 +187,20 @@ def key_of(
     name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
 ) -> str:
     """:func:`make_fragment_key` of vary values already made strings."""
+    return _key(prefix, "f", name, _parts(name, strings), shards)
+
+
+def built_key_of(
+    name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
+) -> str:
+    """:func:`key_of` made afresh, for a caller that keeps its own cache."""
+    return _build_key(prefix, "f", name, _parts(name, strings), shards)
+
+
+def _parts(name: str, strings: tuple[str, ...]) -> tuple[str, ...]:
     # The name goes first and the count second, so a vary value can never
     # pass for a name.
-    return _key(prefix, "f", name, (name, str(len(strings)), *strings), shards)
+    return (name, str(len(strings)), *strings)
 
 
 def variant_version_key(fragment_key: str) -> str:

@@ -20,7 +20,7 @@ from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen, Op, new_version
 from .keys import (
     SizeBoundedCache,
-    key_of,
+    built_key_of,
     lock_key,
     name_version_key_of,
     tag_version_key,
@@ -61,7 +61,7 @@ def _plan_keys(
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """A variant's entry key, the keys of the counters it depends on, and
     both together: what a lookup of that variant alone reads."""
-    key = key_of(name, vary, prefix=prefix, shards=shards)
+    key = built_key_of(name, vary, prefix=prefix, shards=shards)
     counters = [
         variant_version_key(key),
         name_version_key_of(name, key, prefix=prefix, shards=shards),

@@ -26,6 +26,7 @@ memo.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
@@ -100,17 +101,18 @@ def memo_key(
     vary: Sequence[object],
 ) -> Hashable:
     """What decides a hit of a tag: its template, the block's digest, the
-    name, the timeout and tags as given, and the vary values' identities;
-    ``None`` when a value cannot be part of a key (the usual lookup then
-    says why, with the template and the line)."""
+    name, the timeout and tags as given, and the vary values (as they are
+    when :meth:`~.identity.VaryIdentity.as_is` allows, else their
+    identities); ``None`` when a value cannot be part of a key (the usual
+    lookup then says why, with the template and the line).  The key may
+    still be unhashable (tags of lists, say): :meth:`HitMemo.find` and
+    :meth:`HitMemo.keep` take that as a miss."""
     try:
-        strings = identity.strings(vary)
-        listed = tuple(tags) if type(tags) is list else tags
-        key = (template, digest, name, timeout, listed, strings)
-        hash(key)
+        strings = tuple(vary) if identity.as_is(vary) else identity.strings(vary)
     except Exception:  # noqa: BLE001 - the lookup reports it
         return None
-    return key
+    listed = tuple(tags) if type(tags) is list else tags
+    return (template, digest, name, timeout, listed, strings)
 
 
 class ByteBounded(Generic[_K, _V]):
@@ -136,3 +138,13 @@ class ByteBounded(Generic[_K, _V]):
 
 class HitMemo(ByteBounded[Hashable, Remembered]):
     """Checked hits by key, bounded by the bytes of their bodies."""
+
+    def find(self, key: Hashable) -> Remembered | None:
+        try:
+            return self._values.get(key)
+        except TypeError:  # unhashable: never kept
+            return None
+
+    def keep(self, key: Hashable, remembered: Remembered) -> None:
+        with contextlib.suppress(TypeError):  # unhashable: not kept
+            self.put(key, remembered, len(remembered.body))

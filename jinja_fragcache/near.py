@@ -279,10 +279,13 @@ class NearCache:
         """Apply the invalidations that have arrived, in this thread (no
         round trip): waiting for the tracking thread to wake would leave
         the store unusable meanwhile.  Whether nothing was left waiting."""
-        poll, tracker = self._poll, self._tracker
-        if poll is None or tracker is None:
-            return False
-        return not poll.poll(0) or tracker.catch_up()
+        with self._lock:  # a poll object is not for two threads at once
+            if self._poll is None or self._tracker is None:
+                return False
+            if not self._poll.poll(0):
+                return True
+            tracker = self._tracker
+        return tracker.catch_up()
 
     def _usable(self, quiet: bool = False) -> bool:
         """Under the lock: may the store answer now?  *quiet*: nothing was

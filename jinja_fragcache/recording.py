@@ -55,7 +55,8 @@ def recording() -> Iterator[list[Lookup]]:
 def note(
     outcome: str, name: str, keys: Sequence[str], fetch: float, render: float
 ) -> None:
-    _outcome.set(outcome)
+    if _outcome.get() != outcome:  # a set() costs several times a get()
+        _outcome.set(outcome)
     lookups = _lookups.get()
     if lookups is not None:
         key = keys[0] if keys else ""

@@ -50,7 +50,7 @@ class FragmentStats:
     def record_hit(self, name: str, count: int = 1) -> None:
         """Record hits answered without a fetch (remembered ones)."""
         with self._lock:
-            counters = self._counters(name)
+            counters = self._by_name.get(name) or self._counters(name)
             counters.fetches += 1
             counters.hits += count
 

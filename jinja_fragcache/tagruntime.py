@@ -91,8 +91,8 @@ class TagRuntime:
                 cache.identity, context.name, digest, name, timeout, tags, vary
             )
             body = None if key is None else cache.remembered(key)
-            if body is not None:
-                return _markup(context, body)
+            if body is not None:  # _markup(), inlined: the hit's path
+                return Markup(body) if context.eval_ctx.autoescape else body
         table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
             cache, context, lineno, name, digest, timeout, tags, [vary], table

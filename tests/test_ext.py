@@ -867,3 +867,20 @@ def test_page_contents_hold_fragments_that_rendered_uncached(
         name_version_key("b", prefix=cache.prefix),
         variant_version_key(cache.key_for("a")),
     } <= set(contents.counters)
+
+
+def test_an_overlay_renders_with_its_own_cache_and_mode() -> None:
+    import asyncio
+
+    base = Environment(extensions=[FragmentCacheExtension])
+    base.fragment_cache = FragmentCache(MemoryBackend())  # type: ignore[attr-defined]
+    overlay = base.overlay(enable_async=True)
+    overlay.fragment_cache = FragmentCache(MemoryBackend())  # type: ignore[attr-defined]
+    source = "{% cache_fragment 60 box n %}{{ text }}{% endcache_fragment %}"
+    for _ in range(2):  # a miss, then a remembered hit
+        assert (
+            asyncio.run(overlay.from_string(source).render_async(n=1, text="overlay"))
+            == "overlay"
+        )
+        assert base.from_string(source).render(n=1, text="base") == "base"
+    assert len(overlay.fragment_cache.backend) == len(base.fragment_cache.backend) > 0  # type: ignore[attr-defined]

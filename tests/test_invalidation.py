@@ -179,3 +179,40 @@ def test_on_invalidated_hears_a_delayed_bump_again_and_never_breaks_it(
         time.sleep(0.02)
     assert heard == [[tag_version_key("t", prefix="later")]] * 2
     assert "on_invalidated failed" in caplog.text
+
+
+def test_versions_are_never_repeated_by_threads_or_a_forked_child() -> None:
+    # Versions come from a buffer of the OS's random bytes: a forked child
+    # must not hand out what its parent still holds, or a counter it
+    # recreates could match what an old entry recorded.
+    import os
+    import threading
+
+    from jinja_fragcache.flow import new_version
+
+    new_version()  # the buffer holds words now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        os.write(write, b" ".join(new_version() for _ in range(100)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_version() for _ in range(100)}
+    assert len(child) == 100 and not child & parent
+
+    seen: list[bytes] = []
+
+    def draw() -> None:
+        seen.extend(new_version() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == len(seen) == 8000
+    assert all(v.isdigit() and int(v) < 2**62 for v in seen)
