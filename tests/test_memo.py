@@ -18,6 +18,7 @@ from jinja_fragcache import (
     MemoryBackend,
 )
 from jinja_fragcache.holes import hole
+from jinja_fragcache.identity import MARK
 from jinja_fragcache.recording import recording
 
 from .support import PLACEHOLDER, CountingBackend, Tick
@@ -341,3 +342,33 @@ def test_a_collection_with_system_holes_is_filled_never_served_raw() -> None:
         page = site.render("cards", products=[1, 2], token=token)
         assert page == value * 2
         assert not PLACEHOLDER.search(page)
+
+
+def test_plain_vary_values_key_the_memo_as_they_are_and_never_alias(
+    site: Site,
+) -> None:
+    # Ints and strs key remembered hits as they are, which must never make
+    # two variants one: True == 1 in Python, but they are variants "True"
+    # and "1"; a str the key escapes goes the usual way; and a converter
+    # registered later decides again.
+    def renders(**context: Any) -> int:
+        before = site.tick.count.get("box", 0)
+        site.render("box", **context)
+        return site.tick.count.get("box", 0) - before
+
+    class Thing:
+        def __fragment_key__(self) -> str:
+            return "x"
+
+    assert renders(uid=1) == 1
+    assert renders(uid=1) == renders(uid=1) == 0  # remembered
+    assert renders(uid=True) == 1
+    assert renders(uid=True) == renders(uid=1) == renders(uid="1") == 0
+    assert renders(uid=Thing()) == 1
+    assert renders(uid=Thing()) == renders(uid=Thing()) == 0
+    assert renders(uid=MARK + "o:x") == 1  # a str, not the Thing
+    assert renders(uid=MARK + "o:x") == 0
+    assert renders(uid=1) == renders(uid=1) == 0  # remembered again
+    site.cache.identity.register(int, lambda n: "every int")
+    assert renders(uid=1) == 1  # the variant "every int", cold
+    assert renders(uid=2) == renders(uid=1) == 0
