@@ -167,10 +167,12 @@ class TagRuntime:
         if unfinished.pending is None:
             unfinished.cache.report_skipped(unfinished.requests)
             return caller()
-        pending = unfinished.with_holes(_raw(caller))
+        raw = _raw(caller)
+        pending = unfinished.with_holes(raw)
         if self.environment.is_async:
             return self._afinish(unfinished, pending, lambda _: caller())
-        (body,) = unfinished.cache.finish(pending, lambda _: caller())
+        # The body as the caller renders it, no hole given (``None``).
+        (body,) = unfinished.cache.finish(pending, lambda _: raw(None))
         return _markup(unfinished.context, body)
 
     def _finish_each(self, unfinished: _Unfinished, caller: Caller) -> Any:
@@ -185,7 +187,7 @@ class TagRuntime:
         pending = unfinished.with_holes(lambda i: raw(None, i))
         if self.environment.is_async:
             return self._afinish(unfinished, pending, lambda i: caller(items[i]))
-        bodies = unfinished.cache.finish(pending, lambda i: caller(items[i]))
+        bodies = unfinished.cache.finish(pending, lambda i: raw(items[i], None))
         return _markup(unfinished.context, "".join(bodies))
 
     async def _afinish(
