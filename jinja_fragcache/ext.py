@@ -417,8 +417,10 @@ def _hit_or_render(
     found: str, lookup: nodes.Expr, render: nodes.CallBlock
 ) -> list[nodes.Node]:
     """``found = lookup``, then its output if it is one (a hit), else
-    *render* (which takes *found* on)."""
-    is_output = nodes.Test(nodes.Name(found, "load"), "string", [], [], None, None)
+    *render* (which takes *found* on).  A plain truth test, which costs no
+    call: what is left to render is false, and so is an empty hit, which
+    *render* outputs as it is."""
+    is_output = nodes.Name(found, "load")
     return [
         nodes.Assign(nodes.Name(found, "store"), lookup),
         nodes.If(is_output, [nodes.Output([nodes.Name(found, "load")])], [], [render]),

@@ -161,9 +161,12 @@ class TagRuntime:
             return _markup(context, "".join(found))
         return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
 
-    def _finish_fragment(self, unfinished: _Unfinished, caller: Caller) -> Any:
+    def _finish_fragment(self, unfinished: _Unfinished | str, caller: Caller) -> Any:
         """Render what ``_lookup_fragment`` could not answer: a miss, a hit
-        with holes to fill, or a fragment that bypasses the cache."""
+        with holes to fill, or a fragment that bypasses the cache (or
+        output a hit that is empty)."""
+        if isinstance(unfinished, str):
+            return unfinished
         if unfinished.pending is None:
             unfinished.cache.report_skipped(unfinished.requests)
             return caller()
@@ -175,8 +178,10 @@ class TagRuntime:
         (body,) = unfinished.cache.finish(pending, lambda _: raw(None))
         return _markup(unfinished.context, body)
 
-    def _finish_each(self, unfinished: _Unfinished, caller: Caller) -> Any:
+    def _finish_each(self, unfinished: _Unfinished | str, caller: Caller) -> Any:
         """``_finish_fragment`` for a collection: renders only the misses."""
+        if isinstance(unfinished, str):
+            return unfinished
         items = unfinished.items or []
         if unfinished.pending is None:
             unfinished.cache.report_skipped(unfinished.requests)
@@ -323,6 +328,9 @@ class _Unfinished(NamedTuple):
     #: ``None``: the tag's ``if`` was false, the body renders uncached.
     pending: Pending | None
     items: list[object] | None = None
+
+    def __bool__(self) -> bool:
+        return False  # the compiled tag outputs what is true: a hit
 
     def with_holes(self, render: Callable[[int], Any]) -> Pending:
         """The pending lookup, its blocks now rendered by *render* (the

@@ -884,3 +884,23 @@ def test_an_overlay_renders_with_its_own_cache_and_mode() -> None:
         )
         assert base.from_string(source).render(n=1, text="base") == "base"
     assert len(overlay.fragment_cache.backend) == len(base.fragment_cache.backend) > 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_an_empty_hit_outputs_nothing_and_renders_nothing(use_async: bool) -> None:
+    import asyncio
+
+    env = Environment(extensions=[FragmentCacheExtension], enable_async=use_async)
+    env.fragment_cache = FragmentCache(MemoryBackend())  # type: ignore[attr-defined]
+    renders: list[int] = []
+    page = env.from_string(
+        "<{% cache_fragment 60 empty %}{{ count() }}{% endcache_fragment %}>"
+        "<{% cache_each 60 card n in items n %}{{ count() }}{% endcache_each %}>"
+    )
+    for _ in range(3):
+        context = {"count": lambda: renders.append(1) or "", "items": [1, 2]}
+        if use_async:
+            assert asyncio.run(page.render_async(context)) == "<><>"
+        else:
+            assert page.render(context) == "<><>"
+    assert len(renders) == 3  # the first render only: one fragment, two cards
