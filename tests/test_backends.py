@@ -454,3 +454,47 @@ def test_read_claiming_judges_odd_entries_alike_everywhere(
     claimed = b.read_claiming(_claiming_read(key, [entry], [], cold=True))
     assert claimed.claims == [WON if claim == "won" else UNCLAIMED]
     assert claimed.values == [stored]
+
+
+@pytest.mark.parametrize("near_cache", [True, False], ids=["near", "no-near"])
+def test_redis_scripts_load_again_after_script_flush(
+    restartable_redis: tuple[str, Any], near_cache: bool
+) -> None:
+    # The scripts run by SHA1 (EVALSHA); a server that forgot them (SCRIPT
+    # FLUSH, a restart, a failover) gets them again, sync and async.
+    import asyncio
+
+    import redis
+
+    from jinja_fragcache import FragmentCache, FragmentRequest
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=near_cache)
+    admin = redis.Redis.from_url(url)
+    cache = FragmentCache(backend, prefix="flushed")
+    request = FragmentRequest("box", ("1",), 300)
+    runner = asyncio.Runner()
+    try:
+        for round_ in range(3):
+            admin.script_flush()
+            assert cache.render(request, lambda r=round_: f"v{r}") == f"v{round_}"
+            admin.script_flush()
+            assert cache.render(request, lambda: "unused") == f"v{round_}"
+            admin.script_flush()
+            assert backend.incr(f"flushed:{uuid.uuid4().hex}", 1) is None
+            admin.script_flush()
+            cache.invalidate("box", "1")
+            admin.script_flush()
+
+            async def body(r: int = round_) -> str:
+                return f"a{r}"
+
+            assert runner.run(cache.render_async(request, body)) == f"a{round_}"
+            admin.script_flush()
+            cache.invalidate("box", "1")
+        assert cache.statistics.as_dict()["box"]["errors"] == 0
+    finally:
+        runner.run(backend.aclose())
+        runner.close()
+        admin.close()
+        backend.close()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+_INCR_SHA = scripts.sha(scripts.INCR_EXISTING)
 _READ_WITH_TTL_SHA = scripts.sha(scripts.READ_WITH_TTL)
 _READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
 _WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
@@ -169,10 +170,6 @@ class RedisBackend:
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
         ] = weakref.WeakKeyDictionary()
-        self._incr = self.client.register_script(scripts.INCR_EXISTING)
-        self._read_with_ttl = self.client.register_script(scripts.READ_WITH_TTL)
-        self._read_claiming = self.client.register_script(scripts.READ_CLAIMING)
-        self._write_releasing = self.client.register_script(scripts.WRITE_RELEASING)
         #: The near cache, or ``None`` when turned off.
         self.near: NearCache | None = None
         if near_cache:
@@ -253,7 +250,8 @@ class RedisBackend:
         missing = [keys[i] for i in plan.missing]
         fetched = None
         try:
-            fetched = _with_ttls(self._read_with_ttl(keys=missing))
+            reply = self._eval(_READ_WITH_TTL_SHA, scripts.READ_WITH_TTL, missing, ())
+            fetched = _with_ttls(reply)
         finally:
             values = self.near.complete(keys, plan, fetched)
         return values
@@ -309,7 +307,7 @@ class RedisBackend:
         # Dropped, not kept: the server echoes the write as an invalidation.
         token = self._begin((key,))
         try:
-            result = self._incr(keys=[key], args=[delta])
+            result = self._eval(_INCR_SHA, scripts.INCR_EXISTING, (key,), (delta,))
         finally:
             self._end(token, None)
         return None if result is None else int(result)
@@ -350,7 +348,7 @@ class RedisBackend:
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
             keys, args = _claiming(read, token, plan is not None)
-            reply = self._read_claiming(keys=keys, args=args)
+            reply = self._eval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
         finally:
             self._end(written, None)
             claimed = self._claimed(read, plan, token, reply)
@@ -369,10 +367,24 @@ class RedisBackend:
         written, known = self._begin([*writes, *locks]), None
         try:
             keys, args = _writing(writes, timeout, locks, token)
-            self._write_releasing(keys=keys, args=args)
+            self._eval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)
+
+    def _eval(
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """EVALSHA, or EVAL when the server lacks the script (which loads
+        it).  A plain command: redis-py's ``Script`` costs about as much
+        again on the client as the command itself."""
+        from redis.exceptions import NoScriptError
+
+        client: Any = self.client  # redis-py leaves execute_command untyped
+        try:
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.execute_command("EVAL", source, len(keys), *keys, *args)
 
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
@@ -482,11 +494,11 @@ class RedisBackend:
         """EVALSHA, loading the script when the server lacks it."""
         from redis.exceptions import NoScriptError
 
-        client = self.async_client
+        client: Any = self.async_client
         try:
-            return await client.evalsha(sha, len(keys), *keys, *args)
+            return await client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await client.eval(source, len(keys), *keys, *args)
+            return await client.execute_command("EVAL", source, len(keys), *keys, *args)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
         token, known = self._begin((key,)), None
@@ -542,7 +554,9 @@ class RedisBackend:
         # Dropped, not kept: the server echoes the write as an invalidation.
         token = self._begin((key,))
         try:
-            result = await self.async_client.eval(scripts.INCR_EXISTING, 1, key, delta)
+            result = await self._aeval(
+                _INCR_SHA, scripts.INCR_EXISTING, (key,), (delta,)
+            )
         finally:
             self._end(token, None)
         return None if result is None else int(result)
