@@ -84,8 +84,11 @@ def counters_of(
     ]
 
 
-class DecodedEntries(ByteBounded[bytes, Entry]):
-    """Recently decoded entries, keyed by their bytes."""
+class DecodedEntries(ByteBounded[str, tuple[bytes, Entry]]):
+    """The last entry decoded under each key, with its bytes: a read that
+    finds the same bytes there again reuses it.  Keyed by the key, not the
+    bytes: hashing an entry's bytes (kilobytes, fresh from the server on
+    every read) would cost more than comparing them."""
 
 
 class Read:
@@ -257,7 +260,8 @@ def decode(
 ) -> Entry | None:
     if data is None:
         return None
-    entry = cache._decoded.get(data)
+    known = cache._decoded.get(key)
+    entry = known[1] if known is not None and known[0] == data else None
     if entry is None:
         try:
             entry = Entry.decode(data)
@@ -269,5 +273,5 @@ def decode(
                 "ignoring unreadable entry %s of fragment %r: %s", key, name, exc
             )
             return None
-        cache._decoded.put(data, entry, len(data))
+        cache._decoded.put(key, (data, entry), len(data))
     return entry
