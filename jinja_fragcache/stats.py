@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,19 @@ class _Counters:
     lost_invalidations: int = 0
 
 
+#: Remembered hits queued before :meth:`FragmentStats.record_hit` adds
+#: them up itself.
+QUEUED_HITS = 4096
+
+
 class FragmentStats:
     """Hits, misses, stale serves, renders, timings and errors per fragment."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_name: dict[str, _Counters] = {}
+        #: Remembered hits not added up yet (see :meth:`record_hit`).
+        self._hits: deque[tuple[str, int]] = deque()
 
     def _counters(self, name: str) -> _Counters:
         counters = self._by_name.get(name)
@@ -48,9 +56,23 @@ class FragmentStats:
             counters.stale += stale
 
     def record_hit(self, name: str, count: int = 1) -> None:
-        """Record hits answered without a fetch (remembered ones)."""
-        with self._lock:
-            counters = self._by_name.get(name) or self._counters(name)
+        """Record hits answered without a fetch (remembered ones).
+
+        The hottest path there is, so it takes no lock: a deque's append is
+        atomic, and the queue is added up by the next reader, or once it
+        holds :data:`QUEUED_HITS`."""
+        hits = self._hits
+        hits.append((name, count))
+        if len(hits) >= QUEUED_HITS:
+            with self._lock:
+                self._add_up()
+
+    def _add_up(self) -> None:
+        """Under the lock: count the queued remembered hits."""
+        hits = self._hits
+        while hits:
+            name, count = hits.popleft()  # only here, under the lock
+            counters = self._counters(name)
             counters.fetches += 1
             counters.hits += count
 
@@ -79,11 +101,13 @@ class FragmentStats:
         caching it costs more than it saves.
         """
         with self._lock:
+            self._add_up()
             items = [(name, copy.copy(c)) for name, c in self._by_name.items()]
         return {name: _figures(c) for name, c in items}
 
     def reset(self) -> None:
         with self._lock:
+            self._hits.clear()
             self._by_name.clear()
 
 

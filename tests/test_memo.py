@@ -372,3 +372,33 @@ def test_plain_vary_values_key_the_memo_as_they_are_and_never_alias(
     site.cache.identity.register(int, lambda n: "every int")
     assert renders(uid=1) == 1  # the variant "every int", cold
     assert renders(uid=2) == renders(uid=1) == 0
+
+
+def test_remembered_hits_are_all_counted_across_threads() -> None:
+    # Remembered hits are queued, not locked, and added up by whoever reads
+    # the statistics (or the queue itself when it is long): none is lost.
+    import threading
+
+    from jinja_fragcache.stats import QUEUED_HITS
+
+    site = Site()
+    site.remembered("box")
+    before = site.cache.statistics.as_dict()["box"]["hits"]
+    per_thread = QUEUED_HITS // 2 + 7
+
+    def hits() -> None:
+        for _ in range(per_thread):
+            site.render("box")
+
+    threads = [threading.Thread(target=hits) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    figures = site.cache.statistics.as_dict()["box"]
+    assert figures["hits"] == before + 4 * per_thread
+    assert site.tick.count == {"box": 1}
+    hits()  # queued, then reset: gone with the rest
+    site.cache.statistics.reset()
+    site.render("box")
+    assert site.cache.statistics.as_dict()["box"]["hits"] == 1
