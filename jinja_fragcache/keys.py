@@ -56,6 +56,9 @@ def _encode_parts(parts: Iterable[str]) -> bytes:
     ``("a:b",)`` becomes ``b"3:a:b"`` and ``("a", "b")`` becomes
     ``b"1:a1:b"``; decoding is unambiguous, so the encoding is injective.
     """
+    text = "".join([f"{len(part)}:{part}" for part in parts])
+    if text.isascii():  # every part ASCII: its length in characters is in bytes
+        return text.encode("ascii")
     chunks = []
     for part in parts:
         data = part.encode("utf-8", "surrogatepass")
