@@ -147,17 +147,18 @@ class VaryIdentity:
         :raises RefusedVaryValue: for a value without a safe identity.
         """
         by_type = self._by_type
+        if type(values) is not list and type(values) is not tuple:
+            values = tuple(values)  # read twice when a type is new
         try:  # every type seen before: the common case, kept cheap
-            return tuple([by_type[type(value)](value) for value in values])
+            converters = [by_type[type(value)] for value in values]
         except KeyError:
-            pass
-        out = []
-        for value in values:
-            convert = by_type.get(type(value))
-            if convert is None:
-                convert = self._resolve(type(value))
-            out.append(convert(value))
-        return tuple(out)
+            converters = [
+                by_type.get(type(value)) or self._resolve(type(value))
+                for value in values
+            ]
+        return tuple(
+            [convert(value) for convert, value in zip(converters, values, strict=True)]
+        )
 
     def as_is(self, values: Sequence[object]) -> bool:
         """Whether every value is an ``int``, or a ``str`` that the key

@@ -159,3 +159,39 @@ def test_no_identity_is_an_error_under_debug(
     source = "\n{% cache_fragment 300 box obj %}x{% endcache_fragment %}"
     with pytest.raises(Exception, match=r"no identity.*line 2"):
         render(engine, source, obj=object())
+
+
+def test_strings_of_an_iterator_keep_every_value_and_call_each_converter_once() -> None:
+    # The values may come as an iterator (make_fragment_key takes any
+    # iterable), and a type seen for the first time must not cost the
+    # values before it; a converter that raises KeyError is its own error.
+    from jinja_fragcache.identity import VaryIdentity
+
+    identity = VaryIdentity()
+    identity.strings([1])  # int seen, the next type not
+
+    class Fresh:
+        def __fragment_key__(self) -> str:
+            return "fresh"
+
+    direct = identity.strings([1, 2, Fresh(), 3])
+    assert VaryIdentity().strings(iter([1, 2, Fresh(), 3])) == direct
+    identity2 = VaryIdentity()
+    identity2.strings([1])
+    assert identity2.strings(iter([1, 2, Fresh(), 3])) == direct
+
+    calls: list[object] = []
+
+    class Picky:
+        pass
+
+    def picky(value: object) -> str:
+        calls.append(value)
+        raise KeyError("not this one")
+
+    identity3 = VaryIdentity()
+    identity3.register_raw(Picky, picky)
+    for _ in range(2):  # its type resolved on the first, known on the second
+        with pytest.raises(KeyError):
+            identity3.strings([Picky()])
+    assert len(calls) == 2  # once per call, never again by a slower path
