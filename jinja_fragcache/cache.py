@@ -243,6 +243,8 @@ class FragmentCache(Driving):
         found = self.memo.find(key) if self.memo is not None else None
         if (
             found is None
+            # _generation() inlined: this is every remembered hit's path,
+            # and a remembered generation is an int already.
             or found.generation != getattr(self.backend, "generation", None)
             or self.pending.has_failed
             or self.debug

@@ -287,7 +287,7 @@ class NearCache:
             tracker = self._tracker
         return tracker.catch_up()
 
-    def _usable(self, quiet: bool = False) -> bool:
+    def _usable(self, quiet: bool) -> bool:
         """Under the lock: may the store answer now?  *quiet*: nothing was
         waiting on the tracking connection a moment ago."""
         if not self._active or self._processing or self._partial:
