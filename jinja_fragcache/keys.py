@@ -264,5 +264,21 @@ def headers_key(name: str, path: str, *, prefix: str = "fragcache") -> str:
 
 
 def lock_key(fragment_key: str) -> str:
-    """The key whose holder re-renders an expired fragment."""
-    return fragment_key + ":lock"
+    """The key whose holder re-renders an expired fragment: the entry's key
+    with kind ``l`` in place of ``f`` (same hash slot), so that no near
+    cache tracks it (see :data:`TRACKED_KINDS`)."""
+    head, found, rest = fragment_key.partition(":f:")
+    return f"{head}:l:{rest}" if found else fragment_key + ":lock"
+
+
+#: The kinds of key that a near cache keeps, and so has Redis track: what
+#: lookups read (entries and their counters, tags' counters, views'
+#: headers).  Not locks (``l``), each set and deleted once per render, nor
+#: statistics (``s``): tracked, every such write would send an invalidation
+#: message to every process, for keys no near cache needs.
+TRACKED_KINDS = "fnth"
+
+
+def tracked_prefixes(prefix: str) -> tuple[str, ...]:
+    """The key prefixes a near cache tracks for a fragment cache's *prefix*."""
+    return tuple(f"{prefix}:{KEY_FORMAT}:{kind}:" for kind in TRACKED_KINDS)

@@ -193,20 +193,24 @@ class NearCache:
 
     # -- configuration -------------------------------------------------------
 
-    def bind_prefix(self, prefix: str) -> None:
-        """Track (and keep) every key that starts with *prefix*.
+    def bind_prefix(self, *prefixes: str) -> None:
+        """Track (and keep) every key that starts with one of *prefixes*.
 
         Redis refuses overlapping prefixes, so a prefix covered by one
         already bound is skipped, and one that covers bound ones replaces
-        them.  Bound while tracking runs, tracking restarts (emptied).
+        them.  Bound while tracking runs, tracking restarts (emptied), once.
         """
-        if not prefix:
+        if not all(prefixes):
             raise ValueError("a tracked prefix cannot be empty")
         with self._lock:
-            if any(prefix.startswith(p) for p in self._prefixes):
+            bound = self._prefixes
+            for prefix in prefixes:
+                if not prefix.startswith(bound):
+                    kept = [p for p in bound if not p.startswith(prefix)]
+                    bound = (*kept, prefix)
+            if bound == self._prefixes:
                 return
-            kept = [p for p in self._prefixes if not p.startswith(prefix)]
-            self._prefixes = (*kept, prefix)
+            self._prefixes = bound
             tracker = self._tracker
         if tracker is not None:
             self._deactivate()
@@ -273,7 +277,7 @@ class NearCache:
     # -- reads -----------------------------------------------------------------
 
     def _tracked(self, key: str) -> bool:
-        return any(key.startswith(p) for p in self._prefixes)
+        return key.startswith(self._prefixes)
 
     def _catch_up(self) -> bool:
         """Apply the invalidations that have arrived, in this thread (no

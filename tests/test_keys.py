@@ -141,6 +141,33 @@ def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
         assert "{" not in tag_version_key(tag)  # spread by its whole key
 
 
+@given(names, varies, st.sampled_from(["fragcache", "site.2"]))
+def test_near_caches_track_what_lookups_read_and_not_locks_or_statistics(
+    name: str, vary: list[str], prefix: str
+) -> None:
+    # A tracked key's every write sends an invalidation message to every
+    # process; a render sets and deletes its lock once each.
+    from jinja_fragcache.keys import headers_key, stats_key, tracked_prefixes
+
+    tracked = tracked_prefixes(prefix)
+    key = make_fragment_key(name, vary, prefix=prefix)
+    read = [
+        key,
+        variant_version_key(key),
+        name_version_key(name, prefix=prefix),
+        tag_version_key(name, prefix=prefix),
+        headers_key(name, "/path", prefix=prefix),
+    ]
+    assert all(k.startswith(tracked) for k in read)
+    lock = lock_key(key)
+    assert not lock.startswith(tracked)
+    assert not stats_key(name, prefix=prefix).startswith(tracked)
+    assert lock.startswith(f"{prefix}:2:l:")
+    assert lock not in read
+    # No tracked prefix covers another: Redis refuses overlapping ones.
+    assert not any(a != b and a.startswith(b) for a in tracked for b in tracked)
+
+
 def test_without_shards_every_variant_shares_the_names_slot() -> None:
     from redis.crc import key_slot
 

@@ -271,6 +271,31 @@ def test_a_warm_hit_costs_no_command_and_an_invalidation_only_its_reads(
         renderer.close(backend, elsewhere)
 
 
+def test_a_miss_sends_invalidations_for_its_entry_and_counter_not_its_lock(
+    restartable_redis: tuple[str, Any], renderer: Renderer
+) -> None:
+    # Every process receives a message per write to a tracked key.  A miss
+    # creates its variant's counter and writes its entry; its lock, set and
+    # deleted by the same render, is no key a near cache reads.
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(backend, prefix="echo")
+    near = near_of(backend)
+    try:
+        warm(cache, renderer, renderer(cache, "first"))  # the name's counter too
+        time.sleep(0.1)
+        backend.get_many(["echo:2:f:applies-what-waits"])
+        seen = near.invalidations
+        fresh = FragmentRequest("box", ("fresh",), None)
+        assert renderer(cache, "body", fresh) == "body"
+        wait_for(lambda: near.invalidations >= seen + 2, "the miss's messages")
+        time.sleep(0.1)
+        backend.get_many(["echo:2:f:applies-what-waits"])
+        assert near.invalidations == seen + 2
+    finally:
+        renderer.close(backend)
+
+
 def test_off_means_every_read_is_one_command(redis_url: str) -> None:
     backend = RedisBackend.from_url(redis_url, near_cache=False)
     assert backend.near is None

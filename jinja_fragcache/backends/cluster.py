@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..keys import check_shards
+from ..keys import check_shards, tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, TrackingConnection
 from . import scripts
 from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
@@ -227,7 +227,7 @@ class RedisClusterBackend:
         """Keep the keys of a fragment cache with this *prefix* in the near
         caches; :class:`~jinja_fragcache.FragmentCache` calls it."""
         if self.near is not None:
-            self.near.bind_prefix(f"{prefix}:")
+            self.near.bind_prefix(*tracked_prefixes(prefix))
 
     def _tracking_connection(self, node: Any) -> TrackingConnection:
         """A new connection to *node* (sync or asyncio's) like the sync

@@ -61,13 +61,12 @@ class NodeNearCaches:
     def __repr__(self) -> str:
         return f"<NodeNearCaches {sorted(self._nodes)}>"
 
-    def bind_prefix(self, prefix: str) -> None:
+    def bind_prefix(self, *prefixes: str) -> None:
         with self._lock:
-            if prefix not in self._prefixes:
-                self._prefixes.append(prefix)
+            self._prefixes += [p for p in prefixes if p not in self._prefixes]
             nears = list(self._nodes.values())
         for near in nears:
-            near.bind_prefix(prefix)
+            near.bind_prefix(*prefixes)
 
     def of(self, node: Any) -> NearCache:
         """The near cache of *node*, made (and tracking started) at first use."""

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..keys import tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
@@ -215,7 +216,7 @@ class RedisBackend:
         """Keep the keys of a fragment cache with this *prefix* in the near
         cache; :class:`~jinja_fragcache.FragmentCache` calls it."""
         if self.near is not None:
-            self.near.bind_prefix(f"{prefix}:")
+            self.near.bind_prefix(*tracked_prefixes(prefix))
 
     def _tracking_connection(self) -> TrackingConnection:
         """A new connection like the client's, in RESP2, for tracking."""
