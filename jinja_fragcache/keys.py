@@ -215,12 +215,13 @@ def name_version_key(
     name: str, *, prefix: str = "fragcache", shard: int | None = None
 ) -> str:
     """The counter that ``invalidate_all(name)`` bumps (of one *shard*)."""
-    return _head(prefix, "n", name, shard) + _name_digest(name)
+    return _name_key(prefix, name, shard)
 
 
 @functools.lru_cache(maxsize=1024)
-def _name_digest(name: str) -> str:
-    return _digest((name,))
+def _name_key(prefix: str, name: str, shard: int | None) -> str:
+    # Every miss builds it: a page has few names.
+    return _head(prefix, "n", name, shard) + _digest((name,))
 
 
 def name_version_keys(
@@ -236,9 +237,7 @@ def name_version_key_of(
     name: str, fragment_key: str, *, prefix: str = "fragcache", shards: int = 1
 ) -> str:
     """The name counter of the variant whose entry key is *fragment_key*."""
-    return name_version_key(
-        name, prefix=prefix, shard=_shard(fragment_key[-40:], shards)
-    )
+    return _name_key(prefix, name, _shard(fragment_key[-40:], shards))
 
 
 def check_shards(shards: object) -> int:

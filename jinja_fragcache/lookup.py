@@ -66,7 +66,8 @@ def _plan_keys(
         variant_version_key(key),
         name_version_key_of(name, key, prefix=prefix, shards=shards),
     ]
-    counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
+    if tags:
+        counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
     return key, tuple(counters), (key, *counters)
 
 
