@@ -73,6 +73,9 @@ class Tracker:
         self._connect = connect
         self._stopped = False
         self._restart = False
+        #: The session (its messages) that a failed read in another thread
+        #: ended: only that one, since the thread may have begun the next.
+        self._ended: Messages | None = None
         self._wake_r, self._wake_w = os.pipe()
         self._pipe_open = True
         self._conn: TrackingConnection | None = None
@@ -201,12 +204,17 @@ class Tracker:
             return
         self._messages = messages = Messages(conn, sock)
         self._pong_due = None
+        # What redis-py read past the SUBSCRIBE reply (messages of writes
+        # made before the store is emptied below) is dropped now: left in
+        # its buffer, where poll() cannot see it, it would be applied only
+        # with the next message to arrive, dropping values read since.
+        messages.skip_handshake()
         # Only now, tracking on and subscribed: every read from here on is
         # covered, so the (emptied) store may be used.
         owner._activate(fd)
         del owner
         ping_due = time.monotonic() + PING_INTERVAL
-        while not self._stopped and not self._restart:
+        while not self._stopped and not self._restart and self._ended is not messages:
             now = time.monotonic()
             deadline = self._pong_due if self._pong_due is not None else ping_due
             ready, _, _ = select.select(
@@ -242,13 +250,16 @@ class Tracker:
                 self._apply(messages)
                 return True
         except Exception as exc:
-            # The connection is lost or garbled: the thread reconnects.
+            # The connection is lost or garbled: the thread reconnects.  A
+            # restart() would end the thread's next session too, if it has
+            # seen the loss itself and begun one meanwhile.
             logger.debug("near cache: tracking connection lost (%s)", exc)
             owner = self._owner()
             if owner is not None:
                 owner._deactivate()
             del owner
-            self.restart()
+            self._ended = messages
+            self._wake()
         finally:
             self._reading.release()
         return False
@@ -286,8 +297,8 @@ class Messages:
     Every write to a tracked key, this process's own included, sends a
     message here.  So the messages are parsed straight from the socket with
     hiredis when it is installed: redis-py's reply machinery costs several
-    times as much per message.  What redis-py's own parser still holds from
-    the handshake is read through it first.
+    times as much per message.  What redis-py's own parser still holds past
+    the handshake is dropped first (:meth:`skip_handshake`).
 
     :attr:`partial` tells whether the bytes read end inside a message (the
     rest still on its way): an invalidation not applied yet.
@@ -301,7 +312,6 @@ class Messages:
             self._reader: Any = None
         else:
             self._reader = hiredis.Reader()
-        self._handed_over = self._reader is None
         #: Bytes fed to the reader and not yet parsed into a message.
         self._unparsed = 0
         self._readable = select.poll()
@@ -314,9 +324,6 @@ class Messages:
     def read(self) -> list[Any]:
         import redis
 
-        if not self._handed_over:
-            self._handed_over = self._reader is not None
-            return self._through_redis_py()
         if self._reader is None:
             return self._through_redis_py()
         found = []
@@ -333,6 +340,12 @@ class Messages:
                 self._unparsed -= _resp_length(message)
                 found.append(message)
         return found
+
+    def skip_handshake(self) -> None:
+        """Read and drop what redis-py's parser holds past the handshake:
+        messages of writes made before the store is used.  From here on,
+        every message is read from the socket."""
+        self._through_redis_py()
 
     def _through_redis_py(self) -> list[Any]:
         found = []
