@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,8 @@ class _Counters:
     lost_invalidations: int = 0
 
 
-#: Remembered hits queued before :meth:`FragmentStats.record_hit` adds
-#: them up itself.
+#: Remembered hits of one name marked before :meth:`FragmentStats.record_hit`
+#: adds them up itself.
 QUEUED_HITS = 4096
 
 
@@ -34,8 +33,9 @@ class FragmentStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_name: dict[str, _Counters] = {}
-        #: Remembered hits not added up yet (see :meth:`record_hit`).
-        self._hits: deque[tuple[str, int]] = deque()
+        #: Remembered hits not added up yet, one mark each, by name (see
+        #: :meth:`record_hit`).
+        self._marks: dict[str, list[None]] = {}
 
     def _counters(self, name: str) -> _Counters:
         counters = self._by_name.get(name)
@@ -58,23 +58,33 @@ class FragmentStats:
     def record_hit(self, name: str, count: int = 1) -> None:
         """Record hits answered without a fetch (remembered ones).
 
-        The hottest path there is, so it takes no lock: a deque's append is
-        atomic, and the queue is added up by the next reader, or once it
-        holds :data:`QUEUED_HITS`."""
-        hits = self._hits
-        hits.append((name, count))
-        if len(hits) >= QUEUED_HITS:
+        The hottest path there is, so one hit takes no lock: it appends a
+        mark to its name's list (atomic), and the marks are added up by the
+        next reader, or once a name holds :data:`QUEUED_HITS`."""
+        if count != 1:  # a collection's items: rarer, and counted at once
+            with self._lock:
+                counters = self._counters(name)
+                counters.fetches += 1
+                counters.hits += count
+            return
+        marks = self._marks.get(name)
+        if marks is None:
+            marks = self._marks.setdefault(name, [])
+        marks.append(None)
+        if len(marks) >= QUEUED_HITS:
             with self._lock:
                 self._add_up()
 
     def _add_up(self) -> None:
-        """Under the lock: count the queued remembered hits."""
-        hits = self._hits
-        while hits:
-            name, count = hits.popleft()  # only here, under the lock
-            counters = self._counters(name)
-            counters.fetches += 1
-            counters.hits += count
+        """Under the lock: count the marked remembered hits."""
+        for name, marks in list(self._marks.items()):  # a copy made in C
+            count = len(marks)
+            if count:
+                # One slice: a mark appended meanwhile stays, for next time.
+                del marks[:count]
+                counters = self._counters(name)
+                counters.fetches += count
+                counters.hits += count
 
     def record_render(self, name: str, seconds: float, count: int = 1) -> None:
         with self._lock:
@@ -107,7 +117,7 @@ class FragmentStats:
 
     def reset(self) -> None:
         with self._lock:
-            self._hits.clear()
+            self._marks.clear()
             self._by_name.clear()
 
 
