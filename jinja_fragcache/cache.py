@@ -240,12 +240,16 @@ class FragmentCache(Driving):
         """The output of the hit remembered under *key* (see :attr:`memo`),
         if the backend has not changed since and it is still fresh.  A body
         with holes is answered only with *fill*, which fills them."""
-        found = self.memo.find(key) if self.memo is not None else None
+        try:
+            found = self.memo.get(key) if self.memo is not None else None
+        except TypeError:  # an unhashable key: never kept
+            found = None
         if (
             found is None
-            # _generation() inlined: this is every remembered hit's path,
-            # and a remembered generation is an int already.
-            or found.generation != getattr(self.backend, "generation", None)
+            # _generation() inlined: this is every remembered hit's path, a
+            # remembered generation is an int already, and a backend with a
+            # memo has a generation.
+            or found.generation != self.backend.generation  # type: ignore[attr-defined]
             or self.pending.has_failed
             or self.debug
             or (found.soft_expiry is not None and time.time() >= found.soft_expiry)

@@ -13,19 +13,17 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from jinja2 import nodes, pass_context
+from jinja2 import nodes
 from jinja2.exceptions import (
     TemplateNotFound,
     TemplateSyntaxError,
 )
 from jinja2.ext import Extension
 from jinja2.parser import Parser
-from jinja2.runtime import Context
 
 from . import nocache
-from .api import get_default_cache
 from .cache import FragmentCache
-from .tagruntime import TagRuntime
+from .tagruntime import TagRuntime, cache_of
 from .timeouts import check_timeout
 
 Caller = Callable[..., Any]
@@ -69,9 +67,9 @@ class FragmentCacheExtension(TagRuntime, Extension):
         super().__init__(environment)
         environment.extend(fragment_cache=None)
         for method in _FILTERED:
-            environment.filters[self._filter_name(method)] = _lookup_filter(
-                self, method
-            )
+            # The method itself: it reads the rendering environment (an
+            # overlay's, perhaps: they share the filters) from the context.
+            environment.filters[self._filter_name(method)] = getattr(self, method)
 
     def _filter_name(self, method: str) -> str:
         # A name no template can write: it is not an identifier.
@@ -90,16 +88,9 @@ class FragmentCacheExtension(TagRuntime, Extension):
 
     @property
     def cache(self) -> FragmentCache:
-        """The cache this environment renders with, read on every use.
-
-        ``environment.fragment_cache`` is a :class:`FragmentCache`, a callable
-        returning one (read at every render, as Django reads its settings),
-        or ``None`` for the process default.
-        """
-        configured = self.environment.fragment_cache  # type: ignore[attr-defined]
-        if callable(configured):
-            configured = configured()
-        return configured or get_default_cache()
+        """The cache this environment renders with (see
+        :func:`~jinja_fragcache.tagruntime.cache_of`)."""
+        return cache_of(self.environment)
 
     # -- parsing -------------------------------------------------------------
 
@@ -151,14 +142,16 @@ class FragmentCacheExtension(TagRuntime, Extension):
         # A hit is one call and an output: the body, its caller and the
         # render machinery exist only on the other branch.  A fragment with
         # holes needs its caller on a hit too: it is one call block.
-        found = f"_fragcache_found_{parser.free_identifier().name}"
+        # An internal name: a plain local of the compiled function, which
+        # Jinja neither stores in the context nor checks for undefined.
+        found = parser.free_identifier()
         if tag == "cache_fragment":
             arguments = [*common, nodes.List(vary + inner)]
             if blocks:
                 call = self.call_method("_cache_fragment", arguments, lineno=lineno)
                 return nodes.CallBlock(call, [hole], [nodes.Const(None)], body)
             lookup = self._lookup_call("_lookup_fragment", arguments, lineno)
-            finish = self.call_method("_finish_fragment", [nodes.Name(found, "load")])
+            finish = self.call_method("_finish_fragment", [found])
             render = nodes.CallBlock(finish, [hole], [nodes.Const(None)], body)
             return _hit_or_render(found, lookup, render)
 
@@ -194,7 +187,7 @@ class FragmentCacheExtension(TagRuntime, Extension):
             ]
         else:
             lookup = self._lookup_call("_lookup_each", [*common, items, varies], lineno)
-            finish = self.call_method("_finish_each", [nodes.Name(found, "load")])
+            finish = self.call_method("_finish_each", [found])
             render = nodes.CallBlock(finish, params, [nodes.Const(None)], body)
             both = _hit_or_render(found, lookup, render)
         return [
@@ -394,34 +387,14 @@ _LOOKUPS = ("_lookup_fragment", "_lookup_each", "_cache_fragment", "_cache_each"
 _FILTERED = ("_lookup_fragment", "_lookup_each")
 
 
-def _lookup_filter(extension: Extension, method: str) -> Callable[..., Any]:
-    """The filter that calls *method* of the rendering environment's
-    extension: *extension*'s own, or an overlay's copy of it."""
-    own, bound, identifier = (
-        extension.environment,
-        getattr(extension, method),
-        extension.identifier,
-    )
-
-    @pass_context
-    def lookup(context: Context, *arguments: Any) -> Any:
-        if context.environment is own:
-            return bound(context, *arguments)
-        overlaid = context.environment.extensions[identifier]
-        return getattr(overlaid, method)(context, *arguments)
-
-    return lookup
-
-
 def _hit_or_render(
-    found: str, lookup: nodes.Expr, render: nodes.CallBlock
+    found: nodes.InternalName, lookup: nodes.Expr, render: nodes.CallBlock
 ) -> list[nodes.Node]:
     """``found = lookup``, then its output if it is one (a hit), else
     *render* (which takes *found* on).  A plain truth test, which costs no
     call: what is left to render is false, and so is an empty hit, which
     *render* outputs as it is."""
-    is_output = nodes.Name(found, "load")
     return [
-        nodes.Assign(nodes.Name(found, "store"), lookup),
-        nodes.If(is_output, [nodes.Output([nodes.Name(found, "load")])], [], [render]),
+        nodes.Assign(found, lookup),
+        nodes.If(found, [nodes.Output([found])], [], [render]),
     ]

@@ -160,21 +160,25 @@ class VaryIdentity:
             [convert(value) for convert, value in zip(converters, values, strict=True)]
         )
 
-    def as_is(self, values: Sequence[object]) -> bool:
-        """Whether every value is an ``int``, or a ``str`` that the key
-        takes as it is: then the values themselves tell their variants
-        apart, with no need of :meth:`strings` (the memo of checked hits is
-        keyed by them)."""
-        if not self._as_is:
-            return False
-        for value in values:
-            kind = type(value)
-            if kind is str:
-                if value.startswith(MARK):  # type: ignore[attr-defined]
-                    return False  # the key escapes it
-            elif kind is not int:
-                return False
-        return True
+    def memo_view(self, values: Sequence[object]) -> tuple[object, ...]:
+        """*values* as the memo of checked hits is keyed by them: as they
+        are when every one is an ``int``, or a ``str`` that the key takes as
+        it is (then they tell their variants apart themselves, with no need
+        of :meth:`strings`); else :meth:`strings`.
+
+        :raises RefusedVaryValue: as :meth:`strings`.
+        """
+        if self._as_is:
+            for value in values:
+                kind = type(value)
+                if kind is str:
+                    if value.startswith(MARK):  # type: ignore[attr-defined]
+                        break  # the key escapes it
+                elif kind is not int:
+                    break
+            else:
+                return tuple(values)
+        return self.strings(values)
 
     def _takes_as_is(self) -> bool:
         return self._converter_for(int) is _plain and self._converter_for(str) is _plain

@@ -27,7 +27,7 @@ memo.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from .holes import MARK
@@ -101,14 +101,14 @@ def memo_key(
     vary: Sequence[object],
 ) -> Hashable:
     """What decides a hit of a tag: its template, the block's digest, the
-    name, the timeout and tags as given, and the vary values (as they are
-    when :meth:`~.identity.VaryIdentity.as_is` allows, else their
-    identities); ``None`` when a value cannot be part of a key (the usual
-    lookup then says why, with the template and the line).  The key may
-    still be unhashable (tags of lists, say): :meth:`HitMemo.find` and
+    name, the timeout and tags as given, and the vary values (as
+    :meth:`~.identity.VaryIdentity.memo_view` gives them); ``None`` when a
+    value cannot be part of a key (the usual lookup then says why, with the
+    template and the line).  The key may still be unhashable (a timeout
+    given as a list, say): ``FragmentCache.remembered`` and
     :meth:`HitMemo.keep` take that as a miss."""
     try:
-        strings = tuple(vary) if identity.as_is(vary) else identity.strings(vary)
+        strings = identity.memo_view(vary)
     except Exception:  # noqa: BLE001 - the lookup reports it
         return None
     listed = tuple(tags) if type(tags) is list else tags
@@ -122,15 +122,15 @@ class ByteBounded(Generic[_K, _V]):
         self.max_bytes = max_bytes
         self._values: dict[_K, _V] = {}
         self._bytes = 0
-
-    def get(self, key: _K) -> _V | None:
-        return self._values.get(key)
+        #: The value kept under a key, or ``None``: the dict's own ``get``,
+        #: with no call of Python's in between (every remembered hit's).
+        self.get: Callable[[_K], _V | None] = self._values.get
 
     def put(self, key: _K, value: _V, size: int) -> None:
         if self._bytes + size > self.max_bytes:
-            # Dropping all at once keeps this O(1) and lock-free; what was
-            # dropped is simply made again.
-            self._values = {}
+            # Dropping all at once keeps this lock-free; what was dropped
+            # is simply made again.
+            self._values.clear()
             self._bytes = 0
         self._values[key] = value
         self._bytes += size
@@ -138,12 +138,6 @@ class ByteBounded(Generic[_K, _V]):
 
 class HitMemo(ByteBounded[Hashable, Remembered]):
     """Checked hits by key, bounded by the bytes of their bodies."""
-
-    def find(self, key: Hashable) -> Remembered | None:
-        try:
-            return self._values.get(key)
-        except TypeError:  # unhashable: never kept
-            return None
 
     def keep(self, key: Hashable, remembered: Remembered) -> None:
         with contextlib.suppress(TypeError):  # unhashable: not kept

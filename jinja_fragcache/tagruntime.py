@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, NamedTuple
 
+from jinja2 import pass_context
 from jinja2.environment import Environment
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Context
 from markupsafe import Markup
 
 from . import filling, holes
+from .api import get_default_cache
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
@@ -27,6 +29,19 @@ from .memo import Remembered, memo_key
 from .requests import where
 
 Caller = Callable[..., Any]
+
+
+def cache_of(environment: Environment) -> FragmentCache:
+    """The cache *environment* renders with, read on every use.
+
+    ``environment.fragment_cache`` is a :class:`FragmentCache`, a callable
+    returning one (read at every render, as Django reads its settings), or
+    ``None`` for the process default.
+    """
+    configured = environment.fragment_cache  # type: ignore[attr-defined]
+    if callable(configured):
+        configured = configured()
+    return configured or get_default_cache()
 
 
 class TagRuntime:
@@ -69,6 +84,7 @@ class TagRuntime:
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
 
+    @pass_context
     def _lookup_fragment(
         self,
         context: Context,
@@ -83,8 +99,11 @@ class TagRuntime:
         vary: list[object],
     ) -> Any:
         """The output of a fresh, whole hit; else the :class:`_Unfinished`
-        that ``_finish_fragment`` renders (awaitable when async)."""
-        cache = self.cache
+        that ``_finish_fragment`` renders (awaitable when async).  A filter
+        of every environment the extension's is overlaid by: it renders
+        with the context's."""
+        environment = context.environment
+        cache = cache_of(environment)
         key = None
         if condition and not lines and cache.memo is not None:
             key = memo_key(
@@ -99,13 +118,14 @@ class TagRuntime:
         )
         if not condition:
             return _Unfinished(cache, context, requests, None)
-        if self.environment.is_async:
+        if environment.is_async:
             return self._alookup(cache, context, requests, wait=True, memo_key=key)
         found = cache.lookup(requests, wait=True, memo_key=key)
         if type(found) is list:
             return _markup(context, found[0])
         return _Unfinished(cache, context, requests, found)  # type: ignore[arg-type]
 
+    @pass_context
     def _lookup_each(
         self,
         context: Context,
@@ -122,7 +142,8 @@ class TagRuntime:
     ) -> Any:
         """``_lookup_fragment`` for a collection: the joined output when
         every item is a fresh, whole hit."""
-        cache = self.cache
+        environment = context.environment
+        cache = cache_of(environment)
         key = None
         if condition and not lines and varies and cache.memo is not None:
             key = memo_key(
@@ -139,7 +160,7 @@ class TagRuntime:
             return ""
         if not condition:
             return _Unfinished(cache, context, requests, None, items)
-        if self.environment.is_async:
+        if environment.is_async:
             return self._alookup(cache, context, requests, items=items, memo_key=key)
         found = cache.lookup(requests, memo_key=key)
         if type(found) is list:

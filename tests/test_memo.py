@@ -402,3 +402,17 @@ def test_remembered_hits_are_all_counted_across_threads() -> None:
     site.cache.statistics.reset()
     site.render("box")
     assert site.cache.statistics.as_dict()["box"]["hits"] == 1
+
+
+def test_a_tag_whose_memo_key_is_unhashable_gets_the_usual_error() -> None:
+    # The memo key holds the timeout as given: a list cannot key a memo,
+    # and the lookup, not the memo, says what is wrong, and where.
+    from jinja2 import TemplateRuntimeError
+
+    site = Site()
+    site.env.loader.mapping["listed"] = (  # type: ignore[union-attr]
+        "{% cache_fragment t box %}x{% endcache_fragment %}"
+    )
+    for _ in range(2):
+        with pytest.raises(TemplateRuntimeError, match="timeout must be.*line 1"):
+            site.render("listed", t=[300])
