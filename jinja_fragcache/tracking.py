@@ -17,9 +17,11 @@ write (each one, this process's own included, sends a message).  See
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
+import ssl
 import threading
 import time
 import weakref
@@ -40,6 +42,9 @@ PING_TIMEOUT = 2.0
 
 #: Seconds the tracking thread rests after applying a batch of messages.
 REST = 0.02
+
+#: Bytes asked of the tracking socket at a time.
+READ_SIZE = 1 << 16
 
 
 class TrackingConnection(Protocol):
@@ -316,6 +321,14 @@ class Messages:
         self._unparsed = 0
         self._readable = select.poll()
         self._readable.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+        # A plain socket is read with read(2): its recv() would first
+        # poll(2) again for the socket's timeout, on every read of the near
+        # cache that finds messages waiting.  TLS bytes need the socket's.
+        self._recv: Callable[[int], bytes] = (
+            sock.recv
+            if isinstance(sock, ssl.SSLSocket)
+            else functools.partial(os.read, sock.fileno())
+        )
 
     @property
     def partial(self) -> bool:
@@ -327,9 +340,9 @@ class Messages:
         if self._reader is None:
             return self._through_redis_py()
         found = []
-        # poll() first: whatever the socket's timeout, recv() cannot block.
+        # poll() first: whatever the socket's timeout, a read cannot block.
         while self._readable.poll(0):
-            data = self._sock.recv(1 << 16)
+            data = self._recv(READ_SIZE)
             if not data:
                 raise redis.ConnectionError("tracking connection closed by the server")
             self._reader.feed(data)
@@ -339,6 +352,10 @@ class Messages:
                     raise redis.ConnectionError(f"tracking connection: {message}")
                 self._unparsed -= _resp_length(message)
                 found.append(message)
+            if len(data) < READ_SIZE:
+                # All that had arrived is read: what comes after is for the
+                # next read (no poll(2) more to find it has not come yet).
+                break
         return found
 
     def skip_handshake(self) -> None:

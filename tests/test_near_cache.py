@@ -682,6 +682,39 @@ def test_a_read_applies_waiting_invalidations_itself(
         backend.close()
 
 
+def test_a_read_of_waiting_messages_polls_once() -> None:
+    # Every read of the near cache that finds messages waiting reads them:
+    # one poll(2), one read of all that had arrived, and no poll(2) more to
+    # learn that nothing else has.
+    import socket
+
+    from jinja_fragcache.tracking import Messages
+
+    message = (
+        b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n"
+        b"*1\r\n$11\r\nfragcache:a\r\n"
+    )
+    ours, server = socket.socketpair()
+    try:
+        messages = Messages(None, ours)  # type: ignore[arg-type]
+        polls: list[float] = []
+        readable = messages._readable
+
+        class Counted:
+            def poll(self, timeout: float) -> Any:
+                polls.append(timeout)
+                return readable.poll(timeout)
+
+        messages._readable = Counted()  # type: ignore[assignment]
+        server.sendall(message * 3)
+        found = messages.read()
+        assert [m[2] for m in found] == [[b"fragcache:a"]] * 3
+        assert polls == [0]
+    finally:
+        ours.close()
+        server.close()
+
+
 def test_a_message_read_in_part_keeps_the_store_unused_until_it_is_whole() -> None:
     # The tracking connection's bytes can end inside a message (the rest
     # still on its way): that invalidation is not applied yet, so nothing
