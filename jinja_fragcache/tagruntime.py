@@ -245,9 +245,7 @@ class TagRuntime:
             )
 
             def fill(found: Remembered) -> str:
-                request = found.request._replace(
-                    context=context, holes=table, line=lineno
-                )
+                request = found.request.rendering(context, table, lineno)
                 render = lambda _: caller()  # noqa: E731
                 return filling.open_stored(cache, request, found.body, render, 0)
 

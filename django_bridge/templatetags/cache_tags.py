@@ -398,8 +398,8 @@ class CacheFragmentNode(_FragmentNode):
         """Fills the holes of a remembered body for this render."""
 
         def fill(found: Remembered) -> str:
-            request = found.request._replace(
-                context=context, holes=self.table(context), line=self.lineno or 0
+            request = found.request.rendering(
+                context, self.table(context), self.lineno or 0
             )
             render = lambda _: self.nodelist.render(context)  # noqa: E731
             return filling.open_stored(
