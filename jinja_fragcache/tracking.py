@@ -310,7 +310,7 @@ class Messages:
     """
 
     def __init__(self, conn: TrackingConnection, sock: Any) -> None:
-        self._conn, self._sock = conn, sock
+        self._conn = conn
         try:
             import hiredis
         except ImportError:  # pragma: no cover - hiredis comes with [redis]
