@@ -103,6 +103,7 @@ def screenshot(browser: Any, name: str) -> None:
 
 def test_the_showcase_in_a_real_browser(site: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     log_in(browser, site, "alice")
     assert browser.current_url == site + "/"  # the index, not a 404
@@ -126,7 +127,10 @@ def test_the_showcase_in_a_real_browser(site: str, browser: Any) -> None:
     browser.get(site + "/nested/")
     first = browser.find_element(By.CSS_SELECTOR, "ul.nested li b").text
     browser.find_element(By.CSS_SELECTOR, 'button[name="change"]').click()
-    assert browser.current_url == site + "/nested/#fragment-panel"
+    # The click posts the form: the redirect may not have landed yet.
+    changed = site + "/nested/#fragment-panel"
+    WebDriverWait(browser, 10).until(lambda b: b.current_url == changed)
+    assert browser.current_url == changed
     assert browser.find_element(By.CSS_SELECTOR, "ul.nested li b").text == str(
         int(first) + 1
     )
