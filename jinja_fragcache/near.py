@@ -115,6 +115,9 @@ class WriteToken:
         self.started = started
 
 
+#: The token of a write of no tracked key.
+_NO_KEYS = WriteToken([], 0, 0.0)
+
 _live: weakref.WeakSet[NearCache] = weakref.WeakSet()
 
 
@@ -376,6 +379,8 @@ class NearCache:
         them: whatever such a read returns may predate the write."""
         self._ensure_tracking()
         tracked = [k for k in keys if self._tracked(k)]
+        if not tracked:  # a miss's locks: nothing to drop, nothing to keep
+            return _NO_KEYS
         with self._lock:
             for key in tracked:
                 self._drop(key)
@@ -392,6 +397,8 @@ class NearCache:
         """After the write: keep what it made known (``key: (value,
         timeout seconds or None)``) unless an invalidation of that key, or a
         flush, came meanwhile.  Always call it, with ``None`` on failure."""
+        if not token.keys:
+            return
         known = known or {}
         with self._lock:
             keep = token.epoch == self._epoch and self._active

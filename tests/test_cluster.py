@@ -236,20 +236,19 @@ def async_backend(backend: RedisClusterBackend) -> RedisClusterBackend:
     return backend
 
 
-def test_a_plain_redis_backend_fails_every_render_on_a_cluster(
+def test_a_plain_redis_backend_refuses_a_cluster_client(
     cluster: Cluster,
 ) -> None:
-    # Why the cluster needs a backend of its own: MGET across slots.
-    import redis
+    # The cluster needs a backend of its own (a page's MGET spans slots),
+    # and a plain one refuses a cluster's client at once, saying so.
     from redis.cluster import RedisCluster
 
     from jinja_fragcache import RedisBackend
 
     client = RedisCluster.from_url(cluster.url)
-    backend = RedisBackend(client, near_cache=False)
     try:
-        with pytest.raises(redis.RedisClusterException):
-            backend.get_many(["a", "b", "c", "d"])
+        with pytest.raises(TypeError, match="RedisClusterBackend"):
+            RedisBackend(client, near_cache=False)
     finally:
         client.close()
 

@@ -12,6 +12,7 @@ from ..keys import tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
+from .wire import Wire
 
 if TYPE_CHECKING:
     import redis
@@ -169,6 +170,12 @@ class RedisBackend:
         self.client: redis.Redis = client or redis_module.Redis.from_url(
             url, **self._options
         )
+        if not hasattr(self.client, "connection_pool"):
+            raise TypeError(
+                "RedisBackend needs a redis.Redis client, got "
+                f"{type(self.client).__name__} (for a Redis Cluster, use "
+                "RedisClusterBackend)"
+            )
         self._async_client = async_client
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
@@ -179,6 +186,12 @@ class RedisBackend:
             self.near = NearCache(self._tracking_connection, max_bytes=near_cache_bytes)
             if near_cache_prefix is not None:
                 self.near.bind_prefix(near_cache_prefix)
+        #: What a lookup sends: its scripts and its ``MGET`` (see :mod:`.wire`).
+        self._wire = Wire(
+            self._command_connection,
+            redis_module.ConnectionError,
+            redis_module.ResponseError,
+        )
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -227,6 +240,13 @@ class RedisBackend:
         conn: TrackingConnection = pool.connection_class(**kwargs)
         return conn
 
+    def _command_connection(self) -> Any:
+        """A new connection like the client's, in RESP2, for :attr:`_wire`."""
+        pool = self.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(protocol=2, decode_responses=False)
+        return pool.connection_class(**kwargs)
+
     def _begin(self, keys: Any) -> WriteToken | None:
         return None if self.near is None else self.near.begin_write(keys)
 
@@ -246,7 +266,8 @@ class RedisBackend:
             return []
         plan = None if self.near is None else self.near.plan(keys)
         if plan is None or plan.values is None:
-            return [_as_bytes(v) for v in self.client.mget(keys)]
+            values: list[bytes | None] = self._wire.call("MGET", *keys)
+            return values
         if not plan.missing:
             return plan.values
         assert self.near is not None
@@ -380,15 +401,13 @@ class RedisBackend:
         self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """EVALSHA, or EVAL when the server lacks the script (which loads
-        it).  A plain command: redis-py's ``Script`` costs about as much
-        again on the client as the command itself."""
+        it), on :attr:`_wire`."""
         from redis.exceptions import NoScriptError
 
-        client: Any = self.client  # redis-py leaves execute_command untyped
         try:
-            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return self._wire.call("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            return client.execute_command("EVAL", source, len(keys), *keys, *args)
+            return self._wire.call("EVAL", source, len(keys), *keys, *args)
 
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
@@ -404,6 +423,7 @@ class RedisBackend:
     def close(self) -> None:
         if self.near is not None:
             self.near.close()
+        self._wire.close()
         self.client.close()
 
     # -- async -------------------------------------------------------------------

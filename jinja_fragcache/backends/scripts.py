@@ -75,13 +75,16 @@ end
 for j = 2 * n + 1, #KEYS do
     local key = KEYS[j]
     local value = redis.call('GET', key)
-    if not value then
+    local ttl = -1  -- a counter created here never expires
+    if value then
+        ttl = pttl(key)
+    else
         value = ARGV[5 + j - 2 * n]
         redis.call('SET', key, value)
     end
     current[key] = value
     out[3 * n + 2 * (j - 2 * n) - 1] = value
-    out[3 * n + 2 * (j - 2 * n)] = pttl(key)
+    out[3 * n + 2 * (j - 2 * n)] = ttl
 end
 local now = nil
 for i = 1, n do
@@ -128,7 +131,7 @@ for i = 1, n do
         end
     end
     out[3 * i - 2] = value
-    out[3 * i - 1] = pttl(KEYS[i])
+    out[3 * i - 1] = value and pttl(KEYS[i]) or -2  -- missing: no PTTL to ask
     out[3 * i] = claim
 end
 for _, item in ipairs(extra) do

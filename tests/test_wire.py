@@ -1,0 +1,115 @@
+"""The connections a RedisBackend's lookups send on (``backends/wire.py``),
+against a redis-server of each test's own: a restart, an error reply, a
+frozen server and a fork."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from jinja_fragcache import FragmentCache, FragmentRequest, RedisBackend
+from jinja_fragcache.backends.wire import pack
+
+
+def accepted(url: str) -> int:
+    """Connections the server has accepted so far (this one's included)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_connections_received"])
+    finally:
+        client.close()
+
+
+def test_pack_is_resp() -> None:
+    assert pack(("MGET", "a", b"\x00b", 12)) == (
+        b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$2\r\n\x00b\r\n$2\r\n12\r\n"
+    )
+
+
+def test_a_server_restart_costs_no_failed_read(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    url, (start, stop, _) = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+    try:
+        backend.set("k", b"v", None)
+        assert backend.get_many(["k"]) == [b"v"]
+        stop()
+        start()
+        # The idle connection is the old server's: tried once more, anew.
+        assert backend.get_many(["k"]) == [None]
+    finally:
+        backend.close()
+
+
+def test_an_error_reply_keeps_the_connection(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    import redis
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+    cache = FragmentCache(backend, prefix="wire")
+    try:
+        box, other = FragmentRequest("box"), FragmentRequest("other")
+        assert cache.render(box, lambda: "a") == "a"
+        before = accepted(url)
+        redis.Redis.from_url(url).script_flush()  # NOSCRIPT next, then EVAL
+        assert cache.render(box, lambda: "b") == "a"
+        assert cache.render(other, lambda: "c") == "c"
+        # Only the two INFO clients and the SCRIPT FLUSH one are new.
+        assert accepted(url) - before == 2
+    finally:
+        backend.close()
+
+
+def test_a_timeout_is_not_retried(restartable_redis: tuple[str, Any]) -> None:
+    import redis
+
+    url, (_, _, freeze) = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False, socket_timeout=0.2)
+    try:
+        assert backend.get_many(["k"]) == [None]
+        before = accepted(url)
+        freeze(True)
+        try:
+            with pytest.raises(redis.TimeoutError):
+                backend.get_many(["k"])
+        finally:
+            freeze(False)
+        # The timed-out connection is closed; the next read makes one, and
+        # none was made meanwhile (the server holds a retry's connect in
+        # its backlog while frozen, and accepts it once it runs again).
+        assert backend.get_many(["k"]) == [None]
+        assert accepted(url) - before == 2  # this INFO's and the new read's
+    finally:
+        backend.close()
+
+
+def test_a_forked_child_sends_on_connections_of_its_own(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+    wire = backend._wire
+    try:
+        parent = wire.call("CLIENT", "ID")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                os.write(write, b"%d" % wire.call("CLIENT", "ID"))
+            finally:
+                os._exit(0)
+        os.close(write)
+        child = int(os.read(read, 100))
+        os.waitpid(pid, 0)
+        os.close(read)
+        assert child != parent
+        assert wire.call("CLIENT", "ID") == parent  # the parent's, untouched
+    finally:
+        backend.close()
