@@ -166,7 +166,7 @@ def miss_flow(
     except BaseException:  # let the next request render instead of waiting
         yield from _write(cache, {}, None, keys, won, token)
         raise
-    _record_renders(cache, first.name, rendered)
+    seconds = _recorded(cache, first.name, rendered)
     timeout = first.timeout
     soft_expiry = None if timeout is None else time.time() + timeout
     writes: dict[str, bytes] = {}
@@ -199,7 +199,7 @@ def miss_flow(
     # when the backend itself is down).
     yield from _write(cache, writes if writable else {}, hard_ttl, keys, won, token)
     # Noted after the render, whose own fragments note theirs first.
-    note("miss", first.name, keys, fetched, sum(r.seconds for r in rendered))
+    note("miss", first.name, keys, fetched, seconds)
     return results
 
 
@@ -302,12 +302,15 @@ def _foreign_block(name: str) -> None:
 def render_uncached(cache: FragmentCache, requests: Sequence[FragmentRequest]) -> Gen:
     report_uncached(requests[0].name, counters_of(cache.prefix, requests, cache.shards))
     rendered = yield ("render", range(len(requests)))
-    _record_renders(cache, requests[0].name, rendered)
-    seconds = sum(r.seconds for r in rendered)
+    seconds = _recorded(cache, requests[0].name, rendered)
     note("uncached", requests[0].name, [], 0.0, seconds)
     return [r.body for r in rendered]
 
 
-def _record_renders(cache: FragmentCache, name: str, rendered: list[Rendered]) -> None:
-    seconds = sum(r.seconds for r in rendered)
+def _recorded(cache: FragmentCache, name: str, rendered: list[Rendered]) -> float:
+    """Record *rendered* in the statistics; the seconds they took."""
+    seconds = (
+        rendered[0].seconds if len(rendered) == 1 else sum(r.seconds for r in rendered)
+    )
     cache.statistics.record_render(name, seconds, len(rendered))
+    return seconds

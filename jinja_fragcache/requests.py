@@ -96,15 +96,15 @@ def build_requests(
     holes: HoleTable | None = None,
     line: int = 0,
     identity: VaryIdentity | None = None,
-    where: str = "",
     debug: bool = False,
 ) -> list[FragmentRequest]:
     """One request per tuple of vary values, as every tag builds them.
 
     The timeout and the tags are checked once.  A variant with a vary value
     that has no safe identity (see :mod:`jinja_fragcache.identity`) renders
-    uncached (its timeout becomes ``0``) with a warning naming *where*; with
-    *debug* a value with no identity at all is an error instead.
+    uncached (its timeout becomes ``0``) with a warning naming *template*
+    and *line* (or no template); with *debug* a value with no identity at
+    all is an error instead.
 
     :raises ValueError: naming the bad value; the tag adds the template and
         the line.
@@ -120,9 +120,9 @@ def build_requests(
         except RefusedVaryValue as refused:
             if debug and refused.severe:
                 raise
+            place = where(template, line) if template or line else "no template"
             warnings.warn(
-                f"fragment {name!r} ({where or 'no template'}) is not cached: "
-                f"{refused}",
+                f"fragment {name!r} ({place}) is not cached: {refused}",
                 FragmentCacheWarning,
                 stacklevel=2,
             )

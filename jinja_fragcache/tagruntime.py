@@ -78,7 +78,6 @@ class TagRuntime:
                 holes=table,
                 line=lineno,
                 identity=cache.identity,
-                where=_where(context, lineno),
                 debug=cache.debug,
             )
         except ValueError as exc:

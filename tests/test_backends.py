@@ -426,6 +426,23 @@ def test_read_claiming_async_is_the_same(
     assert b.get_many([entry, entry + ":lock"]) == [b"v", None]
 
 
+def test_read_claiming_judges_expiry_by_this_process_clock(
+    claiming_backend: Any, key: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fragment cache judges an entry by this process's clock, and so
+    # does the claiming read: on Redis the script is given it (the server's
+    # TIME, besides costing the script as much as a read, may be apart).
+    from jinja_fragcache.backends.base import WON
+
+    b = claiming_backend
+    entry = key()
+    b.set(entry, _entry({}, time.time() + 60), 300)
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    claimed = b.read_claiming(_claiming_read(key, [entry], [], cold=False))
+    assert claimed.claims == [WON]  # stale by this clock, not by the server's
+
+
 @pytest.mark.parametrize(
     ("stored", "claim"),
     [

@@ -343,7 +343,6 @@ class _FragmentNode(Node):
         self, context: Context, varies: Sequence[Sequence[object]]
     ) -> list[FragmentRequest]:
         cache = get_fragment_cache()
-        place = where(self.template_name, self.lineno)
         table = self.table(context)
         try:
             return build_requests(
@@ -357,10 +356,10 @@ class _FragmentNode(Node):
                 holes=table,
                 line=self.lineno or 0,
                 identity=cache.identity,
-                where=place,
                 debug=cache.debug,
             )
         except ValueError as exc:
+            place = where(self.template_name, self.lineno)
             raise template.TemplateSyntaxError(
                 f"{self.tag} {self.name!r}: {exc} ({place})"
             ) from None

@@ -980,7 +980,8 @@ def _claiming(
         keys = [read.entries[i] for i in entries]
         keys += [read.locks[i] for i in entries]
         keys += [read.counters[j] for j in counters]
-        options = (len(entries), int(read.claim_cold), token, px, "t" if ttls else "")
+        flags, now = "t" if ttls else "", scripts.clock()
+        options = (len(entries), int(read.claim_cold), token, px, flags, now)
         versions = [read.new_version() for _ in counters]
         command = ("EVALSHA", _READ_CLAIMING_SHA, len(keys), *keys, *options, *versions)
         commands.append((slot, command))

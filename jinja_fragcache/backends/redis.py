@@ -73,32 +73,31 @@ def _claiming(
     the near cache needs each value's PTTL."""
     keys = [*read.entries, *read.locks, *read.counters]
     px = _px(read.lock_timeout)
-    flags = "nt" if ttls else "n"
-    options = [len(read.entries), int(read.claim_cold), token, px, flags]
+    flags, now = "nt" if ttls else "n", scripts.clock()
+    options = [len(read.entries), int(read.claim_cold), token, px, flags, now]
     return keys, [*options, *(read.new_version() for _ in read.counters)]
 
 
 def _claimed(
     read: ClaimingRead, token: bytes, reply: Sequence[Any]
 ) -> tuple[Claimed, list[int]]:
-    """The script's flat reply as a :class:`~.base.Claimed`, and each
-    value's PTTL (entries, then counters) for the near cache."""
+    """The script's flat reply (values as bytes: see :func:`_in_bytes`) as a
+    :class:`~.base.Claimed`, and each value's PTTL (entries, then counters)
+    for the near cache."""
     n, m = len(read.entries), len(read.counters)
-    values: list[bytes | None] = []
-    pttls: list[int] = []
-    claims: list[int] = []
-    for i in range(n):
-        values.append(_as_bytes(reply[3 * i] or None))
-        pttls.append(int(reply[3 * i + 1]))
-        claims.append(int(reply[3 * i + 2]))
-    for at in range(3 * n, 3 * n + 2 * m, 2):
-        values.append(_as_bytes(reply[at] or None))
-        pttls.append(int(reply[at + 1]))
-    rest = reply[3 * n + 2 * m :]
-    nested = {
-        _key(rest[i]): _as_bytes(rest[i + 1] or None) for i in range(0, len(rest), 2)
-    }
-    return Claimed(values, claims, nested, token), pttls
+    entries, end = 3 * n, 3 * n + 2 * m
+    # Lua's false is a missing value (and so is an empty one).
+    values = [v or None for v in (*reply[0:entries:3], *reply[entries:end:2])]
+    pttls = [*reply[1:entries:3], *reply[entries + 1 : end : 2]]
+    rest = reply[end:]
+    nested = {_key(rest[i]): rest[i + 1] or None for i in range(0, len(rest), 2)}
+    return Claimed(values, list(reply[2:entries:3]), nested, token), pttls
+
+
+def _in_bytes(reply: Sequence[Any]) -> list[Any]:
+    """A script's flat reply from a client that may decode (a given asyncio
+    client): its strings as bytes.  The sync path's replies are bytes."""
+    return [_as_bytes(v) if isinstance(v, str) else v for v in reply]
 
 
 def _writing(
@@ -487,8 +486,8 @@ class RedisBackend:
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
             keys, args = _claiming(read, token, plan is not None)
-            reply = await self._aeval(
-                _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
+            reply = _in_bytes(
+                await self._aeval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
             )
         finally:
             self._end(written, None)
