@@ -113,3 +113,34 @@ def test_a_forked_child_sends_on_connections_of_its_own(
         assert wire.call("CLIENT", "ID") == parent  # the parent's, untouched
     finally:
         backend.close()
+
+
+def test_threads_never_read_each_others_replies(redis_url: str) -> None:
+    # Each connection serves one thread at a time: were two threads to
+    # share one, a reply could reach the other (one user's fragment served
+    # to another).  Eight threads each read their own key, over and over.
+    import threading
+
+    backend = RedisBackend.from_url(redis_url, near_cache=False)
+    keys = [f"wire-thread:{os.urandom(6).hex()}:{n}" for n in range(8)]
+    backend.set_many({key: key.encode() for key in keys}, 60)
+    wrong: list[tuple[str, object]] = []
+    start = threading.Barrier(len(keys))
+
+    def read(key: str) -> None:
+        start.wait()
+        for _ in range(300):
+            (value,) = backend.get_many([key])
+            if value != key.encode():
+                wrong.append((key, value))
+
+    threads = [threading.Thread(target=read, args=(key,)) for key in keys]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert wrong == []
+        assert len(backend._wire._idle) > 1  # the threads did overlap
+    finally:
+        backend.close()
