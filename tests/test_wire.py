@@ -144,3 +144,56 @@ def test_threads_never_read_each_others_replies(redis_url: str) -> None:
         assert len(backend._wire._idle) > 1  # the threads did overlap
     finally:
         backend.close()
+
+
+def test_async_a_server_restart_costs_no_failed_read(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    import asyncio
+
+    url, (start, stop, _) = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+
+    async def reads() -> None:
+        await backend.aset("k", b"v", None)
+        assert await backend.aget_many(["k"]) == [b"v"]
+        stop()
+        start()
+        assert await backend.aget_many(["k"]) == [None]
+        await backend.aclose()
+
+    try:
+        asyncio.run(reads())
+    finally:
+        backend.close()
+
+
+def test_async_a_cancelled_read_leaves_no_reply_for_the_next(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    # A task cancelled while its reply is on the way: were its connection
+    # kept, the next task would read that reply as its own.
+    import asyncio
+
+    url, (_, _, freeze) = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+
+    async def reads() -> None:
+        await backend.aset_many({"mine": b"mine", "theirs": b"theirs"}, None)
+        assert await backend.aget_many(["theirs"]) == [b"theirs"]
+        freeze(True)
+        try:
+            waiting = asyncio.ensure_future(backend.aget_many(["theirs"]))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            freeze(False)
+        assert await backend.aget_many(["mine"]) == [b"mine"]
+        await backend.aclose()
+
+    try:
+        asyncio.run(reads())
+    finally:
+        backend.close()

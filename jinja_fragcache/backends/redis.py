@@ -12,7 +12,7 @@ from ..keys import tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
-from .wire import Wire
+from .wire import AsyncWire, Wire
 
 if TYPE_CHECKING:
     import redis
@@ -81,7 +81,7 @@ def _claiming(
 def _claimed(
     read: ClaimingRead, token: bytes, reply: Sequence[Any]
 ) -> tuple[Claimed, list[int]]:
-    """The script's flat reply (values as bytes: see :func:`_in_bytes`) as a
+    """The script's flat reply (bytes: it came through :mod:`.wire`) as a
     :class:`~.base.Claimed`, and each value's PTTL (entries, then counters)
     for the near cache."""
     n, m = len(read.entries), len(read.counters)
@@ -92,12 +92,6 @@ def _claimed(
     rest = reply[end:]
     nested = {_key(rest[i]): rest[i + 1] or None for i in range(0, len(rest), 2)}
     return Claimed(values, list(reply[2:entries:3]), nested, token), pttls
-
-
-def _in_bytes(reply: Sequence[Any]) -> list[Any]:
-    """A script's flat reply from a client that may decode (a given asyncio
-    client): its strings as bytes.  The sync path's replies are bytes."""
-    return [_as_bytes(v) if isinstance(v, str) else v for v in reply]
 
 
 def _writing(
@@ -178,6 +172,10 @@ class RedisBackend:
         self._async_client = async_client
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
+        ] = weakref.WeakKeyDictionary()
+        #: The lookup's connections on each event loop (see :mod:`.wire`).
+        self._async_wires: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncWire
         ] = weakref.WeakKeyDictionary()
         #: The near cache, or ``None`` when turned off.
         self.near: NearCache | None = None
@@ -438,6 +436,28 @@ class RedisBackend:
             client = self._async_clients[loop] = self._make_async_client()
         return client
 
+    @property
+    def _awire(self) -> AsyncWire:
+        """The lookup's asyncio connections on the running loop."""
+        loop = asyncio.get_running_loop()
+        wire = self._async_wires.get(loop)
+        if wire is None:
+            import redis.asyncio
+
+            wire = self._async_wires[loop] = AsyncWire(
+                self._async_command_connection,
+                redis.asyncio.ConnectionError,
+                redis.asyncio.ResponseError,
+            )
+        return wire
+
+    def _async_command_connection(self) -> Any:
+        """A new asyncio connection like the loop's client's, in RESP2."""
+        pool = self.async_client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(protocol=2, decode_responses=False)
+        return pool.connection_class(**kwargs)
+
     def _make_async_client(self) -> redis.asyncio.Redis:
         from redis import asyncio as aioredis
 
@@ -460,7 +480,8 @@ class RedisBackend:
             return []
         plan = None if self.near is None else self.near.plan(keys)
         if plan is None or plan.values is None:
-            return [_as_bytes(v) for v in await self.async_client.mget(keys)]
+            values: list[bytes | None] = await self._awire.call("MGET", *keys)
+            return values
         if not plan.missing:
             return plan.values
         assert self.near is not None
@@ -486,8 +507,8 @@ class RedisBackend:
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
             keys, args = _claiming(read, token, plan is not None)
-            reply = _in_bytes(
-                await self._aeval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+            reply = await self._aeval(
+                _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
             )
         finally:
             self._end(written, None)
@@ -514,14 +535,14 @@ class RedisBackend:
     async def _aeval(
         self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """EVALSHA, loading the script when the server lacks it."""
+        """Async :meth:`_eval`, on the running loop's :attr:`_awire`."""
         from redis.exceptions import NoScriptError
 
-        client: Any = self.async_client
+        wire = self._awire
         try:
-            return await client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return await wire.call("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await client.execute_command("EVAL", source, len(keys), *keys, *args)
+            return await wire.call("EVAL", source, len(keys), *keys, *args)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
         token, known = self._begin((key,)), None
@@ -584,7 +605,10 @@ class RedisBackend:
         return None if result is None else int(result)
 
     async def aclose(self) -> None:
-        """Close the asyncio client of the running loop."""
+        """Close the asyncio client of the running loop, and its wire."""
+        wire = self._async_wires.pop(asyncio.get_running_loop(), None)
+        if wire is not None:
+            await wire.aclose()
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)

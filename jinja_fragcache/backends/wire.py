@@ -17,6 +17,7 @@ connection that failed is closed, never put back.  A connection error on a
 connection that sat idle (a server restarted meanwhile, a failover) closes
 every idle one and is tried once more on a new connection, as the client's
 retry would; a timeout is not retried.  A forked child starts with none.
+:class:`AsyncWire` does the same with asyncio connections, per event loop.
 """
 
 from __future__ import annotations
@@ -118,7 +119,65 @@ class Wire:
         self._idle = []
 
 
-_wires: weakref.WeakSet[Wire] = weakref.WeakSet()
+class AsyncWire:
+    """:class:`Wire` for asyncio: redis-py's asyncio connections, of one
+    event loop (a backend keeps one per loop).  A task cancelled while it
+    waits for a reply closes that connection: its reply would be the next
+    task's."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        lost: type[Exception],
+        refused: type[Exception],
+    ) -> None:
+        self._connect = connect
+        self._lost = lost
+        self._refused = refused
+        self._idle: list[Any] = []
+        _wires.add(self)
+
+    async def call(self, *args: Arg) -> Any:
+        """:meth:`Wire.call`, awaited."""
+        packed = [pack(args)]
+        try:
+            link = self._idle.pop()
+        except IndexError:
+            return await self._call_on(await self._new(), packed)
+        try:
+            return await self._call_on(link, packed)
+        except self._lost:
+            await self.aclose()
+            return await self._call_on(await self._new(), packed)
+
+    async def _new(self) -> Any:
+        link = self._connect()
+        await link.connect()
+        return link
+
+    async def _call_on(self, link: Any, packed: list[bytes]) -> Any:
+        try:
+            await link.send_packed_command(packed, False)
+            reply = await link.read_response()
+        except self._refused:
+            self._idle.append(link)
+            raise
+        except BaseException:
+            await link.disconnect(nowait=True)
+            raise
+        self._idle.append(link)
+        return reply
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            await self._idle.pop().disconnect()
+
+    def _forked(self) -> None:
+        self._idle = []
+
+
+_wires: weakref.WeakSet[Wire | AsyncWire] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
