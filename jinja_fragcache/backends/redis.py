@@ -106,6 +106,19 @@ def _writing(
     return [*writes, *locks], [*options, *writes.values()]
 
 
+def _like(pool: Any, **options: Any) -> Any:
+    """A new, unconnected connection like *pool*'s own (its class and
+    options: TLS, credentials, database, Sentinel), in RESP2 and handing
+    back bytes, sync or asyncio as *pool* is."""
+    kwargs = {
+        **pool.connection_kwargs,
+        "protocol": 2,
+        "decode_responses": False,
+        **options,
+    }
+    return pool.connection_class(**kwargs)
+
+
 def _added(
     mapping: Mapping[str, bytes], added: list[bool], timeout: Timeout
 ) -> dict[str, tuple[bytes | None, float | None]]:
@@ -229,20 +242,16 @@ class RedisBackend:
             self.near.bind_prefix(*tracked_prefixes(prefix))
 
     def _tracking_connection(self) -> TrackingConnection:
-        """A new connection like the client's, in RESP2, for tracking."""
-        pool = self.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        # Named, so that CLIENT LIST shows what the extra connection is.
-        kwargs.update(protocol=2, decode_responses=False, client_name=TRACKING_NAME)
-        conn: TrackingConnection = pool.connection_class(**kwargs)
+        """A new connection like the client's, for tracking: named, so that
+        CLIENT LIST shows what the extra connection is."""
+        conn: TrackingConnection = _like(
+            self.client.connection_pool, client_name=TRACKING_NAME
+        )
         return conn
 
     def _command_connection(self) -> Any:
-        """A new connection like the client's, in RESP2, for :attr:`_wire`."""
-        pool = self.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(protocol=2, decode_responses=False)
-        return pool.connection_class(**kwargs)
+        """A new connection like the client's, for :attr:`_wire`."""
+        return _like(self.client.connection_pool)
 
     def _begin(self, keys: Any) -> WriteToken | None:
         return None if self.near is None else self.near.begin_write(keys)
@@ -452,11 +461,8 @@ class RedisBackend:
         return wire
 
     def _async_command_connection(self) -> Any:
-        """A new asyncio connection like the loop's client's, in RESP2."""
-        pool = self.async_client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(protocol=2, decode_responses=False)
-        return pool.connection_class(**kwargs)
+        """A new asyncio connection like the loop's client's."""
+        return _like(self.async_client.connection_pool)
 
     def _make_async_client(self) -> redis.asyncio.Redis:
         from redis import asyncio as aioredis
