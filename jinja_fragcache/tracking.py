@@ -378,7 +378,13 @@ def _resp_length(value: Any) -> int:
     if isinstance(value, bytes):
         return len(value) + len(str(len(value))) + 5  # $<n>\r\n<data>\r\n
     if isinstance(value, list):
-        return len(str(len(value))) + 3 + sum(map(_resp_length, value))
+        total = len(str(len(value))) + 3  # *<n>\r\n
+        for item in value:  # a message's parts are bulk strings, mostly
+            if isinstance(item, bytes):
+                total += len(item) + len(str(len(item))) + 5
+            else:
+                total += _resp_length(item)
+        return total
     if value is None:
         return 5  # $-1\r\n or *-1\r\n
     if isinstance(value, int):
