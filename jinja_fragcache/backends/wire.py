@@ -44,10 +44,10 @@ def pack(args: tuple[Arg, ...]) -> bytes:
     return b"".join(out)
 
 
-class Wire:
-    """Commands on connections made by *connect*, one thread at a time each.
+class _Links:
+    """Idle connections made by *connect*, each for one caller at a time.
 
-    :param connect: makes a new, unconnected redis-py ``Connection``.
+    :param connect: makes a new, unconnected redis-py connection.
     :param lost: the exception of a lost connection (redis-py's
         ``ConnectionError``): retried once on a fresh connection.
     :param refused: the exception of an error reply (redis-py's
@@ -66,6 +66,15 @@ class Wire:
         self._refused = refused
         self._idle: list[Any] = []
         _wires.add(self)
+
+    def _forked(self) -> None:
+        # The parent's connections stay the parent's: forgotten, not closed
+        # (redis-py shuts a socket down only in the process that opened it).
+        self._idle = []
+
+
+class Wire(_Links):
+    """Commands on redis-py connections, one thread at a time each."""
 
     def call(self, *args: Arg) -> Any:
         """Send one command and return its reply; an error reply raises
@@ -113,29 +122,12 @@ class Wire:
                 return
             link.disconnect()
 
-    def _forked(self) -> None:
-        # The parent's connections stay the parent's: forgotten, not closed
-        # (redis-py shuts a socket down only in the process that opened it).
-        self._idle = []
 
-
-class AsyncWire:
+class AsyncWire(_Links):
     """:class:`Wire` for asyncio: redis-py's asyncio connections, of one
     event loop (a backend keeps one per loop).  A task cancelled while it
     waits for a reply closes that connection: its reply would be the next
     task's."""
-
-    def __init__(
-        self,
-        connect: Callable[[], Any],
-        lost: type[Exception],
-        refused: type[Exception],
-    ) -> None:
-        self._connect = connect
-        self._lost = lost
-        self._refused = refused
-        self._idle: list[Any] = []
-        _wires.add(self)
 
     async def call(self, *args: Arg) -> Any:
         """:meth:`Wire.call`, awaited."""
@@ -173,11 +165,8 @@ class AsyncWire:
         while self._idle:
             await self._idle.pop().disconnect()
 
-    def _forked(self) -> None:
-        self._idle = []
 
-
-_wires: weakref.WeakSet[Wire | AsyncWire] = weakref.WeakSet()
+_wires: weakref.WeakSet[_Links] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
