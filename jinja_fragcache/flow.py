@@ -55,14 +55,13 @@ def new_version() -> bytes:
         try:
             return b"%d" % (_words.popleft() >> 2)  # 62 bits
         except IndexError:
-            _words.extend(
-                word for (word,) in struct.iter_unpack("<Q", os.urandom(4096))
-            )
+            _words.extend(_WORDS.unpack(os.urandom(_WORDS.size)))
 
 
 #: The operating system's random bytes, 8 at a time: one ``getrandom`` per
 #: 512 versions instead of one each.  A deque, so threads never share a word;
 #: emptied in a forked child, which must not repeat its parent's.
 _words: deque[int] = deque()
+_WORDS = struct.Struct("<512Q")
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(after_in_child=_words.clear)

@@ -149,6 +149,17 @@ class VaryIdentity:
         by_type = self._by_type
         if type(values) is not list and type(values) is not tuple:
             values = tuple(values)  # read twice when a type is new
+        if self._as_is:  # ints and strs keyed as they are: no converter call
+            plain: list[str] = []
+            for value in values:
+                if type(value) is int:
+                    plain.append(str(value))
+                elif type(value) is str and not value.startswith(MARK):
+                    plain.append(value)
+                else:
+                    break
+            else:
+                return tuple(plain)
         try:  # every type seen before: the common case, kept cheap
             converters = [by_type[type(value)] for value in values]
         except KeyError:

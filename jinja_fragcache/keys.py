@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from .identity import DEFAULT_IDENTITY, VaryIdentity
@@ -50,13 +52,17 @@ class FragmentCacheWarning(UserWarning):
     """Something that silently makes a fragment cache useless or unsafe."""
 
 
-def _encode_parts(parts: Iterable[str]) -> bytes:
+def _encode_parts(parts: Sequence[str]) -> bytes:
     """Length-prefix each part so that no separator can collide.
 
     ``("a:b",)`` becomes ``b"3:a:b"`` and ``("a", "b")`` becomes
     ``b"1:a1:b"``; decoding is unambiguous, so the encoding is injective.
     """
-    text = "".join([f"{len(part)}:{part}" for part in parts])
+    if len(parts) == 3:  # a name, its count and one vary value: most keys
+        name, count, value = parts
+        text = f"{len(name)}:{name}{len(count)}:{count}{len(value)}:{value}"
+    else:
+        text = "".join([f"{len(part)}:{part}" for part in parts])
     if text.isascii():  # every part ASCII: its length in characters is in bytes
         return text.encode("ascii")
     chunks = []
@@ -67,9 +73,15 @@ def _encode_parts(parts: Iterable[str]) -> bytes:
     return b"".join(chunks)
 
 
-def _digest(parts: Iterable[str]) -> str:
+def _digest(parts: Sequence[str]) -> str:
     # 160 bits of BLAKE2b: collisions are out of reach, and it is fast.
-    return hashlib.blake2b(_encode_parts(parts), digest_size=20).hexdigest()
+    # A copy of an empty one: cheaper than making one with its arguments.
+    digest = _BLAKE2B_160.copy()
+    digest.update(_encode_parts(parts))
+    return digest.hexdigest()
+
+
+_BLAKE2B_160 = hashlib.blake2b(digest_size=20)
 
 
 def _readable(name: str) -> str:
@@ -95,24 +107,44 @@ _T = TypeVar("_T")
 
 
 class SizeBoundedCache(Generic[_T]):
-    """``functools.lru_cache`` for functions of vary values, bounded by size
-    too: a call whose tuple arguments hold more than :data:`CACHED_LENGTH`
-    characters in all is computed every time and never kept."""
+    """A memo of a function of vary values, bounded by count and by size: a
+    call whose tuples of strings (the arguments at *sized*) hold more than
+    :data:`CACHED_LENGTH` characters in all is computed every time and
+    never kept.  When full, it starts afresh: cheaper than keeping an order
+    on every read, and what a page uses is kept again at its next render.
 
-    def __init__(self, function: Callable[..., _T], maxsize: int) -> None:
+    A plain dict read, with no wrapper around it on the way: ``lru_cache``
+    behind a size check cost a lookup as much as the key's hashing did.
+    A dict's single operations are atomic, so threads need no lock here.
+    """
+
+    def __init__(
+        self, function: Callable[..., _T], maxsize: int, sized: tuple[int, int]
+    ) -> None:
         self._function = function
-        self._cached = functools.lru_cache(maxsize=maxsize)(function)
-        self.cache_info = self._cached.cache_info
+        self._maxsize = maxsize
+        self._sized = operator.itemgetter(*sized)
+        self._kept: dict[tuple[Any, ...], _T] = {}
         functools.update_wrapper(self, function)
 
+    def __len__(self) -> int:
+        return len(self._kept)
+
     def __call__(self, *args: Any) -> _T:
-        length = 0
-        for arg in args:
-            if type(arg) is tuple:
-                length += sum(map(len, arg))
-        if length > CACHED_LENGTH:
-            return self._function(*args)
-        return self._cached(*args)
+        found = self._kept.get(args)
+        if found is None:
+            found = self._function(*args)
+            self._keep(args, found)
+        return found
+
+    def _keep(self, args: tuple[Any, ...], result: _T) -> None:
+        strings = itertools.chain.from_iterable(self._sized(args))
+        if sum(map(len, strings)) > CACHED_LENGTH:
+            return
+        kept = self._kept
+        if len(kept) >= self._maxsize:
+            kept.clear()
+        kept[args] = result
 
 
 #: The kinds of key that share their name's hash slot.
@@ -144,7 +176,7 @@ def _build_key(
 
 
 #: Cached: a page asks for the same few keys on every request.
-_key = SizeBoundedCache(_build_key, maxsize=4096)
+_key = SizeBoundedCache(_build_key, maxsize=4096, sized=(2, 3))
 
 
 def vary_strings(

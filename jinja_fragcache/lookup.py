@@ -71,7 +71,7 @@ def _plan_keys(
     return key, tuple(counters), (key, *counters)
 
 
-_keys_for = SizeBoundedCache(_plan_keys, maxsize=8192)
+_keys_for = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
 
 
 def counters_of(

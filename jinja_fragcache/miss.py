@@ -61,6 +61,8 @@ def miss_flow(
         return (yield from render_uncached(cache, requests))
     first = requests[0]
     keys, own, versions, start = read.keys, read.own, read.versions, read.start
+    if read.claims == _WON_ONE and None not in map(versions.get, own[0]):
+        return (yield from _won_flow(cache, first, read))
     entries = yield from settle(cache, read.entries, versions)
     if entries is FAILED:
         return (yield from render_uncached(cache, requests))
@@ -167,40 +169,89 @@ def miss_flow(
         yield from _write(cache, {}, None, keys, won, token)
         raise
     seconds = _recorded(cache, first.name, rendered)
-    timeout = first.timeout
-    soft_expiry = None if timeout is None else time.time() + timeout
     writes: dict[str, bytes] = {}
     try:
         for i, done in zip(to_render, rendered, strict=True):
             results[i] = done.body
-            if done.unfilled:
-                filling.unfilled(cache, requests[i], done.unfilled)
-            snapshot = {k: versions.get(k) or "" for k in own[i]}
-            snapshot.update(done.versions)
-            expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
-            report(snapshot, expires)  # an uncached inner goes further up too
-            inner = snapshot.pop(UNCACHED, None)
-            if inner is not None:
-                _not_frozen(cache, requests[i].name, inner)
-                continue
-            stored = filling.sealed(cache, requests[i], done)
-            if stored is None:
-                _foreign_block(requests[i].name)
-                continue
-            if cache.store_filter is None or cache.store_filter(requests[i], stored):
-                entry = Entry(stored, expires, first.template, first.digest, snapshot)
-                writes[keys[i]] = entry.encode()
+            _store(cache, requests[i], keys[i], own[i], versions, done, writes)
     except BaseException:  # a store_filter that refuses loudly
         yield from _write(cache, {}, None, keys, won, token)
         raise
-    hard_ttl = None if timeout is None else timeout + cache.stale_grace
     # Whatever failed before, a lock this request holds is released, or
     # every later request would wait for it (the breaker skips this
     # when the backend itself is down).
+    hard_ttl = _hard_ttl(cache, first.timeout)
     yield from _write(cache, writes if writable else {}, hard_ttl, keys, won, token)
     # Noted after the render, whose own fragments note theirs first.
     note("miss", first.name, keys, fetched, seconds)
     return results
+
+
+def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen:
+    """:func:`miss_flow` of the plain miss: one request whose lock the
+    first read won and whose counters it found or created, so there is
+    nothing to settle, wait for or create: render, store, release."""
+    key, token = read.keys[0], read.token
+    fetched = time.perf_counter() - read.start
+    try:
+        (done,) = yield ("render", _FIRST)
+        cache.statistics.record_miss(request.name, fetched, done.seconds)
+        writes: dict[str, bytes] = {}
+        _store(cache, request, key, read.own[0], read.versions, done, writes)
+    except BaseException:  # let the next request render instead of waiting
+        yield ("write_releasing", {}, None, [lock_key(key)], token)
+        raise
+    hard_ttl = _hard_ttl(cache, request.timeout)
+    yield ("write_releasing", writes, hard_ttl, [lock_key(key)], token)
+    note("miss", request.name, read.keys, fetched, done.seconds)
+    return [done.body]
+
+
+#: The claims of a plain miss: one request, its lock won.
+_WON_ONE = [WON]
+#: What ``_won_flow`` renders: its one request.
+_FIRST = (0,)
+
+
+def _hard_ttl(cache: FragmentCache, timeout: float | None) -> float | None:
+    """How long an entry of *timeout* lives: its stale grace past it."""
+    return None if timeout is None else timeout + cache.stale_grace
+
+
+def _store(
+    cache: FragmentCache,
+    request: FragmentRequest,
+    key: str,
+    own: tuple[str, ...],
+    versions: dict[str, str | None],
+    done: Rendered,
+    writes: dict[str, bytes],
+) -> None:
+    """Add to *writes* the entry of *done* (a render of *request*), unless
+    it must not be stored: a fragment inside did not cache, a block inside
+    belongs to another template, or the ``store_filter`` refused it.  Its
+    counters are reported to the fragment around it in any case."""
+    if done.unfilled:
+        filling.unfilled(cache, request, done.unfilled)
+    timeout = request.timeout
+    snapshot = {k: versions.get(k) or "" for k in own}
+    snapshot.update(done.versions)
+    expires = None if timeout is None else time.time() + timeout
+    inner_expiry = snapshot.pop(EXPIRES, None)
+    if inner_expiry is not None:
+        expires = _sooner(expires, inner_expiry)
+    report(snapshot, expires)  # an uncached inner goes further up too
+    inner = snapshot.pop(UNCACHED, None)
+    if inner is not None:
+        _not_frozen(cache, request.name, inner)
+        return
+    stored = filling.sealed(cache, request, done)
+    if stored is None:
+        _foreign_block(request.name)
+        return
+    if cache.store_filter is None or cache.store_filter(request, stored):
+        entry = Entry(stored, expires, request.template, request.digest, snapshot)
+        writes[key] = entry.encode()
 
 
 def _replace_corrupt(cache: FragmentCache, name: str, counters: list[str]) -> Gen:

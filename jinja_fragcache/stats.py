@@ -86,6 +86,17 @@ class FragmentStats:
                 counters.fetches += count
                 counters.hits += count
 
+    def record_miss(self, name: str, fetched: float, rendered: float) -> None:
+        """Record one lookup of *name* that missed and rendered: a fetch of
+        *fetched* seconds, then a render of *rendered*."""
+        with self._lock:
+            counters = self._counters(name)
+            counters.fetches += 1
+            counters.fetch_seconds += fetched
+            counters.misses += 1
+            counters.renders += 1
+            counters.render_seconds += rendered
+
     def record_render(self, name: str, seconds: float, count: int = 1) -> None:
         with self._lock:
             counters = self._counters(name)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from jinja_fragcache import make_fragment_key
 from jinja_fragcache.keys import (
+    CACHED_LENGTH,
     MAX_KEY_LENGTH,
+    SizeBoundedCache,
     _encode_parts,
     lock_key,
     name_version_key,
@@ -183,3 +185,24 @@ def test_shards_spread_one_names_variants() -> None:
     # The same variant has the same key whatever else is cached.
     assert make_fragment_key("card", [7], shards=16) == keys[7]
     assert keys[7].startswith("fragcache:2:f:{card.")
+
+
+def test_a_key_memo_is_bounded_by_count_and_by_size() -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def build(name: str, vary: tuple[str, ...]) -> str:
+        calls.append(vary)
+        return name + "".join(vary)
+
+    memo = SizeBoundedCache(build, maxsize=3, sized=(1, 1))
+    for i in range(3):
+        assert memo("n", (str(i),)) == f"n{i}"
+    assert memo("n", ("0",)) == "n0" and len(calls) == 3  # kept
+    memo("n", ("3",))  # a fourth: it starts afresh, then keeps it
+    assert len(memo) == 1
+    memo("n", ("0",))
+    assert len(calls) == 5
+    long = ("x" * (CACHED_LENGTH + 1),)
+    memo("n", long)
+    memo("n", long)
+    assert calls[-2:] == [long, long] and len(memo) == 2

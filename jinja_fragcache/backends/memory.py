@@ -128,34 +128,37 @@ class MemoryBackend(SyncBackendMixin):
         """The lookup's first read, the missing counters created and the
         locks claimed, under one lock (see :class:`~.base.ClaimingRead`)."""
         now, wall = time.monotonic(), time.time()
+        live, store = self._live, self._store
         token = b""
         nested: dict[str, bytes | None] = {}
         with self._lock:
-            counters: list[bytes | None] = []
+            known: dict[str, bytes | None] = {}
+            counters = []
             for key in read.counters:
-                value = self._live(key, now)
+                value = live(key, now)
                 if value is None:
                     value = read.new_version()
-                    self._store(key, value, None, now)
+                    store(key, value, None, now)
+                known[key] = value
                 counters.append(value)
-            known = dict(zip(read.counters, counters, strict=True))
 
             def current(key: str) -> bytes | None:
                 if key not in known:
-                    known[key] = nested[key] = self._live(key, now)
+                    known[key] = nested[key] = live(key, now)
                 return known[key]
 
-            values = [self._live(key, now) for key in read.entries]
+            values = [live(key, now) for key in read.entries]
             claims = []
             for value, lock in zip(values, read.locks, strict=True):
-                state = judge(value, current, wall)
+                # A missing entry is cold: no header to judge.
+                state = "cold" if value is None else judge(value, current, wall)
                 if state == "fresh" or (state == "cold" and not read.claim_cold):
                     claims.append(UNCLAIMED)
-                elif self._live(lock, now) is not None:
+                elif live(lock, now) is not None:
                     claims.append(HELD)
                 else:
                     token = token or read.new_version()
-                    self._store(lock, token, read.lock_timeout, now)
+                    store(lock, token, read.lock_timeout, now)
                     claims.append(WON)
         return Claimed([*values, *counters], claims, nested, token)
 
