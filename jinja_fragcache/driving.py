@@ -153,7 +153,8 @@ class Driving:
     # -- backend calls: fail open behind a circuit breaker -------------------
 
     def _call(self, name: str, op: Op) -> Any:
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if breaker.open_until and not breaker.allow():  # closed: no call
             return FAILED
         try:
             result = getattr(self.backend, op[0])(*op[1:])
@@ -163,11 +164,13 @@ class Driving:
                 raise
             self._failed(name, op, exc)
             return FAILED
-        self.breaker.succeeded()
+        if breaker.open_until:
+            breaker.succeeded()
         return result
 
     async def _acall(self, name: str, op: Op) -> Any:
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if breaker.open_until and not breaker.allow():  # closed: no call
             return FAILED
         try:
             result = await getattr(self.backend, "a" + op[0])(*op[1:])
@@ -177,7 +180,8 @@ class Driving:
                 raise
             self._failed(name, op, exc)
             return FAILED
-        self.breaker.succeeded()
+        if breaker.open_until:
+            breaker.succeeded()
         return result
 
     def _failed(self, name: str, op: Op, exc: Exception) -> None:

@@ -113,38 +113,40 @@ class SizeBoundedCache(Generic[_T]):
     never kept.  When full, it starts afresh: cheaper than keeping an order
     on every read, and what a page uses is kept again at its next render.
 
-    A plain dict read, with no wrapper around it on the way: ``lru_cache``
-    behind a size check cost a lookup as much as the key's hashing did.
-    A dict's single operations are atomic, so threads need no lock here.
+    Call :attr:`lookup` as the function itself: a plain function reading a
+    dict (``lru_cache`` behind a size check cost a lookup as much as the
+    key's hashing).  A dict's single operations are atomic, so threads
+    need no lock here.
     """
 
     def __init__(
-        self, function: Callable[..., _T], maxsize: int, sized: tuple[int, int]
+        self, function: Callable[..., _T], maxsize: int, sized: tuple[int, ...]
     ) -> None:
-        self._function = function
-        self._maxsize = maxsize
-        self._sized = operator.itemgetter(*sized)
-        self._kept: dict[tuple[Any, ...], _T] = {}
-        functools.update_wrapper(self, function)
+        kept: dict[tuple[Any, ...], _T] = {}
+        # A tuple of the sized arguments (itemgetter of one index gives
+        # the argument itself).
+        measured = operator.itemgetter(*sized) if len(sized) > 1 else None
+        (first, *_) = sized
+        chain = itertools.chain.from_iterable
+
+        @functools.wraps(function)
+        def lookup(*args: Any) -> _T:
+            found = kept.get(args)
+            if found is None:
+                found = function(*args)
+                strings = args[first] if measured is None else chain(measured(args))
+                if sum(map(len, strings)) <= CACHED_LENGTH:
+                    if len(kept) >= maxsize:
+                        kept.clear()
+                    kept[args] = found
+            return found
+
+        self._kept = kept
+        #: *function*, memoized.
+        self.lookup = lookup
 
     def __len__(self) -> int:
         return len(self._kept)
-
-    def __call__(self, *args: Any) -> _T:
-        found = self._kept.get(args)
-        if found is None:
-            found = self._function(*args)
-            self._keep(args, found)
-        return found
-
-    def _keep(self, args: tuple[Any, ...], result: _T) -> None:
-        strings = itertools.chain.from_iterable(self._sized(args))
-        if sum(map(len, strings)) > CACHED_LENGTH:
-            return
-        kept = self._kept
-        if len(kept) >= self._maxsize:
-            kept.clear()
-        kept[args] = result
 
 
 #: The kinds of key that share their name's hash slot.
@@ -176,7 +178,8 @@ def _build_key(
 
 
 #: Cached: a page asks for the same few keys on every request.
-_key = SizeBoundedCache(_build_key, maxsize=4096, sized=(2, 3))
+_key_memo = SizeBoundedCache(_build_key, maxsize=4096, sized=(3,))
+_key = _key_memo.lookup
 
 
 def vary_strings(

@@ -71,7 +71,8 @@ def _plan_keys(
     return key, tuple(counters), (key, *counters)
 
 
-_keys_for = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
+_plans = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
+_keys_for = _plans.lookup
 
 
 def counters_of(

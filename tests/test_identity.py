@@ -15,7 +15,7 @@ from django_bridge import get_fragment_cache
 from django_bridge.identity import ANONYMOUS
 from jinja_fragcache import FragmentCacheWarning, make_fragment_key
 from jinja_fragcache.identity import MARK, RefusedVaryValue, VaryIdentity
-from jinja_fragcache.keys import _key
+from jinja_fragcache.keys import _key_memo
 from tests.djangoapp.models import Product
 
 # -- the core's rules -----------------------------------------------------------------
@@ -68,17 +68,17 @@ def test_a_converter_may_refuse() -> None:
 
 def test_long_vary_values_are_not_kept_by_the_key_caches() -> None:
     from jinja_fragcache import FragmentCache, FragmentRequest
-    from jinja_fragcache.lookup import _keys_for
+    from jinja_fragcache.lookup import _plans
 
     cache = FragmentCache()
     cache.render(FragmentRequest("big", ("short",), 60), lambda: "body")
     # The name's counter key is short and rightly kept: count from here.
-    before = len(_key), len(_keys_for)
+    before = len(_key_memo), len(_plans)
     for i in range(20):
         make_fragment_key("big", ["x" * 100_000 + str(i)])
         vary = ("y" * 100_000 + str(i),)
         cache.render(FragmentRequest("big", vary, 60), lambda: "body")
-    assert (len(_key), len(_keys_for)) == before
+    assert (len(_key_memo), len(_plans)) == before
 
 
 # -- Django objects, both engines -----------------------------------------------------

@@ -42,7 +42,7 @@ def test_an_invalidation_during_an_outage_takes_effect_once_the_server_is_back(
         freeze(False)
         # Breaker still open: never read what the queued bump would clear.
         assert cache.render(ENTRY, body("new")) == "new"
-        cache.breaker._open_until = 1.0  # the cooldown is over
+        cache.breaker.open_until = 1.0  # the cooldown is over
         assert cache.render(ENTRY, body("newer")) == "newer"  # replayed, then read
         assert len(cache.pending) == 0
         assert cache.render(ENTRY, body("unused")) == "newer"
@@ -154,7 +154,7 @@ def test_on_invalidated_hears_each_bump_only_once_it_is_stored(
         assert cache.invalidate_tags("c") is False
         assert heard == []  # not stored: nothing to purge yet
         freeze(False)
-        cache.breaker._open_until = 1.0
+        cache.breaker.open_until = 1.0
         assert cache.pending.replay()
         assert heard == [[tag_version_key("c", prefix="hook")]]
     finally:

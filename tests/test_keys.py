@@ -194,15 +194,15 @@ def test_a_key_memo_is_bounded_by_count_and_by_size() -> None:
         calls.append(vary)
         return name + "".join(vary)
 
-    memo = SizeBoundedCache(build, maxsize=3, sized=(1, 1))
+    memo = SizeBoundedCache(build, maxsize=3, sized=(1,))
     for i in range(3):
-        assert memo("n", (str(i),)) == f"n{i}"
-    assert memo("n", ("0",)) == "n0" and len(calls) == 3  # kept
-    memo("n", ("3",))  # a fourth: it starts afresh, then keeps it
+        assert memo.lookup("n", (str(i),)) == f"n{i}"
+    assert memo.lookup("n", ("0",)) == "n0" and len(calls) == 3  # kept
+    memo.lookup("n", ("3",))  # a fourth: it starts afresh, then keeps it
     assert len(memo) == 1
-    memo("n", ("0",))
+    memo.lookup("n", ("0",))
     assert len(calls) == 5
     long = ("x" * (CACHED_LENGTH + 1),)
-    memo("n", long)
-    memo("n", long)
+    memo.lookup("n", long)
+    memo.lookup("n", long)
     assert calls[-2:] == [long, long] and len(memo) == 2
