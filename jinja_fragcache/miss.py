@@ -190,20 +190,27 @@ def miss_flow(
 def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen:
     """:func:`miss_flow` of the plain miss: one request whose lock the
     first read won and whose counters it found or created, so there is
-    nothing to settle, wait for or create: render, store, release."""
-    key, token = read.keys[0], read.token
+    nothing to settle, wait for or create: render, store, release (the
+    first read claimed, so the backend writes and releases in one call)."""
+    key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
+    locks = [lock_key(key)]
     try:
         (done,) = yield ("render", _FIRST)
-        cache.statistics.record_miss(request.name, fetched, done.seconds)
-        writes: dict[str, bytes] = {}
-        _store(cache, request, key, read.own[0], read.versions, done, writes)
     except BaseException:  # let the next request render instead of waiting
-        yield ("write_releasing", {}, None, [lock_key(key)], token)
+        cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
+        yield ("write_releasing", {}, None, locks, token)
+        raise
+    cache.statistics.record_miss(name, fetched, done.seconds)
+    writes: dict[str, bytes] = {}
+    try:
+        _store(cache, request, key, read.own[0], read.versions, done, writes)
+    except BaseException:  # a store_filter that refuses loudly
+        yield ("write_releasing", {}, None, locks, token)
         raise
     hard_ttl = _hard_ttl(cache, request.timeout)
-    yield ("write_releasing", writes, hard_ttl, [lock_key(key)], token)
-    note("miss", request.name, read.keys, fetched, done.seconds)
+    yield ("write_releasing", writes, hard_ttl, locks, token)
+    note("miss", name, read.keys, fetched, done.seconds)
     return [done.body]
 
 
@@ -236,10 +243,8 @@ def _store(
     timeout = request.timeout
     snapshot = {k: versions.get(k) or "" for k in own}
     snapshot.update(done.versions)
-    expires = None if timeout is None else time.time() + timeout
-    inner_expiry = snapshot.pop(EXPIRES, None)
-    if inner_expiry is not None:
-        expires = _sooner(expires, inner_expiry)
+    soft_expiry = None if timeout is None else time.time() + timeout
+    expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
     report(snapshot, expires)  # an uncached inner goes further up too
     inner = snapshot.pop(UNCACHED, None)
     if inner is not None:

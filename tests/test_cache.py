@@ -113,6 +113,29 @@ def test_waiting_is_bounded_when_the_lock_holder_died(backend: Any) -> None:
     assert cache.render(request, body) == "body1"  # and its result was stored
 
 
+def test_a_store_filter_that_raises_releases_the_lock(backend: Any) -> None:
+    def refuse(request: FragmentRequest, stored: str) -> bool:
+        raise PermissionError(stored)
+
+    cache = new_cache(backend, store_filter=refuse)
+    request = FragmentRequest("refused", timeout=300)
+    with pytest.raises(PermissionError):
+        cache.render(request, Body())
+    assert backend.get_many([lock_key(cache.key_for("refused"))]) == [None]
+
+
+def test_a_failed_render_is_counted_as_a_miss(backend: Any) -> None:
+    cache = new_cache(backend)
+
+    def broken() -> str:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        cache.render(FragmentRequest("fails", timeout=300), broken)
+    counted = cache.stats()["fails"]
+    assert (counted["fetches"], counted["misses"], counted["renders"]) == (1, 1, 0)
+
+
 def test_a_failed_render_releases_the_lock(backend: Any) -> None:
     cache = new_cache(backend, lock_wait=5)
     request = FragmentRequest("fails", timeout=300)
