@@ -225,7 +225,9 @@ def gunicorn(
             try:
                 urllib.request.urlopen(base + ready_path, timeout=1).close()
                 break
-            except (urllib.error.URLError, ConnectionError):
+            # A first answer slower than the probe's timeout (a loaded
+            # machine) is not a failure either: ask again until the deadline.
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"gunicorn did not serve {application}")
                 time.sleep(0.1)
