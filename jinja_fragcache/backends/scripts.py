@@ -44,14 +44,22 @@ return out
 """
 
 # KEYS: n entry keys, their n lock keys, then m counter keys.
-# ARGV: n, claim_cold ('1' or '0'), token, lock expiry (ms), flags ('n':
-# read nested counters; 't': report each value's PTTL, else -1), the
-# client's clock (Unix seconds), then one new value per counter, used only
-# if it is missing.
+# ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, with 'h' how
+# many bytes of an entry to read for its header (else ''), the client's
+# clock (Unix seconds), then the token (last: what changes on every call
+# goes at the end, so a client may keep the rest of the command packed).
+# Flags: 'n' reads nested counters, 't' reports each value's PTTL (else
+# -1), 'h' judges entries by their headers alone and replies without
+# them.  A missing counter is created with the token as its value: one
+# unpredictable value per read (the client's, from the operating system's
+# random bytes) serves every counter it creates, since a counter is only
+# ever compared with what entries recorded under its own key.
 #
-# Replies, flat: per entry its value, PTTL and claim (0: not needed, 1: won,
-# 2: held by another); per counter its value (after creation) and PTTL;
-# then the key and value of every nested counter read from a header.
+# Replies, flat.  Without 'h': per entry its value, PTTL and claim (0: not
+# needed, 1: won, 2: held by another); per counter its value (after
+# creation) and PTTL.  With 'h': per entry its claim; per counter its value
+# (after creation).  Then the key and value of every nested counter read
+# from a header.
 #
 # An entry needs a render when it is missing, when a counter it recorded
 # has another value now (invalid: claimed only with claim_cold, as a cold
@@ -63,54 +71,86 @@ return out
 # keys of its own slot) they are not judged here: the client judges every
 # entry again, with every counter, and claims what the script did not.
 #
-# Every entry and counter is read by one MGET: each redis.call costs a few
-# microseconds of the server's time (Redis 7.0), TIME as much.
+# With 'h' an entry's body never enters Lua (a value read into Lua costs
+# the server about 12 instructions a byte): GETRANGE reads its first bytes,
+# GET the whole of it only when the header is longer than that, and the
+# client reads the entries with an MGET sent right behind the script, in
+# the same packet.  Without it every entry and counter is read by one MGET:
+# each redis.call costs a few microseconds of the server's time (Redis
+# 7.0), TIME as much.
 READ_CLAIMING = """
 local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
-local token, lock_px = ARGV[3], ARGV[4]
-local nested = string.find(ARGV[5], 'n', 1, true) ~= nil
-local ttls = string.find(ARGV[5], 't', 1, true) ~= nil
-local now = tonumber(ARGV[6])
+local lock_px, flags = ARGV[3], ARGV[4]
+local nested = string.find(flags, 'n', 1, true) ~= nil
+local ttls = string.find(flags, 't', 1, true) ~= nil
+local heads = string.find(flags, 'h', 1, true) ~= nil
+local now, token = tonumber(ARGV[6]), ARGV[7]
 local m = #KEYS - 2 * n
 local out, current, extra = {}, {}, {}
-local function pttl(key)
-    if ttls then
-        return redis.call('PTTL', key)
+local found = {}
+if heads then
+    if m > 0 then
+        found = redis.call('MGET', unpack(KEYS, 2 * n + 1, 2 * n + m))
     end
-    return -1
+else
+    local read = {}
+    for i = 1, n do
+        read[i] = KEYS[i]
+    end
+    for j = 1, m do
+        read[n + j] = KEYS[2 * n + j]
+    end
+    local all = redis.call('MGET', unpack(read))
+    for i = 1, n do
+        out[3 * i - 2] = all[i]
+    end
+    for j = 1, m do
+        found[j] = all[n + j]
+    end
 end
-local read = {}
-for i = 1, n do
-    read[i] = KEYS[i]
-end
+local at = heads and n or 3 * n
 for j = 1, m do
-    read[n + j] = KEYS[2 * n + j]
-end
-local found = redis.call('MGET', unpack(read))
-for j = 1, m do
-    local key = KEYS[2 * n + j]
-    local value = found[n + j]
-    local ttl = -1  -- a counter created here never expires
-    if value then
-        ttl = pttl(key)
-    else
-        value = ARGV[6 + j]
-        redis.call('SET', key, value)
+    local key, value = KEYS[2 * n + j], found[j]
+    if not value then
+        redis.call('SET', key, token)
+        value = token
     end
     current[key] = value
-    out[3 * n + 2 * j - 1] = value
-    out[3 * n + 2 * j] = ttl
+    at = at + 1
+    out[at] = value
+    if not heads then
+        at = at + 1
+        out[at] = (found[j] and ttls) and redis.call('PTTL', key) or -1
+    end
 end
+local head = heads and tonumber(ARGV[5])
 for i = 1, n do
-    local value = found[i]
+    local value
+    if heads then
+        value = redis.pcall('GETRANGE', KEYS[i], 0, head - 1)
+        if type(value) ~= 'string' or value == '' then
+            value = false  -- missing, or not a string: MGET reads no value
+        elseif #value == head and not string.find(value, '\\n', 5, true) then
+            value = redis.call('GET', KEYS[i])
+        end
+    else
+        value = out[3 * i - 2]
+    end
     local valid, fresh = false, false
     if value and string.sub(value, 1, 4) == 'FC2 ' then
         local stop = string.find(value, '\\n', 5, true)
         if stop then
-            local fields = {}
-            for field in string.gmatch(string.sub(value, 5, stop - 1), '[^ ]+') do
-                fields[#fields + 1] = field
+            -- split on every space, as the client's bytes.split(b' ') does
+            local fields, from = {}, 5
+            while true do
+                local space = string.find(value, ' ', from, true)
+                if not space or space > stop then
+                    fields[#fields + 1] = string.sub(value, from, stop - 1)
+                    break
+                end
+                fields[#fields + 1] = string.sub(value, from, space - 1)
+                from = space + 1
             end
             valid = #fields >= 3 and #fields % 2 == 1
             for f = 4, #fields - 1, 2 do
@@ -138,9 +178,12 @@ for i = 1, n do
             claim = 2
         end
     end
-    out[3 * i - 2] = value
-    out[3 * i - 1] = value and pttl(KEYS[i]) or -2  -- missing: no PTTL to ask
-    out[3 * i] = claim
+    if heads then
+        out[i] = claim
+    else
+        out[3 * i - 1] = value and (ttls and redis.call('PTTL', KEYS[i]) or -1) or -2
+        out[3 * i] = claim
+    end
 end
 for _, item in ipairs(extra) do
     out[#out + 1] = item
@@ -168,6 +211,13 @@ for j = n + 1, #KEYS do
 end
 return 0
 """
+
+
+#: How many bytes of an entry ``READ_CLAIMING`` reads for its header with
+#: the 'h' flag (a fragment with a few tags or nested fragments fits; a
+#: longer header costs one more read inside the script, never a wrong
+#: judgement).
+HEADER_BYTES = 512
 
 
 def clock() -> str:
