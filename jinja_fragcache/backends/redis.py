@@ -112,9 +112,9 @@ Judging = tuple[bytes, bytes]
 
 
 def _judging(read: ClaimingRead, command: str = "EVALSHA") -> tuple[Arg, ...]:
-    """:data:`~.scripts.READ_CLAIMING` with the 'h' flag, but for its clock
-    and token: entries judged by their headers, the reply without them
-    (they come by the ``MGET`` that follows in the same packet)."""
+    """:data:`~.scripts.READ_CLAIMING` judging by headers, but for its clock
+    and token: the reply goes without the entries (they come by the
+    ``MGET`` that follows in the same packet)."""
     entries = read.entries
     script = _READ_CLAIMING_SHA if command == "EVALSHA" else scripts.READ_CLAIMING
     return (
@@ -127,8 +127,8 @@ def _judging(read: ClaimingRead, command: str = "EVALSHA") -> tuple[Arg, ...]:
         len(entries),
         1 if read.claim_cold else 0,
         max(1, math.ceil(read.lock_timeout * 1000)),
-        "nh",
-        scripts.HEADER_BYTES,
+        "n",
+        scripts.HEADER_BYTES - 1,
     )
 
 

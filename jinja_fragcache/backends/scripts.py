@@ -44,22 +44,22 @@ return out
 """
 
 # KEYS: n entry keys, their n lock keys, then m counter keys.
-# ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, with 'h' how
-# many bytes of an entry to read for its header (else ''), the client's
-# clock (Unix seconds), then the token (last: what changes on every call
-# goes at the end, so a client may keep the rest of the command packed).
-# Flags: 'n' reads nested counters, 't' reports each value's PTTL (else
-# -1), 'h' judges entries by their headers alone and replies without
-# them.  A missing counter is created with the token as its value: one
-# unpredictable value per read (the client's, from the operating system's
-# random bytes) serves every counter it creates, since a counter is only
-# ever compared with what entries recorded under its own key.
+# ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, the last
+# byte of an entry to read for its header ('' to read whole entries), the
+# client's clock (Unix seconds), then the token: what changes on every
+# call comes last, so that a client may keep the rest of the command
+# packed.  Flags: 'n' reads nested counters, 't' reports each value's
+# PTTL (else -1).  A missing counter is created with the token as its
+# value: one unpredictable value per read (the client's, from the
+# operating system's random bytes) serves every counter the read creates,
+# since a counter is only ever compared with what entries recorded under
+# its own key.
 #
-# Replies, flat.  Without 'h': per entry its value, PTTL and claim (0: not
-# needed, 1: won, 2: held by another); per counter its value (after
-# creation) and PTTL.  With 'h': per entry its claim; per counter its value
-# (after creation).  Then the key and value of every nested counter read
-# from a header.
+# Replies, flat.  Whole entries: per entry its value, PTTL and claim (0:
+# not needed, 1: won, 2: held by another), then per counter its value
+# (after creation) and PTTL.  By headers: per entry its claim, then per
+# counter its value (after creation).  Then the key and value of every
+# nested counter read from a header.
 #
 # An entry needs a render when it is missing, when a counter it recorded
 # has another value now (invalid: claimed only with claim_cold, as a cold
@@ -71,24 +71,25 @@ return out
 # keys of its own slot) they are not judged here: the client judges every
 # entry again, with every counter, and claims what the script did not.
 #
-# With 'h' an entry's body never enters Lua (a value read into Lua costs
-# the server about 12 instructions a byte): GETRANGE reads its first bytes,
-# GET the whole of it only when the header is longer than that, and the
-# client reads the entries with an MGET sent right behind the script, in
-# the same packet.  Without it every entry and counter is read by one MGET:
+# By headers, an entry's body never enters Lua (a value read into Lua
+# costs the server about 12 instructions a byte): GETRANGE reads its
+# first bytes, GET the whole of it only when no header ends there, and
+# the client reads the entries with an MGET sent right behind the script,
+# in the same packet.  Whole entries and counters are read by one MGET:
 # each redis.call costs a few microseconds of the server's time (Redis
-# 7.0), TIME as much.
+# 7.0), TIME as much.  A field of a header is made a Lua string only to
+# be compared (making one costs more than finding it).
 READ_CLAIMING = """
 local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
-local lock_px, flags = ARGV[3], ARGV[4]
+local lock_px, flags, last = ARGV[3], ARGV[4], ARGV[5]
+local now, token = tonumber(ARGV[6]), ARGV[7]
 local nested = string.find(flags, 'n', 1, true) ~= nil
 local ttls = string.find(flags, 't', 1, true) ~= nil
-local heads = string.find(flags, 'h', 1, true) ~= nil
-local now, token = tonumber(ARGV[6]), ARGV[7]
+local heads = last ~= ''
+local find, sub = string.find, string.sub
 local m = #KEYS - 2 * n
-local out, current, extra = {}, {}, {}
-local found = {}
+local out, current, extra, found = {}, {}, {}, {}
 if heads then
     if m > 0 then
         found = redis.call('MGET', unpack(KEYS, 2 * n + 1, 2 * n + m))
@@ -109,6 +110,9 @@ else
         found[j] = all[n + j]
     end
 end
+-- ' <key> <value>' for every counter: what the header of a valid entry of
+-- one request ends with, counters read and recorded in the same order.
+local pieces = {''}
 local at = heads and n or 3 * n
 for j = 1, m do
     local key, value = KEYS[2 * n + j], found[j]
@@ -117,6 +121,7 @@ for j = 1, m do
         value = token
     end
     current[key] = value
+    pieces[2 * j], pieces[2 * j + 1] = key, value
     at = at + 1
     out[at] = value
     if not heads then
@@ -124,54 +129,72 @@ for j = 1, m do
         out[at] = (found[j] and ttls) and redis.call('PTTL', key) or -1
     end
 end
-local head = heads and tonumber(ARGV[5])
+local expected = n == 1 and table.concat(pieces, ' ')
+-- Whether a recorded counter has another value now; with 'n', one that
+-- is not in KEYS is read (and reported).
+local function changed(key, version)
+    local seen = current[key]
+    if seen == nil and nested then
+        seen = redis.call('GET', key) or false
+        current[key] = seen
+        extra[#extra + 1] = key
+        extra[#extra + 1] = seen
+    end
+    return seen ~= nil and seen ~= version
+end
+-- 'fresh', 'stale' or 'cold', as jinja_fragcache.entry.judge says: the
+-- header is split on every space (as bytes.split(b' ') does), without a
+-- string made for a field that is not compared.
+local function judge(value)
+    local stop = value and sub(value, 1, 4) == 'FC2 ' and find(value, '\\n', 5, true)
+    if not stop then
+        return 'cold'
+    end
+    local one = find(value, ' ', 5, true)
+    local two = one and one < stop and find(value, ' ', one + 1, true)
+    if not two or two > stop then
+        return 'cold'  -- fewer than three fields
+    end
+    local gap = find(value, ' ', two + 1, true)
+    if gap and gap < stop and sub(value, gap, stop - 1) ~= expected then
+        while gap and gap < stop do
+            local middle = find(value, ' ', gap + 1, true)
+            if not middle or middle > stop then
+                return 'cold'  -- a key without its version
+            end
+            local after = find(value, ' ', middle + 1, true)
+            if not after or after > stop then
+                after = stop
+            end
+            local key = sub(value, gap + 1, middle - 1)
+            if changed(key, sub(value, middle + 1, after - 1)) then
+                return 'cold'
+            end
+            gap = after
+        end
+    end
+    local field = sub(value, 5, one - 1)
+    local expiry = tonumber(field)
+    if field == '-' or (expiry ~= nil and now < expiry) then
+        return 'fresh'
+    end
+    return 'stale'
+end
 for i = 1, n do
     local value
     if heads then
-        value = redis.pcall('GETRANGE', KEYS[i], 0, head - 1)
+        value = redis.pcall('GETRANGE', KEYS[i], '0', last)
         if type(value) ~= 'string' or value == '' then
             value = false  -- missing, or not a string: MGET reads no value
-        elseif #value == head and not string.find(value, '\\n', 5, true) then
-            value = redis.call('GET', KEYS[i])
+        elseif not find(value, '\\n', 5, true) then
+            value = redis.call('GET', KEYS[i])  -- a longer header
         end
     else
         value = out[3 * i - 2]
     end
-    local valid, fresh = false, false
-    if value and string.sub(value, 1, 4) == 'FC2 ' then
-        local stop = string.find(value, '\\n', 5, true)
-        if stop then
-            -- split on every space, as the client's bytes.split(b' ') does
-            local fields, from = {}, 5
-            while true do
-                local space = string.find(value, ' ', from, true)
-                if not space or space > stop then
-                    fields[#fields + 1] = string.sub(value, from, stop - 1)
-                    break
-                end
-                fields[#fields + 1] = string.sub(value, from, space - 1)
-                from = space + 1
-            end
-            valid = #fields >= 3 and #fields % 2 == 1
-            for f = 4, #fields - 1, 2 do
-                local key, version = fields[f], fields[f + 1]
-                local seen = current[key]
-                if seen == nil and nested then
-                    seen = redis.call('GET', key) or false
-                    current[key] = seen
-                    extra[#extra + 1] = key
-                    extra[#extra + 1] = seen
-                end
-                if seen ~= nil and seen ~= version then
-                    valid = false
-                end
-            end
-            local expiry = tonumber(fields[1])
-            fresh = fields[1] == '-' or (expiry ~= nil and now < expiry)
-        end
-    end
+    local judged = judge(value)
     local claim = 0
-    if (valid and not fresh) or (not valid and claim_cold) then
+    if judged == 'stale' or (judged == 'cold' and claim_cold) then
         if redis.call('SET', KEYS[n + i], token, 'NX', 'PX', lock_px) then
             claim = 1
         else
@@ -213,8 +236,8 @@ return 0
 """
 
 
-#: How many bytes of an entry ``READ_CLAIMING`` reads for its header with
-#: the 'h' flag (a fragment with a few tags or nested fragments fits; a
+#: How many bytes of an entry ``READ_CLAIMING`` reads for its header when
+#: it judges by headers (a fragment with a few tags or nested fragments fits; a
 #: longer header costs one more read inside the script, never a wrong
 #: judgement).
 HEADER_BYTES = 512
