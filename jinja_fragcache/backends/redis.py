@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -152,9 +153,11 @@ def _judged(
     ``MGET`` behind it found of the entries (an empty value is missing)."""
     n = len(read.entries)
     end = n + len(read.counters)
-    values = [v or None for v in found]
-    values += [v or None for v in reply[n:end]]
-    return Claimed(values, reply[:n], _nested(reply, end), token)
+    # A counter that is empty reads as corrupt (lookup.texts), as before.
+    values = found if all(found) else [v or None for v in found]
+    values += reply[n:end]
+    nested = _nested(reply, end) if len(reply) > end else {}
+    return Claimed(values, reply[:n], nested, token)
 
 
 def _writing(
@@ -444,7 +447,7 @@ class RedisBackend:
         if self.near is None:
             token = read.new_version()
             packed = self._judging_of(read)
-            now = scripts.clock().encode()
+            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
             try:
                 reply, found = self._wire.exchange(_judging_with(packed, now, token), 2)
             except self._no_script:
@@ -598,7 +601,7 @@ class RedisBackend:
         if self.near is None:
             token, wire = read.new_version(), self._awire
             packed = self._judging_of(read)
-            now = scripts.clock().encode()
+            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
             try:
                 reply, found = await wire.exchange(_judging_with(packed, now, token), 2)
             except self._no_script:

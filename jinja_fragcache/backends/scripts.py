@@ -48,12 +48,12 @@ return out
 # byte of an entry to read for its header ('' to read whole entries), the
 # client's clock (Unix seconds), then the token: what changes on every
 # call comes last, so that a client may keep the rest of the command
-# packed.  Flags: 'n' reads nested counters, 't' reports each value's
-# PTTL (else -1).  A missing counter is created with the token as its
-# value: one unpredictable value per read (the client's, from the
-# operating system's random bytes) serves every counter the read creates,
-# since a counter is only ever compared with what entries recorded under
-# its own key.
+# packed.  Flags ('', 'n', 't' or 'nt'): 'n' reads nested counters, 't'
+# reports each value's PTTL (else -1).  A missing counter is created
+# with the token as its value: one unpredictable value per read (the
+# client's, from the operating system's random bytes) serves every
+# counter the read creates, since a counter is only ever compared with
+# what entries recorded under its own key.
 #
 # Replies, flat.  Whole entries: per entry its value, PTTL and claim (0:
 # not needed, 1: won, 2: held by another), then per counter its value
@@ -84,8 +84,8 @@ local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
 local lock_px, flags, last = ARGV[3], ARGV[4], ARGV[5]
 local now, token = tonumber(ARGV[6]), ARGV[7]
-local nested = string.find(flags, 'n', 1, true) ~= nil
-local ttls = string.find(flags, 't', 1, true) ~= nil
+local nested = flags == 'n' or flags == 'nt'  -- Lua compares strings
+local ttls = flags == 't' or flags == 'nt'      -- by address: cheaper than find
 local heads = last ~= ''
 local find, sub = string.find, string.sub
 local m = #KEYS - 2 * n
