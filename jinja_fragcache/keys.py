@@ -297,6 +297,7 @@ def headers_key(name: str, path: str, *, prefix: str = "fragcache") -> str:
     return _key(prefix, "h", name, (name, path))
 
 
+@functools.lru_cache(maxsize=8192)  # keys are at most 200 characters
 def lock_key(fragment_key: str) -> str:
     """The key whose holder re-renders an expired fragment: the entry's key
     with kind ``l`` in place of ``f`` (same hash slot), so that no near

@@ -197,3 +197,38 @@ def test_async_a_cancelled_read_leaves_no_reply_for_the_next(
         asyncio.run(reads())
     finally:
         backend.close()
+
+
+def test_a_pipeline_reads_every_reply_before_an_error_raises(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    # The first read sends its script and an MGET in one packet; a server
+    # that lacks the script answers the MGET all the same.  Every reply is
+    # read before NOSCRIPT raises, so the next command on that connection
+    # gets its own reply, not the MGET's.
+    import asyncio
+
+    import redis
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url, near_cache=False)
+    runner = asyncio.Runner()
+    try:
+        backend.set("k", b"v", None)
+        backend.set("other", b"w", None)
+        unknown = ("EVALSHA", "0" * 40, 0)
+        with pytest.raises(redis.exceptions.NoScriptError):
+            backend._wire.pipeline(unknown, ("MGET", "k"))
+        assert backend._wire.call("MGET", "other") == [b"w"]
+
+        async def twice() -> list[Any]:
+            wire = backend._awire
+            with pytest.raises(redis.exceptions.NoScriptError):
+                await wire.pipeline(unknown, ("MGET", "k"))
+            return list(await wire.call("MGET", "other"))
+
+        assert runner.run(twice()) == [b"w"]
+    finally:
+        runner.run(backend.aclose())
+        runner.close()
+        backend.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from ..keys import tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
-from .wire import AsyncWire, Wire
+from .wire import Arg, AsyncWire, Wire, pack
 
 if TYPE_CHECKING:
     import redis
@@ -29,6 +30,10 @@ _WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
 TRACKING_NAME = "jinja-fragcache-near-cache"
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+
+#: How many lookups' first packets a backend keeps packed (a few hundred
+#: bytes each); past that it forgets them all and starts again.
+_JUDGINGS = 4096
 
 
 def _import_redis() -> Any:
@@ -69,13 +74,13 @@ def _key(value: bytes | str) -> str:
 def _claiming(
     read: ClaimingRead, token: bytes, ttls: bool
 ) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of :data:`~.scripts.READ_CLAIMING`; *ttls*:
-    the near cache needs each value's PTTL."""
+    """The keys and arguments of :data:`~.scripts.READ_CLAIMING` for the
+    near cache, which keeps what it reads: every value, and its PTTL when
+    *ttls*."""
     keys = [*read.entries, *read.locks, *read.counters]
-    px = _px(read.lock_timeout)
-    flags, now = "nt" if ttls else "n", scripts.clock()
-    options = [len(read.entries), int(read.claim_cold), token, px, flags, now]
-    return keys, [*options, *(read.new_version() for _ in read.counters)]
+    flags = "nt" if ttls else "n"
+    options = [len(read.entries), int(read.claim_cold), _px(read.lock_timeout)]
+    return keys, [*options, flags, "", scripts.clock(), token]
 
 
 def _claimed(
@@ -89,9 +94,70 @@ def _claimed(
     # Lua's false is a missing value (and so is an empty one).
     values = [v or None for v in (*reply[0:entries:3], *reply[entries:end:2])]
     pttls = [*reply[1:entries:3], *reply[entries + 1 : end : 2]]
-    rest = reply[end:]
-    nested = {_key(rest[i]): rest[i + 1] or None for i in range(0, len(rest), 2)}
-    return Claimed(values, list(reply[2:entries:3]), nested, token), pttls
+    claims = list(reply[2:entries:3])
+    return Claimed(values, claims, _nested(reply, end), token), pttls
+
+
+def _nested(reply: Sequence[Any], start: int) -> dict[str, bytes | None]:
+    """The nested counters that follow the script's reply proper."""
+    if len(reply) <= start:
+        return {}
+    rest = reply[start:]
+    return {_key(rest[i]): rest[i + 1] or None for i in range(0, len(rest), 2)}
+
+
+#: A lookup's first packet without the near cache, packed but for the
+#: script's last two arguments (the clock and the token), and the ``MGET``
+#: that follows the script.
+Judging = tuple[bytes, bytes]
+
+
+def _judging(read: ClaimingRead, command: str = "EVALSHA") -> tuple[Arg, ...]:
+    """:data:`~.scripts.READ_CLAIMING` judging by headers, but for its clock
+    and token: the reply goes without the entries (they come by the
+    ``MGET`` that follows in the same packet)."""
+    entries = read.entries
+    script = _READ_CLAIMING_SHA if command == "EVALSHA" else scripts.READ_CLAIMING
+    return (
+        command,
+        script,
+        2 * len(entries) + len(read.counters),
+        *entries,
+        *read.locks,
+        *read.counters,
+        len(entries),
+        1 if read.claim_cold else 0,
+        max(1, math.ceil(read.lock_timeout * 1000)),
+        "n",
+        scripts.HEADER_BYTES - 1,
+    )
+
+
+def _packed_judging(read: ClaimingRead) -> Judging:
+    """:func:`_judging` and the ``MGET`` of the entries, packed."""
+    return pack(_judging(read), more=2), pack(("MGET", *read.entries))
+
+
+def _judging_with(packed: Judging, now: bytes, token: bytes) -> bytes:
+    """The first packet: *packed* with the script's clock and token."""
+    script, mget = packed
+    tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(now), now, len(token), token)
+    return script + tail + mget
+
+
+def _judged(
+    read: ClaimingRead, token: bytes, reply: list[Any], found: list[Any]
+) -> Claimed:
+    """A :class:`~.base.Claimed` from the script's reply (per entry its
+    claim, per counter its value, then nested counters) and what the
+    ``MGET`` behind it found of the entries (an empty value is missing)."""
+    n = len(read.entries)
+    end = n + len(read.counters)
+    # A counter that is empty reads as corrupt (lookup.texts), as before.
+    values = found if all(found) else [v or None for v in found]
+    values += reply[n:end]
+    nested = _nested(reply, end) if len(reply) > end else {}
+    return Claimed(values, reply[:n], nested, token)
 
 
 def _writing(
@@ -202,6 +268,10 @@ class RedisBackend:
             redis_module.ConnectionError,
             redis_module.ResponseError,
         )
+        #: The first packet of recent lookups, by their keys.
+        self._judgings: dict[tuple[Any, ...], Judging] = {}
+        #: A server that lacks a script (restarted, flushed): EVAL loads it.
+        self._no_script: type[Exception] = redis_module.exceptions.NoScriptError
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -371,7 +441,19 @@ class RedisBackend:
     def read_claiming(self, read: ClaimingRead) -> Claimed:
         """One round trip: :data:`~.scripts.READ_CLAIMING` (see
         :class:`~.base.ClaimingRead`), or none when the near cache holds
-        every key (nothing is claimed then)."""
+        every key (nothing is claimed then).  Without the near cache, the
+        script judges entries by their headers and an ``MGET`` in the same
+        packet reads them (see :func:`_judging`)."""
+        if self.near is None:
+            token = read.new_version()
+            packed = self._judging_of(read)
+            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
+            try:
+                reply, found = self._wire.exchange(_judging_with(packed, now, token), 2)
+            except self._no_script:
+                loading = (*_judging(read, "EVAL"), now, token)
+                reply, found = self._wire.pipeline(loading, ("MGET", *read.entries))
+            return _judged(read, token, reply, found)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
@@ -385,6 +467,18 @@ class RedisBackend:
             claimed = self._claimed(read, plan, token, reply)
         assert claimed is not None  # else the script raised
         return claimed
+
+    def _judging_of(self, read: ClaimingRead) -> Judging:
+        """:func:`_packed_judging`, packed once per lookup of the same keys
+        (packing costs more than the rest of a hit's client side)."""
+        shape = (read.claim_cold, read.lock_timeout, *read.entries)
+        shape += (*read.locks, *read.counters)
+        packed = self._judgings.get(shape)
+        if packed is None:
+            if len(self._judgings) >= _JUDGINGS:
+                self._judgings.clear()
+            packed = self._judgings[shape] = _packed_judging(read)
+        return packed
 
     def write_releasing(
         self,
@@ -408,11 +502,9 @@ class RedisBackend:
     ) -> Any:
         """EVALSHA, or EVAL when the server lacks the script (which loads
         it), on :attr:`_wire`."""
-        from redis.exceptions import NoScriptError
-
         try:
             return self._wire.call("EVALSHA", sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except self._no_script:
             return self._wire.call("EVAL", source, len(keys), *keys, *args)
 
     def info(self) -> dict[str, int | None]:
@@ -506,6 +598,16 @@ class RedisBackend:
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
+        if self.near is None:
+            token, wire = read.new_version(), self._awire
+            packed = self._judging_of(read)
+            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
+            try:
+                reply, found = await wire.exchange(_judging_with(packed, now, token), 2)
+            except self._no_script:
+                loading = (*_judging(read, "EVAL"), now, token)
+                reply, found = await wire.pipeline(loading, ("MGET", *read.entries))
+            return _judged(read, token, reply, found)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
@@ -542,12 +644,10 @@ class RedisBackend:
         self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """Async :meth:`_eval`, on the running loop's :attr:`_awire`."""
-        from redis.exceptions import NoScriptError
-
         wire = self._awire
         try:
             return await wire.call("EVALSHA", sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except self._no_script:
             return await wire.call("EVAL", source, len(keys), *keys, *args)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:

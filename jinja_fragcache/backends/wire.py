@@ -7,7 +7,8 @@ and its argument encoding.  Sending a command the lookup has packed itself,
 on a connection it keeps, and reading the reply with the connection's own
 parser costs about 26,000.  A miss sends two commands and a hit without the
 near cache one, so :class:`Wire` carries exactly those (``EVALSHA``,
-``MGET``); everything else goes through the client as before.
+``MGET``, or both in one packet); everything else goes through the client
+as before.
 
 Each connection is made like the client's pool makes its own (same class,
 same options: TLS, credentials, database, Sentinel), in RESP2, and is used
@@ -31,10 +32,12 @@ from typing import Any
 Arg = str | bytes | int
 
 
-def pack(args: tuple[Arg, ...]) -> bytes:
+def pack(args: tuple[Arg, ...], more: int = 0) -> bytes:
     """A command in RESP: ``*<count>`` then each argument as a bulk string.
-    Keys are ASCII (:mod:`jinja_fragcache.keys`); values are bytes."""
-    out = [b"*%d\r\n" % len(args)]
+    Keys are ASCII (:mod:`jinja_fragcache.keys`); values are bytes.  With
+    *more*, that many arguments follow, packed by the caller (a command
+    whose start is the same on every call is packed once)."""
+    out = [b"*%d\r\n" % (len(args) + more)]
     for arg in args:
         if isinstance(arg, str):
             arg = arg.encode()
@@ -79,18 +82,30 @@ class Wire(_Links):
     def call(self, *args: Arg) -> Any:
         """Send one command and return its reply; an error reply raises
         redis-py's exception for it (``NoScriptError``, say)."""
-        packed = [pack(args)]
+        return self.pipeline(args)[0]
+
+    def pipeline(self, *commands: tuple[Arg, ...]) -> list[Any]:
+        """Send *commands* in one packet and return their replies.  Every
+        reply is read before an error reply raises (the first one's
+        exception): the connection stays in step."""
+        return self.exchange(b"".join(map(pack, commands)), len(commands))
+
+    def exchange(self, packed: bytes, count: int) -> list[Any]:
+        """Send *packed*, *count* commands already in RESP, in one packet
+        and return their replies, as :meth:`pipeline` does."""
+        # One bytes object: redis-py writes each chunk it is given apart.
+        chunks = [packed]
         try:
             link = self._idle.pop()
         except IndexError:
-            return self._call_on(self._new(), packed)
+            return self._call_on(self._new(), chunks, count)
         try:
-            return self._call_on(link, packed)
+            return self._call_on(link, chunks, count)
         except self._lost:
             # A connection that sat idle may predate a restart, and so may
             # every other idle one: drop them all and try a new one.
             self.close()
-            return self._call_on(self._new(), packed)
+            return self._call_on(self._new(), chunks, count)
 
     def _new(self) -> Any:
         # connect() itself, as the pool does: sending on an unconnected
@@ -100,18 +115,23 @@ class Wire(_Links):
         link.connect()
         return link
 
-    def _call_on(self, link: Any, packed: list[bytes]) -> Any:
+    def _call_on(self, link: Any, packed: list[bytes], count: int) -> list[Any]:
+        replies, refused = [], None
         try:
             link.send_packed_command(packed, False)
-            reply = link.read_response()
-        except self._refused:
-            self._idle.append(link)
-            raise
+            for _ in range(count):
+                try:
+                    replies.append(link.read_response())
+                except self._refused as exc:
+                    refused = refused or exc
+                    replies.append(exc)
         except BaseException:
             link.disconnect()
             raise
         self._idle.append(link)
-        return reply
+        if refused is not None:
+            raise refused
+        return replies
 
     def close(self) -> None:
         """Close every idle connection (one in use closes when it fails)."""
@@ -131,34 +151,47 @@ class AsyncWire(_Links):
 
     async def call(self, *args: Arg) -> Any:
         """:meth:`Wire.call`, awaited."""
-        packed = [pack(args)]
+        return (await self.pipeline(args))[0]
+
+    async def pipeline(self, *commands: tuple[Arg, ...]) -> list[Any]:
+        """:meth:`Wire.pipeline`, awaited."""
+        return await self.exchange(b"".join(map(pack, commands)), len(commands))
+
+    async def exchange(self, packed: bytes, count: int) -> list[Any]:
+        """:meth:`Wire.exchange`, awaited."""
+        chunks = [packed]
         try:
             link = self._idle.pop()
         except IndexError:
-            return await self._call_on(await self._new(), packed)
+            return await self._call_on(await self._new(), chunks, count)
         try:
-            return await self._call_on(link, packed)
+            return await self._call_on(link, chunks, count)
         except self._lost:
             await self.aclose()
-            return await self._call_on(await self._new(), packed)
+            return await self._call_on(await self._new(), chunks, count)
 
     async def _new(self) -> Any:
         link = self._connect()
         await link.connect()
         return link
 
-    async def _call_on(self, link: Any, packed: list[bytes]) -> Any:
+    async def _call_on(self, link: Any, packed: list[bytes], count: int) -> list[Any]:
+        replies, refused = [], None
         try:
             await link.send_packed_command(packed, False)
-            reply = await link.read_response()
-        except self._refused:
-            self._idle.append(link)
-            raise
+            for _ in range(count):
+                try:
+                    replies.append(await link.read_response())
+                except self._refused as exc:
+                    refused = refused or exc
+                    replies.append(exc)
         except BaseException:
             await link.disconnect(nowait=True)
             raise
         self._idle.append(link)
-        return reply
+        if refused is not None:
+            raise refused
+        return replies
 
     async def aclose(self) -> None:
         """Close every idle connection."""
