@@ -36,7 +36,9 @@ class ClaimingRead(NamedTuple):
     unpredictable); and claim, for *lock_timeout* seconds, the lock of
     every entry that needs a render: stale ones always, missing or invalid
     ones when *claim_cold* is true.  The claims hold a token from
-    *new_version* too, made only when something is claimed.
+    *new_version* too.  One value per read serves as the token and as
+    every counter it creates (a counter is only ever compared with what
+    entries recorded under its own key), made only when needed.
     """
 
     entries: Sequence[str]

@@ -136,8 +136,8 @@ class MemoryBackend(SyncBackendMixin):
             counters = []
             for key in read.counters:
                 value = live(key, now)
-                if value is None:
-                    value = read.new_version()
+                if value is None:  # the read's one value (see ClaimingRead)
+                    value = token = token or read.new_version()
                     store(key, value, None, now)
                 known[key] = value
                 counters.append(value)
