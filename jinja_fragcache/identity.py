@@ -149,17 +149,8 @@ class VaryIdentity:
         by_type = self._by_type
         if type(values) is not list and type(values) is not tuple:
             values = tuple(values)  # read twice when a type is new
-        if self._as_is:  # ints and strs keyed as they are: no converter call
-            plain: list[str] = []
-            for value in values:
-                if type(value) is int:
-                    plain.append(str(value))
-                elif type(value) is str and not value.startswith(MARK):
-                    plain.append(value)
-                else:
-                    break
-            else:
-                return tuple(plain)
+        if self._as_is and _keyed_as_they_are(values):  # no converter call
+            return tuple([str(value) for value in values])
         try:  # every type seen before: the common case, kept cheap
             converters = [by_type[type(value)] for value in values]
         except KeyError:
@@ -179,16 +170,8 @@ class VaryIdentity:
 
         :raises RefusedVaryValue: as :meth:`strings`.
         """
-        if self._as_is:
-            for value in values:
-                kind = type(value)
-                if kind is str:
-                    if value.startswith(MARK):  # type: ignore[attr-defined]
-                        break  # the key escapes it
-                elif kind is not int:
-                    break
-            else:
-                return tuple(values)
+        if self._as_is and _keyed_as_they_are(values):
+            return tuple(values)
         return self.strings(values)
 
     def _takes_as_is(self) -> bool:
@@ -255,6 +238,20 @@ class VaryIdentity:
     def _container(kind: str, parts: Iterable[str]) -> str:
         # Length-prefixed, as keys are, so no part can pass for two.
         return _CONTAINER + kind + "".join(f"{len(p)}:{p}" for p in parts)
+
+
+def _keyed_as_they_are(values: Sequence[object]) -> bool:
+    """Whether every value is an ``int`` or a ``str`` that the key takes as
+    its ``str()`` (one starting with :data:`MARK` is escaped), where the
+    converters of ints and strs are the plain one (``_as_is``)."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if value.startswith(MARK):  # type: ignore[attr-defined]
+                return False  # the key escapes it
+        elif kind is not int:
+            return False
+    return True
 
 
 def _no_identity(value: object) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -138,6 +137,14 @@ def _packed_judging(read: ClaimingRead) -> Judging:
     return pack(_judging(read), more=2), pack(("MGET", *read.entries))
 
 
+def _loading(
+    read: ClaimingRead, now: bytes, token: bytes
+) -> tuple[tuple[Arg, ...], tuple[Arg, ...]]:
+    """The first packet's commands, the script sent whole (``EVAL``, which
+    loads it): for a server that lacked it."""
+    return (*_judging(read, "EVAL"), now, token), ("MGET", *read.entries)
+
+
 def _judging_with(packed: Judging, now: bytes, token: bytes) -> bytes:
     """The first packet: *packed* with the script's clock and token."""
     script, mget = packed
@@ -156,8 +163,7 @@ def _judged(
     # A counter that is empty reads as corrupt (lookup.texts), as before.
     values = found if all(found) else [v or None for v in found]
     values += reply[n:end]
-    nested = _nested(reply, end) if len(reply) > end else {}
-    return Claimed(values, reply[:n], nested, token)
+    return Claimed(values, reply[:n], _nested(reply, end), token)
 
 
 def _writing(
@@ -445,14 +451,11 @@ class RedisBackend:
         script judges entries by their headers and an ``MGET`` in the same
         packet reads them (see :func:`_judging`)."""
         if self.near is None:
-            token = read.new_version()
-            packed = self._judging_of(read)
-            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
+            token, now, packet = self._judging_packet(read)
             try:
-                reply, found = self._wire.exchange(_judging_with(packed, now, token), 2)
+                reply, found = self._wire.exchange(packet, 2)
             except self._no_script:
-                loading = (*_judging(read, "EVAL"), now, token)
-                reply, found = self._wire.pipeline(loading, ("MGET", *read.entries))
+                reply, found = self._wire.pipeline(*_loading(read, now, token))
             return _judged(read, token, reply, found)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
@@ -468,9 +471,11 @@ class RedisBackend:
         assert claimed is not None  # else the script raised
         return claimed
 
-    def _judging_of(self, read: ClaimingRead) -> Judging:
-        """:func:`_packed_judging`, packed once per lookup of the same keys
-        (packing costs more than the rest of a hit's client side)."""
+    def _judging_packet(self, read: ClaimingRead) -> tuple[bytes, bytes, bytes]:
+        """The first packet of a lookup without the near cache, with its
+        token and clock: :func:`_packed_judging` is packed once per lookup
+        of the same keys (packing costs more than the rest of a hit's
+        client side), the token and the clock are new each time."""
         shape = (read.claim_cold, read.lock_timeout, *read.entries)
         shape += (*read.locks, *read.counters)
         packed = self._judgings.get(shape)
@@ -478,7 +483,8 @@ class RedisBackend:
             if len(self._judgings) >= _JUDGINGS:
                 self._judgings.clear()
             packed = self._judgings[shape] = _packed_judging(read)
-        return packed
+        token, now = read.new_version(), scripts.clock()
+        return token, now, _judging_with(packed, now, token)
 
     def write_releasing(
         self,
@@ -599,14 +605,12 @@ class RedisBackend:
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
         if self.near is None:
-            token, wire = read.new_version(), self._awire
-            packed = self._judging_of(read)
-            now = b"%.3f" % time.time()  # scripts.clock(), as bytes
+            token, now, packet = self._judging_packet(read)
+            wire = self._awire
             try:
-                reply, found = await wire.exchange(_judging_with(packed, now, token), 2)
+                reply, found = await wire.exchange(packet, 2)
             except self._no_script:
-                loading = (*_judging(read, "EVAL"), now, token)
-                reply, found = await wire.pipeline(loading, ("MGET", *read.entries))
+                reply, found = await wire.pipeline(*_loading(read, now, token))
             return _judged(read, token, reply, found)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:

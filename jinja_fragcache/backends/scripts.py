@@ -243,11 +243,11 @@ return 0
 HEADER_BYTES = 512
 
 
-def clock() -> str:
+def clock() -> bytes:
     """The clock argument of :data:`READ_CLAIMING`: this process's, which
     the fragment cache judges expiry by too (the server's ``TIME`` costs
-    the script as much as a read)."""
-    return f"{time.time():.3f}"
+    the script as much as a read).  Bytes, as a packed command holds it."""
+    return b"%.3f" % time.time()
 
 
 def sha(script: str) -> str:
