@@ -46,7 +46,8 @@ from ..near import DEFAULT_MAX_BYTES, TrackingConnection
 from . import scripts
 from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
 from .cluster_near import NodeNearCaches, NodePlan, WriteTokens
-from .redis import TRACKING_NAME, _added, _as_bytes, _import_redis, _px, _with_ttls
+from .codecs import _as_bytes, _px, _with_ttls
+from .redis import TRACKING_NAME, _added, _import_redis
 
 if TYPE_CHECKING:
     import redis.asyncio.cluster
