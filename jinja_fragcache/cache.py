@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from . import filling, holes
-from .backends.base import Backend, compound
+from .backends.base import Backend, compound, made
 from .backends.memory import MemoryBackend
 from .breaker import CircuitBreaker
 from .driving import Driving
@@ -41,9 +41,10 @@ from .lookup import (
     counters_of,
     first_read,
     took,
+    won_alone,
 )
 from .memo import HitMemo, Remembered
-from .miss import miss_flow, render_uncached
+from .miss import miss_flow, render_uncached, render_won
 from .recording import (
     last_outcome,
     note,
@@ -322,7 +323,7 @@ class FragmentCache(Driving):
                     break
             else:
                 return hits
-        return Pending(requests, wait, None, read, found, hits)
+        return made(Pending, (requests, wait, None, read, found, hits))
 
     def _remember(
         self,
@@ -364,6 +365,8 @@ class FragmentCache(Driving):
                 else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
             ]
+        if won_alone(read):
+            return render_won(self, requests[0], read, render)
         flow = miss_flow(self, requests, pending.wait, read, pending.found)
         results: list[str] = self._drive(flow, name, render)
         return results
@@ -435,7 +438,7 @@ class FragmentCache(Driving):
 
         Fills ``read.entries``; ``None`` sends the batch to :meth:`_flow`.
         """
-        if found is FAILED:
+        if found is FAILED or won_alone(read, found):
             return None
         versions = read.versions
         read.entries = entries = check(self, requests, read, found)

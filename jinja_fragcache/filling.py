@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import holes
+from .backends.base import made
 from .flow import Rendered
 from .lookup import counters_of
 from .recording import UNCACHED, report_holes, report_uncached
@@ -154,8 +155,8 @@ def finished(
     if scope is holes.OFF:  # its blocks' content is in: never stored
         versions.setdefault(UNCACHED, "{% nocache %}")
         return Rendered(body, versions, seconds)
-    if not scope.met:
-        return Rendered(body, versions, seconds)
+    if not scope.met:  # every miss with no hole inside
+        return made(Rendered, (body, versions, seconds, None, None, ""))
     if scope is outer:  # nested: the outermost fragment fills them in
         return Rendered(body, versions, seconds, scope, body)
     try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .backends.base import Claimed, ClaimingRead
+from .backends.base import WON, Claimed, ClaimingRead, made
 from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen, Op, new_version
 from .keys import (
@@ -141,17 +141,15 @@ def first_read(cache: FragmentCache, read: Read, wait: bool) -> Op:
     if not cache.compound:
         return ("get_many", read.keys_read)
     keys = read.keys
-    return (
-        "read_claiming",
-        ClaimingRead(
-            keys,
-            [lock_key(key) for key in keys],
-            read.keys_read[len(keys) :],
-            wait,
-            cache.lock_timeout,
-            new_version,
-        ),
+    claiming = (
+        keys,
+        [lock_key(key) for key in keys],
+        read.keys_read[len(keys) :],
+        wait,
+        cache.lock_timeout,
+        new_version,
     )
+    return ("read_claiming", made(ClaimingRead, claiming))
 
 
 def took(read: Read, found: Any) -> Any:
@@ -165,6 +163,26 @@ def took(read: Read, found: Any) -> Any:
         nested = found.nested
         read.versions.update(zip(nested, texts(list(nested.values())), strict=True))
     return found.values
+
+
+#: The claims of a plain miss: one request, its lock won.
+_WON_ONE = [WON]
+
+
+def won_alone(read: Read, found: list[bytes | None] | None = None) -> bool:
+    """Whether the first read left a plain miss: one request whose lock it
+    won, every counter the request depends on read or created.  Given what
+    the read *found*, a cold miss (no entry: nothing to judge, it renders)
+    reads only the counters into ``read.versions``."""
+    if read.claims != _WON_ONE:
+        return False
+    versions = read.versions
+    if found is not None:
+        if found[0] is not None:  # stale, or unreadable: check() tells
+            return False
+        counters = read.keys_read[1:]
+        versions.update(zip(counters, texts(found[1:])))  # noqa: B905 - same length
+    return None not in map(versions.get, read.own[0])
 
 
 class Pending(NamedTuple):

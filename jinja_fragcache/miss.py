@@ -23,16 +23,16 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import filling
-from .backends.base import UNCLAIMED, WON
+from .backends.base import UNCLAIMED, WON, made
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
 from .keys import FragmentCacheWarning, lock_key
-from .lookup import Read, counters_of, lookup, settle, texts
+from .lookup import Read, counters_of, lookup, settle, texts, won_alone
 from .recording import (
     EXPIRES,
     UNCACHED,
@@ -61,7 +61,7 @@ def miss_flow(
         return (yield from render_uncached(cache, requests))
     first = requests[0]
     keys, own, versions, start = read.keys, read.own, read.versions, read.start
-    if read.claims == _WON_ONE and None not in map(versions.get, own[0]):
+    if won_alone(read):
         return (yield from _won_flow(cache, first, read))
     entries = yield from settle(cache, read.entries, versions)
     if entries is FAILED:
@@ -214,8 +214,36 @@ def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen
     return [done.body]
 
 
-#: The claims of a plain miss: one request, its lock won.
-_WON_ONE = [WON]
+def render_won(
+    cache: FragmentCache,
+    request: FragmentRequest,
+    read: Read,
+    render: Callable[[int], str],
+) -> list[str]:
+    """:func:`_won_flow`, called straight by the sync ``finish``: the
+    commonest miss, spared the driving of a generator."""
+    key, token, name = read.keys[0], read.token, request.name
+    fetched = time.perf_counter() - read.start
+    locks = [lock_key(key)]
+    try:
+        done = cache._collect(render, 0)
+    except BaseException:  # let the next request render instead of waiting
+        cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
+        cache._call(name, ("write_releasing", {}, None, locks, token))
+        raise
+    cache.statistics.record_miss(name, fetched, done.seconds)
+    writes: dict[str, bytes] = {}
+    try:
+        _store(cache, request, key, read.own[0], read.versions, done, writes)
+    except BaseException:  # a store_filter that refuses loudly
+        cache._call(name, ("write_releasing", {}, None, locks, token))
+        raise
+    hard_ttl = _hard_ttl(cache, request.timeout)
+    cache._call(name, ("write_releasing", writes, hard_ttl, locks, token))
+    note("miss", name, read.keys, fetched, done.seconds)
+    return [done.body]
+
+
 #: What ``_won_flow`` renders: its one request.
 _FIRST = (0,)
 
@@ -255,8 +283,8 @@ def _store(
         _foreign_block(request.name)
         return
     if cache.store_filter is None or cache.store_filter(request, stored):
-        entry = Entry(stored, expires, request.template, request.digest, snapshot)
-        writes[key] = entry.encode()
+        fields = (stored, expires, request.template, request.digest, snapshot)
+        writes[key] = made(Entry, fields).encode()
 
 
 def _replace_corrupt(cache: FragmentCache, name: str, counters: list[str]) -> Gen:

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from .backends.base import made
 from .holes import HoleTable
 from .identity import DEFAULT_IDENTITY, RefusedVaryValue, VaryIdentity
 from .keys import FragmentCacheWarning
@@ -127,9 +128,6 @@ def build_requests(
                 stacklevel=2,
             )
             strings, wanted = (), 0.0
-        requests.append(
-            FragmentRequest(
-                name, strings, wanted, tag_names, template, digest, context, holes, line
-            )
-        )
+        fields = (name, strings, wanted, tag_names, template, digest, context, holes)
+        requests.append(made(FragmentRequest, (*fields, line)))
     return requests

@@ -16,6 +16,7 @@ from .base import (
     ClaimingRead,
     SyncBackendMixin,
     Timeout,
+    made,
 )
 
 
@@ -160,7 +161,7 @@ class MemoryBackend(SyncBackendMixin):
                     token = token or read.new_version()
                     store(lock, token, read.lock_timeout, now)
                     claims.append(WON)
-        return Claimed([*values, *counters], claims, nested, token)
+        return made(Claimed, ([*values, *counters], claims, nested, token))
 
     def write_releasing(
         self,
