@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from . import filling, holes
 from .api import get_default_cache
+from .backends.base import made
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
@@ -122,7 +123,7 @@ class TagRuntime:
         found = cache.lookup(requests, wait=True, memo_key=key)
         if type(found) is list:
             return _markup(context, found[0])
-        return _Unfinished(cache, context, requests, found)  # type: ignore[arg-type]
+        return made(_Unfinished, (cache, context, requests, found, None))
 
     @pass_context
     def _lookup_each(
