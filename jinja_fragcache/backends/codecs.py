@@ -170,9 +170,13 @@ class Judging:
         (empty: it did not) lets the next lookup expect."""
         if not soonest or None in counters or None in nested.values():
             return None
+        try:  # a header's field as written; Lua reads a few more forms
+            until = math.inf if soonest == b"-" else float(soonest)
+        except ValueError:
+            return None
         expected = (*counters, *nested.values())
         packed = _evalsha((*self._keys, *nested), expected)
-        return Expectation(packed, float(soonest), counters, nested)
+        return Expectation(packed, until, counters, nested)
 
 
 def _evalsha(keys: tuple[str, ...], expected: tuple[Any, ...]) -> bytes:

@@ -48,7 +48,7 @@ return out
 
 # How an entry is judged, shared by READ_CLAIMING and JUDGE_CLAIMING:
 # 'fresh', 'stale' or 'cold', as jinja_fragcache.entry.judge says, and a
-# fresh entry's soft expiry (math.huge for never).  Each script defines
+# fresh entry's soft expiry (math.huge for never) and its field.  Each script defines
 # before it: `now`; `current`, the counters read so far (key -> value,
 # false when missing); `known`, other counters already read, by key;
 # `tail`, ' <key> <value>' for every counter read, what the header of a
@@ -105,11 +105,11 @@ local function judge(value)
     end
     local field = sub(value, 5, one - 1)
     if field == '-' then
-        return 'fresh', math.huge
+        return 'fresh', math.huge, field
     end
     local expiry = tonumber(field)
     if expiry ~= nil and now < expiry then
-        return 'fresh', expiry
+        return 'fresh', expiry, field
     end
     return 'stale'
 end
@@ -278,7 +278,7 @@ local tail = n == 1 and table.concat(pieces, ' ')
 """
     + _JUDGE
     + """
-local soonest = math.huge
+local soonest, written = math.huge, '-'  -- and its field as written
 for i = 1, n do
     local value = redis.pcall('GETRANGE', KEYS[i], '0', HEADER_LAST)
     if type(value) ~= 'string' or value == '' then
@@ -286,11 +286,11 @@ for i = 1, n do
     elseif not find(value, '\\n', 5, true) then
         value = redis.call('GET', KEYS[i])  -- a longer header
     end
-    local judged, expiry = judge(value)
+    local judged, expiry, field = judge(value)
     local claim = 0
     if judged == 'fresh' then
         if soonest and expiry < soonest then
-            soonest = expiry
+            soonest, written = expiry, field
         end
     else
         soonest = false
@@ -304,7 +304,7 @@ for i = 1, n do
     end
     out[i] = claim
 end
-out[n + m + 1] = soonest and tostring(soonest) or ''
+out[n + m + 1] = soonest and written or ''  -- (tostring costs more)
 for _, item in ipairs(extra) do
     out[#out + 1] = item
 end
