@@ -54,6 +54,19 @@ class Site:
 
         return self.runner.run(self.cache.render_async(request, arendered))
 
+    def render_many(self, requests: list[FragmentRequest]) -> list[str]:
+        def rendered(i: int) -> str:
+            self.renders += 1
+            return f"item {i}"
+
+        if self.runner is None:
+            return self.cache.render_many(requests, rendered)
+
+        async def arendered(i: int) -> str:
+            return rendered(i)
+
+        return self.runner.run(self.cache.render_many_async(requests, arendered))
+
     def calls(self) -> dict[str, int]:
         """Commands run by the server since the last ``CONFIG RESETSTAT``,
         the scripts' own included."""
@@ -155,6 +168,29 @@ def test_a_hit_after_a_judgement_of_every_entry_fresh_only_confirms_the_counters
     assert calls.get("exists") == 1
     assert calls.get("mget") == 2  # the script's of the counters, and ours
     assert site.renders == 1
+
+
+def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
+    # Fifty siblings: one MGET of their counters and one EXISTS of them
+    # all; one of them gone is claimed in that same first trip.
+    requests = [FragmentRequest("card", (str(i),), 300) for i in range(50)]
+    bodies = [f"item {i}" for i in range(50)]
+    assert site.render_many(requests) == bodies  # written
+    assert site.render_many(requests) == bodies  # judged fresh
+    site.admin.config_resetstat()
+    with trips() as sent:
+        assert site.render_many(requests) == bodies
+    assert sent == [b"EVALSHA"]
+    calls = site.calls()
+    assert "getrange" not in calls
+    assert calls.get("exists") == 1
+    assert calls.get("mget") == 2
+    assert site.renders == 50
+    site.admin.delete(_key(requests[7]))
+    with trips() as sent:
+        assert site.render_many(requests) == bodies
+    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert site.renders == 51
 
 
 def _later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

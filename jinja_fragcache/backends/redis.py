@@ -30,8 +30,9 @@ TRACKING_NAME = "jinja-fragcache-near-cache"
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
-#: How many lookups' first packets a backend keeps packed (a few hundred
-#: bytes each); past that it forgets them all and starts again.
+#: How many lookups' first packets a backend keeps packed, with what each
+#: expects (a few hundred bytes each); past that it forgets them all and
+#: starts again.
 _JUDGINGS = 4096
 
 
