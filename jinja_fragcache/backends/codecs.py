@@ -168,7 +168,9 @@ class Judging:
     ) -> Expectation | None:
         """What a judgement that found every entry fresh until *soonest*
         (empty: it did not) lets the next lookup expect."""
-        if not soonest or None in counters or None in nested.values():
+        if not soonest or not (counters or nested):
+            return None  # not all fresh, or nothing to confirm
+        if None in counters or None in nested.values():
             return None
         try:  # a header's field as written; Lua reads a few more forms
             until = math.inf if soonest == b"-" else float(soonest)
