@@ -401,3 +401,23 @@ def test_a_name_invalidated_between_the_script_and_the_mget(
     assert sent[-1] == b"MGET"  # nothing claimed, nothing written
     assert site.render(request, "new") == "new"
     assert site.renders == 2
+
+
+def test_an_expiry_that_only_lua_reads_as_a_number_leaves_nothing_expected(
+    site: Site,
+) -> None:
+    # Lua's tonumber reads "0x7fffffffff"; Python's float does not.  The
+    # script judges such an entry fresh, and the backend expects nothing
+    # of it rather than fail the read (the fragment cache then finds the
+    # entry unreadable, as it would anywhere).
+    from jinja_fragcache.backends.base import UNCLAIMED, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = f"{PREFIX}:odd"
+    site.admin.set(key, b"FC2 0x7fffffffff d t\nbody", px=60_000)
+    counter = f"{PREFIX}:counter"
+    read = ClaimingRead([key], [lock_key(key)], [counter], True, 30.0, new_version)
+    for _ in range(2):
+        claimed = site.backend.read_claiming(read)
+        assert claimed.claims == [UNCLAIMED]
+        assert claimed.values[0] == b"FC2 0x7fffffffff d t\nbody"
