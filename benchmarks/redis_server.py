@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -41,17 +41,29 @@ def _free_port() -> int:
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Start a throwaway server; yield its base URL, ``redis://127.0.0.1:PORT``."""
+    with started_server() as (url, _):
+        yield url
+
+
+@contextmanager
+def started_server(
+    under: Sequence[str] = (), seconds: float = 10
+) -> Iterator[tuple[str, int]]:
+    """:func:`redis_server`, run *under* a command (valgrind, say) when
+    given, within *seconds* to answer; yield its base URL and its process
+    id."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("the benchmarks need redis-server: apt-get install redis-server")
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="fragcache-bench-") as folder:
         # Persistence off: nothing is written to disk while we time.
-        command = [binary, "--bind", "127.0.0.1", "--port", str(port)]
+        command = [*under, binary, "--bind", "127.0.0.1", "--port", str(port)]
         command += ["--save", "", "--appendonly", "no", "--dir", folder]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        quiet = subprocess.DEVNULL if under else None  # valgrind talks
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=quiet)
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + seconds
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), 0.2).close()
@@ -60,7 +72,7 @@ def redis_server() -> Iterator[str]:
                     if process.poll() is not None or time.monotonic() > deadline:
                         sys.exit(f"redis-server did not start on port {port}")
                     time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}"
+            yield f"redis://127.0.0.1:{port}", process.pid
         finally:
             process.terminate()
-            process.wait(10)
+            process.wait(30)

@@ -412,6 +412,35 @@ def test_read_claiming_judges_claims_and_creates_as_the_protocol_says(
     ]
 
 
+def test_read_claiming_again_finds_what_it_found(
+    claiming_backend: Any, key: Callable[[], str]
+) -> None:
+    # On Redis without the near cache, a read that judged every entry fresh
+    # lets the next read of the same keys only confirm the counters: what
+    # it returns is what a judgement would, until a counter changes.
+    from jinja_fragcache.backends.base import UNCLAIMED, WON
+
+    b = claiming_backend
+    counter, nested = key(), key()
+    b.set_many({counter: b"7", nested: b"3"}, None)
+    one, other = key(), key()
+    stored = [
+        _entry({counter: "7", nested: "3"}, time.time() + 60),
+        _entry({counter: "7"}, None),
+    ]
+    b.set_many(dict(zip([one, other], stored, strict=True)), 60)
+    read = _claiming_read(key, [one, other], [counter], cold=True)
+    first, again = b.read_claiming(read), b.read_claiming(read)
+    for claimed in (first, again, run(b.aread_claiming(read), b)):
+        assert claimed.values == [*stored, b"7"]
+        assert claimed.claims == [UNCLAIMED, UNCLAIMED]
+        assert claimed.nested == {nested: b"3"}
+    b.set(nested, b"4", None)
+    claimed = b.read_claiming(read)
+    assert claimed.claims == [WON, UNCLAIMED]
+    assert claimed.nested == {nested: b"4"}
+
+
 def test_read_claiming_async_is_the_same(
     claiming_backend: Any, key: Callable[[], str]
 ) -> None:

@@ -1,21 +1,29 @@
 """The first read of a lookup on Redis without the near cache: the script
-judges entries by their headers (``READ_CLAIMING`` reading a few hundred
-bytes of each) and an ``MGET`` in the same packet reads them whole, so a
-body never passes through Lua.  Against a redis-server of each test's own,
-sync and async."""
+(``JUDGE_CLAIMING``) judges entries by their headers (a few hundred bytes
+of each), or, when the last lookup of the same keys judged them all fresh,
+only confirms that their counters hold what it read and that they exist;
+an ``MGET`` in the same packet reads them whole, so a body never passes
+through Lua.  Against a redis-server of each test's own, sync and async."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from jinja2 import DictLoader, Environment
 
-from jinja_fragcache import FragmentCache, FragmentRequest, RedisBackend
+from jinja_fragcache import (
+    FragmentCache,
+    FragmentCacheExtension,
+    FragmentRequest,
+    RedisBackend,
+)
 from jinja_fragcache.backends import scripts
-from jinja_fragcache.keys import lock_key, make_fragment_key
+from jinja_fragcache.keys import lock_key, make_fragment_key, variant_version_key
 
 from .support import trips
 
@@ -45,6 +53,19 @@ class Site:
             return rendered()
 
         return self.runner.run(self.cache.render_async(request, arendered))
+
+    def render_many(self, requests: list[FragmentRequest]) -> list[str]:
+        def rendered(i: int) -> str:
+            self.renders += 1
+            return f"item {i}"
+
+        if self.runner is None:
+            return self.cache.render_many(requests, rendered)
+
+        async def arendered(i: int) -> str:
+            return rendered(i)
+
+        return self.runner.run(self.cache.render_many_async(requests, arendered))
 
     def calls(self) -> dict[str, int]:
         """Commands run by the server since the last ``CONFIG RESETSTAT``,
@@ -108,10 +129,16 @@ def _key(request: FragmentRequest) -> str:
     return make_fragment_key(request.name, request.vary, prefix=PREFIX)
 
 
+def _expecting(site: Site, request: FragmentRequest) -> None:
+    """Render *request* until its next lookup expects what the last one
+    judged: a miss writes it, a hit judges its header fresh."""
+    site.render(request)
+    site.render(request)
+
+
 def test_a_hit_reads_the_header_in_lua_and_the_body_by_mget(site: Site) -> None:
     request = FragmentRequest("box", ("1",), 300)
-    site.render(request)
-    site.render(request)  # scripts loaded, connections open
+    site.render(request)  # written; scripts loaded, connections open
     site.admin.config_resetstat()
     with trips() as sent:
         assert site.render(request) == "fresh"
@@ -121,6 +148,95 @@ def test_a_hit_reads_the_header_in_lua_and_the_body_by_mget(site: Site) -> None:
     assert calls.get("mget") == 2  # the script's of the counters, and ours
     assert "get" not in calls  # no entry read whole inside the script
     assert site.renders == 1
+
+
+def test_a_hit_after_a_judgement_of_every_entry_fresh_only_confirms_the_counters(
+    site: Site,
+) -> None:
+    # The last lookup of these keys judged every entry fresh: this one
+    # asks the script only whether the counters still hold what it read
+    # then and whether the entries still exist.  No header is read.
+    request = FragmentRequest("box", ("1",), 300)
+    _expecting(site, request)
+    site.admin.config_resetstat()
+    with trips() as sent:
+        assert site.render(request) == "fresh"
+    assert sent == [b"EVALSHA"]
+    calls = site.calls()
+    assert "getrange" not in calls
+    assert "get" not in calls
+    assert calls.get("exists") == 1
+    assert calls.get("mget") == 2  # the script's of the counters, and ours
+    assert site.renders == 1
+
+
+def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
+    # Fifty siblings: one MGET of their counters and one EXISTS of them
+    # all; one of them gone is claimed in that same first trip.
+    requests = [FragmentRequest("card", (str(i),), 300) for i in range(50)]
+    bodies = [f"item {i}" for i in range(50)]
+    assert site.render_many(requests) == bodies  # written
+    assert site.render_many(requests) == bodies  # judged fresh
+    site.admin.config_resetstat()
+    with trips() as sent:
+        assert site.render_many(requests) == bodies
+    assert sent == [b"EVALSHA"]
+    calls = site.calls()
+    assert "getrange" not in calls
+    assert calls.get("exists") == 1
+    assert calls.get("mget") == 2
+    assert site.renders == 50
+    site.admin.delete(_key(requests[7]))
+    with trips() as sent:
+        assert site.render_many(requests) == bodies
+    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert site.renders == 51
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    later = time.time() + seconds
+    monkeypatch.setattr(time, "time", lambda: later)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda site, key, monkeypatch: site.cache.invalidate("box", "1"),
+        lambda site, key, monkeypatch: site.cache.invalidate_all("box"),
+        lambda site, key, monkeypatch: site.cache.invalidate_tags("nav"),
+        # Neither changes a counter: an entry evicted or deleted by hand,
+        # an entry past the soonest soft expiry the judgement saw.
+        lambda site, key, monkeypatch: site.admin.delete(key),
+        lambda site, key, monkeypatch: _later(monkeypatch, 301),
+        # A counter evicted or deleted by hand: made again, unpredictable.
+        lambda site, key, monkeypatch: site.admin.delete(variant_version_key(key)),
+    ],
+    ids=[
+        "invalidate",
+        "invalidate_all",
+        "invalidate_tags",
+        "entry-gone",
+        "stale",
+        "counter-gone",
+    ],
+)
+def test_what_ends_an_expectation_is_claimed_in_the_first_trip(
+    site: Site,
+    change: Callable[[Site, str, pytest.MonkeyPatch], object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whatever makes the entry need a render, the lookup that expected it
+    # fresh finds out in the script and claims there: two trips in all.
+    request = FragmentRequest("box", ("1",), 300, tags=("nav",))
+    key = _key(request)
+    _expecting(site, request)
+    change(site, key, monkeypatch)
+    with trips() as sent:
+        assert site.render(request, "again") == "again"
+    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert site.renders == 2
+    assert site.admin.get(lock_key(key)) is None
+    assert site.render(request, "unused") == "again"
 
 
 def test_a_header_longer_than_what_the_script_reads_is_read_whole(
@@ -176,14 +292,24 @@ def test_an_entry_written_between_the_script_and_the_mget_is_rendered_by_the_cla
     assert site.render(request, "unused") == "ours"
 
 
+#: Whether the script judges the entry by its header or, the last lookup
+#: having judged it fresh, confirms what that one found.
+_PATHS = pytest.mark.parametrize(
+    "expecting", [False, True], ids=["judging", "expecting"]
+)
+
+
+@_PATHS
 def test_an_entry_deleted_between_the_script_and_the_mget_is_a_miss(
-    site: Site,
+    site: Site, expecting: bool
 ) -> None:
     # The script judged the entry fresh and claimed nothing; an
     # invalidation deletes it before the MGET.  The client finds nothing,
     # claims the usual way (one more trip) and renders: never a stale body.
     request = FragmentRequest("gone", ("1",), 300)
     assert site.render(request, "old") == "old"
+    if expecting:
+        assert site.render(request, "unused") == "old"
     _between(site, lambda: site.cache.invalidate("gone", "1"))
     assert site.render(request, "new") == "new"
     assert site.renders == 2
@@ -215,3 +341,83 @@ def test_a_stale_entry_refreshed_between_the_script_and_the_mget(
     site.admin.set(lock_key(key), b"someone", px=30_000)
     assert site.render(request, "unused") == "v1"  # stale, served
     assert site.renders == 2
+
+
+def test_a_nested_fragment_invalidated_ends_what_the_outer_expects(
+    site: Site,
+) -> None:
+    # The outer entry records the inner one's counters; what a lookup of
+    # the outer expects holds them too, so invalidating the inner one
+    # makes the outer render again on its next lookup, never serve what it
+    # held.
+    env = Environment(
+        loader=DictLoader(
+            {
+                "page.html": "{% cache_fragment 300 outer %}[{{ tick('outer') }}"
+                "{% cache_fragment 300 inner %}{{ tick('inner') }}"
+                "{% endcache_fragment %}]{% endcache_fragment %}"
+            }
+        ),
+        extensions=[FragmentCacheExtension],
+        enable_async=site.runner is not None,
+    )
+    env.fragment_cache = site.cache  # type: ignore[attr-defined]
+    ticks = {"outer": 0, "inner": 0}
+
+    def tick(name: str) -> str:
+        ticks[name] += 1
+        return f"{name}{ticks[name]}"
+
+    def render() -> str:
+        template = env.get_template("page.html")
+        if site.runner is None:
+            return template.render(tick=tick)
+        return site.runner.run(template.render_async(tick=tick))
+
+    assert render() == "[outer1inner1]"
+    assert render() == "[outer1inner1]"  # judged fresh, nested counters too
+    site.admin.config_resetstat()
+    assert render() == "[outer1inner1]"
+    assert "getrange" not in site.calls()  # expected
+    assert site.cache.invalidate_all("inner")
+    assert render() == "[outer2inner2]"
+
+
+@_PATHS
+def test_a_name_invalidated_between_the_script_and_the_mget(
+    site: Site, expecting: bool
+) -> None:
+    # The script found the counters as they were; the bump lands before
+    # the MGET, which finds the entry.  Judged by the counters the script
+    # read, it is served: a read that came before the invalidation.  The
+    # next lookup finds the bump.
+    request = FragmentRequest("bumped", ("1",), 300)
+    assert site.render(request, "old") == "old"
+    if expecting:
+        assert site.render(request, "unused") == "old"
+    _between(site, lambda: site.cache.invalidate_all("bumped"))
+    with trips() as sent:
+        assert site.render(request, "unused") == "old"
+    assert sent[-1] == b"MGET"  # nothing claimed, nothing written
+    assert site.render(request, "new") == "new"
+    assert site.renders == 2
+
+
+def test_an_expiry_that_only_lua_reads_as_a_number_leaves_nothing_expected(
+    site: Site,
+) -> None:
+    # Lua's tonumber reads "0x7fffffffff"; Python's float does not.  The
+    # script judges such an entry fresh, and the backend expects nothing
+    # of it rather than fail the read (the fragment cache then finds the
+    # entry unreadable, as it would anywhere).
+    from jinja_fragcache.backends.base import UNCLAIMED, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = f"{PREFIX}:odd"
+    site.admin.set(key, b"FC2 0x7fffffffff d t\nbody", px=60_000)
+    counter = f"{PREFIX}:counter"
+    read = ClaimingRead([key], [lock_key(key)], [counter], True, 30.0, new_version)
+    for _ in range(2):
+        claimed = site.backend.read_claiming(read)
+        assert claimed.claims == [UNCLAIMED]
+        assert claimed.values[0] == b"FC2 0x7fffffffff d t\nbody"

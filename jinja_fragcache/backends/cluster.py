@@ -982,7 +982,7 @@ def _claiming(
         keys += [read.locks[i] for i in entries]
         keys += [read.counters[j] for j in counters]
         flags, now = "t" if ttls else "", scripts.clock()
-        options = (len(entries), int(read.claim_cold), px, flags, "", now, token)
+        options = (len(entries), int(read.claim_cold), px, flags, now, token)
         command = ("EVALSHA", _READ_CLAIMING_SHA, len(keys), *keys, *options)
         commands.append((slot, command))
     return commands, list(by_slot.values())

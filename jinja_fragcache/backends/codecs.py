@@ -6,14 +6,15 @@ backend itself keeps the connections and the near cache."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import scripts
-from .base import Claimed, ClaimingRead, Timeout
+from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
 from .wire import Arg, pack
 
-_READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
+_JUDGE_CLAIMING_SHA = scripts.sha(scripts.JUDGE_CLAIMING)
 
 
 def _px(timeout: Timeout) -> int | None:
@@ -50,7 +51,7 @@ def _claiming(
     keys = [*read.entries, *read.locks, *read.counters]
     flags = "nt" if ttls else "n"
     options = [len(read.entries), int(read.claim_cold), _px(read.lock_timeout)]
-    return keys, [*options, flags, "", scripts.clock(), token]
+    return keys, [*options, flags, scripts.clock(), token]
 
 
 def _claimed(
@@ -76,65 +77,115 @@ def _nested(reply: Sequence[Any], start: int) -> dict[str, bytes | None]:
     return {_key(rest[i]): rest[i + 1] or None for i in range(0, len(rest), 2)}
 
 
-#: A lookup's first packet without the near cache, packed but for the
-#: script's last two arguments (the clock and the token), and the ``MGET``
-#: that follows the script.
-Judging = tuple[bytes, bytes]
+class Expectation(NamedTuple):
+    """What a lookup without the near cache may expect of its keys, from
+    the last judgement of them all fresh: its counters' values, until the
+    soonest soft expiry it saw (see :data:`~.scripts.JUDGE_CLAIMING`)."""
+
+    #: The script asking only whether each counter still holds its value,
+    #: packed but for its last argument.
+    packed: bytes
+    #: Unix seconds: the soonest soft expiry of the entries judged.
+    until: float
+    #: The value of each counter read (``ClaimingRead.counters``).
+    values: list[bytes | None]
+    #: The other counters the entries recorded (nested fragments'), by key.
+    nested: dict[str, bytes | None]
 
 
-def _judging(read: ClaimingRead, command: str = "EVALSHA") -> tuple[Arg, ...]:
-    """:data:`~.scripts.READ_CLAIMING` judging by headers, but for its clock
-    and token: the reply goes without the entries (they come by the
-    ``MGET`` that follows in the same packet)."""
-    entries = read.entries
-    script = _READ_CLAIMING_SHA if command == "EVALSHA" else scripts.READ_CLAIMING
-    return (
-        command,
-        script,
-        2 * len(entries) + len(read.counters),
-        *entries,
-        *read.locks,
-        *read.counters,
-        len(entries),
-        1 if read.claim_cold else 0,
-        max(1, math.ceil(read.lock_timeout * 1000)),
-        "n",
-        scripts.HEADER_BYTES - 1,
-    )
+class Judging:
+    """The first packet of a lookup without the near cache, for one set of
+    keys: :data:`~.scripts.JUDGE_CLAIMING` and the ``MGET`` of the entries
+    behind it, packed once (packing fifteen arguments in Python costs more
+    than the rest of a hit's client side) but for the script's last
+    argument, which holds the clock and the token; and what the script's
+    last judgement of these keys lets the next lookup expect."""
+
+    __slots__ = ("_keys", "_plain", "_spec", "_mget", "expecting")
+
+    def __init__(self, read: ClaimingRead) -> None:
+        entries, n, m = read.entries, len(read.entries), len(read.counters)
+        self._keys: tuple[str, ...] = (*entries, *read.locks, *read.counters)
+        self._plain = _evalsha(self._keys, ())
+        px = max(1, math.ceil(read.lock_timeout * 1000))
+        self._spec = b"%d %d %d %d " % (n, m, read.claim_cold, px)
+        self._mget = pack(("MGET", *entries))
+        #: Set by :meth:`judged`; read once per packet (threads share it).
+        self.expecting: Expectation | None = None
+
+    def packet(
+        self, read: ClaimingRead
+    ) -> tuple[bytes, bytes, bytes, Expectation | None]:
+        """The token, the script's last argument, the packet, and what it
+        expects (``None``: nothing, it judges every entry)."""
+        token, now = read.new_version(), time.time()
+        spec = self._spec + scripts.clock(now) + b" " + token
+        expecting = self.expecting
+        if expecting is not None and now < expecting.until:
+            head = expecting.packed
+        else:
+            head, expecting = self._plain, None
+        last = b"$%d\r\n%b\r\n" % (len(spec), spec)
+        return token, spec, head + last + self._mget, expecting
+
+    def loading(self, read: ClaimingRead, spec: bytes) -> tuple[tuple[Arg, ...], ...]:
+        """The first packet's commands, expecting nothing, the script sent
+        whole (``EVAL``, which loads it): for a server that lacked it."""
+        keys = self._keys
+        script: tuple[Arg, ...] = ("EVAL", scripts.JUDGE_CLAIMING, len(keys), *keys)
+        return (*script, spec), ("MGET", *read.entries)
+
+    def judged(
+        self,
+        read: ClaimingRead,
+        token: bytes,
+        reply: Any,
+        found: list[Any],
+        expecting: Expectation | None,
+    ) -> Claimed:
+        """A :class:`~.base.Claimed` from the script's *reply* and what the
+        ``MGET`` behind it *found* of the entries (an empty value is
+        missing); what it judged fresh becomes what the next lookup of
+        these keys expects."""
+        n = len(read.entries)
+        # An empty entry is a missing one (an empty counter, from the
+        # script, reads as corrupt: lookup.texts).
+        values = found if all(found) else [v or None for v in found]
+        if type(reply) is int:  # 0: every counter as expected
+            assert expecting is not None
+            claims = [UNCLAIMED] * n
+            return Claimed(values + expecting.values, claims, expecting.nested)
+        end = n + len(read.counters)
+        counters, soonest, nested = reply[n:end], reply[end], _nested(reply, end + 1)
+        self.expecting = self._expecting(counters, soonest, nested)
+        return Claimed(values + counters, reply[:n], nested, token)
+
+    def _expecting(
+        self,
+        counters: list[bytes | None],
+        soonest: bytes,
+        nested: dict[str, bytes | None],
+    ) -> Expectation | None:
+        """What a judgement that found every entry fresh until *soonest*
+        (empty: it did not) lets the next lookup expect."""
+        if not soonest or not (counters or nested):
+            return None  # not all fresh, or nothing to confirm
+        if None in counters or None in nested.values():
+            return None
+        try:  # a header's field as written; Lua reads a few more forms
+            until = math.inf if soonest == b"-" else float(soonest)
+        except ValueError:
+            return None
+        expected = (*counters, *nested.values())
+        packed = _evalsha((*self._keys, *nested), expected)
+        return Expectation(packed, until, counters, nested)
 
 
-def _packed_judging(read: ClaimingRead) -> Judging:
-    """:func:`_judging` and the ``MGET`` of the entries, packed."""
-    return pack(_judging(read), more=2), pack(("MGET", *read.entries))
-
-
-def _loading(
-    read: ClaimingRead, now: bytes, token: bytes
-) -> tuple[tuple[Arg, ...], tuple[Arg, ...]]:
-    """The first packet's commands, the script sent whole (``EVAL``, which
-    loads it): for a server that lacked it."""
-    return (*_judging(read, "EVAL"), now, token), ("MGET", *read.entries)
-
-
-def _judging_with(packed: Judging, now: bytes, token: bytes) -> bytes:
-    """The first packet: *packed* with the script's clock and token."""
-    script, mget = packed
-    tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(now), now, len(token), token)
-    return script + tail + mget
-
-
-def _judged(
-    read: ClaimingRead, token: bytes, reply: list[Any], found: list[Any]
-) -> Claimed:
-    """A :class:`~.base.Claimed` from the script's reply (per entry its
-    claim, per counter its value, then nested counters) and what the
-    ``MGET`` behind it found of the entries (an empty value is missing)."""
-    n = len(read.entries)
-    end = n + len(read.counters)
-    # A counter that is empty reads as corrupt (lookup.texts), as before.
-    values = found if all(found) else [v or None for v in found]
-    values += reply[n:end]
-    return Claimed(values, reply[:n], _nested(reply, end), token)
+def _evalsha(keys: tuple[str, ...], expected: tuple[Any, ...]) -> bytes:
+    """:data:`~.scripts.JUDGE_CLAIMING` on *keys*, expecting *expected*,
+    packed but for its last argument."""
+    command = ("EVALSHA", _JUDGE_CLAIMING_SHA, len(keys), *keys, *expected)
+    return pack(command, more=1)
 
 
 def _writing(

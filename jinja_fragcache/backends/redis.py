@@ -11,18 +11,7 @@ from ..keys import tracked_prefixes
 from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
-from .codecs import (
-    Judging,
-    _claimed,
-    _claiming,
-    _judged,
-    _judging_with,
-    _loading,
-    _packed_judging,
-    _px,
-    _with_ttls,
-    _writing,
-)
+from .codecs import Judging, _claimed, _claiming, _px, _with_ttls, _writing
 from .wire import AsyncWire, Wire
 
 if TYPE_CHECKING:
@@ -41,8 +30,9 @@ TRACKING_NAME = "jinja-fragcache-near-cache"
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
-#: How many lookups' first packets a backend keeps packed (a few hundred
-#: bytes each); past that it forgets them all and starts again.
+#: How many lookups' first packets a backend keeps packed, with what each
+#: expects (a few hundred bytes each); past that it forgets them all and
+#: starts again.
 _JUDGINGS = 4096
 
 
@@ -325,16 +315,19 @@ class RedisBackend:
     def read_claiming(self, read: ClaimingRead) -> Claimed:
         """One round trip: :data:`~.scripts.READ_CLAIMING` (see
         :class:`~.base.ClaimingRead`), or none when the near cache holds
-        every key (nothing is claimed then).  Without the near cache, the
-        script judges entries by their headers and an ``MGET`` in the same
-        packet reads them (see :func:`_judging`)."""
+        every key (nothing is claimed then).  Without the near cache,
+        :data:`~.scripts.JUDGE_CLAIMING` judges entries by their headers,
+        or confirms what its last judgement of them found, and an ``MGET``
+        in the same packet reads them (see :class:`~.codecs.Judging`)."""
         if self.near is None:
-            token, now, packet = self._judging_packet(read)
+            judging = self._judging(read)
+            token, spec, packet, expecting = judging.packet(read)
             try:
                 reply, found = self._wire.exchange(packet, 2)
             except self._no_script:
-                reply, found = self._wire.pipeline(*_loading(read, now, token))
-            return _judged(read, token, reply, found)
+                reply, found = self._wire.pipeline(*judging.loading(read, spec))
+                expecting = None
+            return judging.judged(read, token, reply, found, expecting)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
@@ -349,20 +342,17 @@ class RedisBackend:
         assert claimed is not None  # else the script raised
         return claimed
 
-    def _judging_packet(self, read: ClaimingRead) -> tuple[bytes, bytes, bytes]:
-        """The first packet of a lookup without the near cache, with its
-        token and clock: :func:`_packed_judging` is packed once per lookup
-        of the same keys (packing costs more than the rest of a hit's
-        client side), the token and the clock are new each time."""
+    def _judging(self, read: ClaimingRead) -> Judging:
+        """The first packet of a lookup of *read*'s keys without the near
+        cache (see :class:`~.codecs.Judging`), kept per set of keys."""
         shape = (read.claim_cold, read.lock_timeout, *read.entries)
         shape += (*read.locks, *read.counters)
-        packed = self._judgings.get(shape)
-        if packed is None:
+        judging = self._judgings.get(shape)
+        if judging is None:
             if len(self._judgings) >= _JUDGINGS:
                 self._judgings.clear()
-            packed = self._judgings[shape] = _packed_judging(read)
-        token, now = read.new_version(), scripts.clock()
-        return token, now, _judging_with(packed, now, token)
+            judging = self._judgings[shape] = Judging(read)
+        return judging
 
     def write_releasing(
         self,
@@ -483,13 +473,15 @@ class RedisBackend:
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
         if self.near is None:
-            token, now, packet = self._judging_packet(read)
+            judging = self._judging(read)
+            token, spec, packet, expecting = judging.packet(read)
             wire = self._awire
             try:
                 reply, found = await wire.exchange(packet, 2)
             except self._no_script:
-                reply, found = await wire.pipeline(*_loading(read, now, token))
-            return _judged(read, token, reply, found)
+                reply, found = await wire.pipeline(*judging.loading(read, spec))
+                expecting = None
+            return judging.judged(read, token, reply, found, expecting)
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None

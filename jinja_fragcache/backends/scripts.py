@@ -10,6 +10,9 @@ header is split on spaces, as :mod:`jinja_fragcache.entry` writes it).
   :class:`~.base.ClaimingRead`): the entries and their counters, the
   missing counters created, and the re-render lock of every entry that
   needs a render claimed.
+- :data:`JUDGE_CLAIMING`: the same without the near cache, judging
+  entries by their headers, or only confirming that nothing changed since
+  it last found them all fresh.
 - :data:`WRITE_RELEASING`: the last trip of a miss: store the entries and
   delete each lock that still holds this request's token.
 """
@@ -43,108 +46,35 @@ end
 return out
 """
 
-# KEYS: n entry keys, their n lock keys, then m counter keys.
-# ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, the last
-# byte of an entry to read for its header ('' to read whole entries), the
-# client's clock (Unix seconds), then the token: what changes on every
-# call comes last, so that a client may keep the rest of the command
-# packed.  Flags ('', 'n', 't' or 'nt'): 'n' reads nested counters, 't'
-# reports each value's PTTL (else -1).  A missing counter is created
-# with the token as its value: one unpredictable value per read (the
-# client's, from the operating system's random bytes) serves every
-# counter the read creates, since a counter is only ever compared with
-# what entries recorded under its own key.
-#
-# Replies, flat.  Whole entries: per entry its value, PTTL and claim (0:
-# not needed, 1: won, 2: held by another), then per counter its value
-# (after creation) and PTTL.  By headers: per entry its claim, then per
-# counter its value (after creation).  Then the key and value of every
-# nested counter read from a header.
-#
-# An entry needs a render when it is missing, when a counter it recorded
-# has another value now (invalid: claimed only with claim_cold, as a cold
-# entry is), or when its soft expiry has passed by the client's clock
-# (stale: always claimed, so that one request refreshes it while the
-# others serve it; the client judges by that clock too).  With 'n',
-# counters that headers name besides those in KEYS are read as well (a
-# standalone server); without it (a cluster, whose script may touch only
-# keys of its own slot) they are not judged here: the client judges every
-# entry again, with every counter, and claims what the script did not.
-#
-# By headers, an entry's body never enters Lua (a value read into Lua
-# costs the server about 12 instructions a byte): GETRANGE reads its
-# first bytes, GET the whole of it only when no header ends there, and
-# the client reads the entries with an MGET sent right behind the script,
-# in the same packet.  Whole entries and counters are read by one MGET:
-# each redis.call costs a few microseconds of the server's time (Redis
-# 7.0), TIME as much.  A field of a header is made a Lua string only to
-# be compared (making one costs more than finding it).
-READ_CLAIMING = """
-local n = tonumber(ARGV[1])
-local claim_cold = ARGV[2] == '1'
-local lock_px, flags, last = ARGV[3], ARGV[4], ARGV[5]
-local now, token = tonumber(ARGV[6]), ARGV[7]
-local nested = flags == 'n' or flags == 'nt'  -- Lua compares strings
-local ttls = flags == 't' or flags == 'nt'      -- by address: cheaper than find
-local heads = last ~= ''
+# How an entry is judged, shared by READ_CLAIMING and JUDGE_CLAIMING:
+# 'fresh', 'stale' or 'cold', as jinja_fragcache.entry.judge says, and a
+# fresh entry's soft expiry (math.huge for never) and its field.  Each script defines
+# before it: `now`; `current`, the counters read so far (key -> value,
+# false when missing); `known`, other counters already read, by key;
+# `tail`, ' <key> <value>' for every counter read, what the header of a
+# valid entry of one request ends with, counters read and recorded in the
+# same order (false for more than one request); `nested`, whether a
+# counter a header records besides is read; `extra`, the key and value of
+# each one read, for the reply.  The header is split on every space (as
+# bytes.split(b' ') does), and a field is made a Lua string only to be
+# compared (making one costs more than finding it).
+_JUDGE = """
 local find, sub = string.find, string.sub
-local m = #KEYS - 2 * n
-local out, current, extra, found = {}, {}, {}, {}
-if heads then
-    if m > 0 then
-        found = redis.call('MGET', unpack(KEYS, 2 * n + 1, 2 * n + m))
-    end
-else
-    local read = {}
-    for i = 1, n do
-        read[i] = KEYS[i]
-    end
-    for j = 1, m do
-        read[n + j] = KEYS[2 * n + j]
-    end
-    local all = redis.call('MGET', unpack(read))
-    for i = 1, n do
-        out[3 * i - 2] = all[i]
-    end
-    for j = 1, m do
-        found[j] = all[n + j]
-    end
-end
--- ' <key> <value>' for every counter: what the header of a valid entry of
--- one request ends with, counters read and recorded in the same order.
-local pieces = {''}
-local at = heads and n or 3 * n
-for j = 1, m do
-    local key, value = KEYS[2 * n + j], found[j]
-    if not value then
-        redis.call('SET', key, token)
-        value = token
-    end
-    current[key] = value
-    pieces[2 * j], pieces[2 * j + 1] = key, value
-    at = at + 1
-    out[at] = value
-    if not heads then
-        at = at + 1
-        out[at] = (found[j] and ttls) and redis.call('PTTL', key) or -1
-    end
-end
-local expected = n == 1 and table.concat(pieces, ' ')
--- Whether a recorded counter has another value now; with 'n', one that
--- is not in KEYS is read (and reported).
+-- Whether a recorded counter has another value now; with nested, one
+-- not in `current` is read (unless `known` holds it) and reported.
 local function changed(key, version)
     local seen = current[key]
     if seen == nil and nested then
-        seen = redis.call('GET', key) or false
+        seen = known[key]
+        if seen == nil then
+            seen = redis.call('GET', key) or false
+        end
         current[key] = seen
         extra[#extra + 1] = key
         extra[#extra + 1] = seen
     end
     return seen ~= nil and seen ~= version
 end
--- 'fresh', 'stale' or 'cold', as jinja_fragcache.entry.judge says: the
--- header is split on every space (as bytes.split(b' ') does), without a
--- string made for a field that is not compared.
 local function judge(value)
     local stop = value and sub(value, 1, 4) == 'FC2 ' and find(value, '\\n', 5, true)
     if not stop then
@@ -156,7 +86,7 @@ local function judge(value)
         return 'cold'  -- fewer than three fields
     end
     local gap = find(value, ' ', two + 1, true)
-    if gap and gap < stop and sub(value, gap, stop - 1) ~= expected then
+    if gap and gap < stop and sub(value, gap, stop - 1) ~= tail then
         while gap and gap < stop do
             local middle = find(value, ' ', gap + 1, true)
             if not middle or middle > stop then
@@ -174,24 +104,84 @@ local function judge(value)
         end
     end
     local field = sub(value, 5, one - 1)
+    if field == '-' then
+        return 'fresh', math.huge, field
+    end
     local expiry = tonumber(field)
-    if field == '-' or (expiry ~= nil and now < expiry) then
-        return 'fresh'
+    if expiry ~= nil and now < expiry then
+        return 'fresh', expiry, field
     end
     return 'stale'
 end
+"""
+
+# KEYS: n entry keys, their n lock keys, then m counter keys.
+# ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, the client's
+# clock (Unix seconds), then the token: what changes on every call comes
+# last.  Flags ('', 'n', 't' or 'nt'): 'n' reads nested counters, 't'
+# reports each value's PTTL (else -1).  A missing counter is created
+# with the token as its value: one unpredictable value per read (the
+# client's, from the operating system's random bytes) serves every
+# counter the read creates, since a counter is only ever compared with
+# what entries recorded under its own key.
+#
+# Replies, flat: per entry its value, PTTL and claim (0: not needed, 1:
+# won, 2: held by another), then per counter its value (after creation)
+# and PTTL, then the key and value of every nested counter read from a
+# header.
+#
+# An entry needs a render when it is missing, when a counter it recorded
+# has another value now (invalid: claimed only with claim_cold, as a cold
+# entry is), or when its soft expiry has passed by the client's clock
+# (stale: always claimed, so that one request refreshes it while the
+# others serve it; the client judges by that clock too).  With 'n',
+# counters that headers name besides those in KEYS are read as well (a
+# standalone server); without it (a cluster, whose script may touch only
+# keys of its own slot) they are not judged here: the client judges every
+# entry again, with every counter, and claims what the script did not.
+#
+# Entries and counters are read by one MGET: each redis.call costs a few
+# microseconds of the server's time (Redis 7.0), TIME as much.  This
+# script reads entries whole, for the near cache, which keeps them; without
+# it, JUDGE_CLAIMING reads less.
+READ_CLAIMING = (
+    """
+local n = tonumber(ARGV[1])
+local claim_cold = ARGV[2] == '1'
+local lock_px, flags = ARGV[3], ARGV[4]
+local now, token = tonumber(ARGV[5]), ARGV[6]
+local nested = flags == 'n' or flags == 'nt'  -- Lua compares strings
+local ttls = flags == 't' or flags == 'nt'      -- by address: cheaper than find
+local m = #KEYS - 2 * n
+local out, current, known, extra = {}, {}, {}, {}
+local read = {}
 for i = 1, n do
-    local value
-    if heads then
-        value = redis.pcall('GETRANGE', KEYS[i], '0', last)
-        if type(value) ~= 'string' or value == '' then
-            value = false  -- missing, or not a string: MGET reads no value
-        elseif not find(value, '\\n', 5, true) then
-            value = redis.call('GET', KEYS[i])  -- a longer header
-        end
-    else
-        value = out[3 * i - 2]
+    read[i] = KEYS[i]
+end
+for j = 1, m do
+    read[n + j] = KEYS[2 * n + j]
+end
+local all = redis.call('MGET', unpack(read))
+local pieces = {''}
+local at = 3 * n
+for j = 1, m do
+    local key, value = KEYS[2 * n + j], all[n + j]
+    if not value then
+        redis.call('SET', key, token)
+        value = token
     end
+    current[key] = value
+    pieces[2 * j], pieces[2 * j + 1] = key, value
+    out[at + 1] = value
+    out[at + 2] = (all[n + j] and ttls) and redis.call('PTTL', key) or -1
+    at = at + 2
+end
+local tail = n == 1 and table.concat(pieces, ' ')
+"""
+    + _JUDGE
+    + """
+for i = 1, n do
+    local value = all[i]
     local judged = judge(value)
     local claim = 0
     if judged == 'stale' or (judged == 'cold' and claim_cold) then
@@ -201,18 +191,126 @@ for i = 1, n do
             claim = 2
         end
     end
-    if heads then
-        out[i] = claim
-    else
-        out[3 * i - 1] = value and (ttls and redis.call('PTTL', KEYS[i]) or -1) or -2
-        out[3 * i] = claim
-    end
+    out[3 * i - 2] = value
+    out[3 * i - 1] = value and (ttls and redis.call('PTTL', KEYS[i]) or -1) or -2
+    out[3 * i] = claim
 end
 for _, item in ipairs(extra) do
     out[#out + 1] = item
 end
 return out
 """
+)
+
+#: How many bytes of an entry ``JUDGE_CLAIMING`` reads for its header (a
+#: fragment with a few tags or nested fragments fits; a longer header costs
+#: one more read inside the script, never a wrong judgement).
+HEADER_BYTES = 512
+
+# The first read without the near cache, in one of two ways.
+#
+# KEYS: n entry keys, their n lock keys, m counter keys, then, when the
+# client expects, k more: the other counters that the entries recorded
+# (nested fragments').  ARGV: what the client expects each of the m + k
+# counters to hold, if it does, then 'n m claim_cold lock_px clock token'
+# in one argument (each argument costs the server more than its parsing
+# here: a hit parses none of it).
+#
+# Expected: when every counter still holds what the client expects and
+# every entry exists, the reply is 0, and nothing is read or claimed.
+# The client expects only what this script's last judgement of the same
+# keys found (every entry fresh, the counters as they were), and only
+# until the soonest soft expiry that judgement saw, so that a 0 says what
+# the judgement below would: an invalidation changes a counter, and a
+# deletion or an eviction leaves an entry missing.  Each costs the server
+# less than reading a header.
+#
+# Otherwise, each entry is judged by its header as READ_CLAIMING judges
+# it (the same lock claims, counters created alike), without reading it
+# whole: GETRANGE reads its first bytes, GET the whole of it only when no
+# header ends there, and the client reads the entries with an MGET sent
+# right behind the script, in the same packet.  A body never enters Lua (a
+# value read into Lua costs the server about 12 instructions a byte).  The
+# reply: per entry its claim, per counter its value (after creation), the
+# soonest soft expiry of the entries when every one of them is fresh ('':
+# not), then the key and value of every other counter read (nested).
+JUDGE_CLAIMING = (
+    """
+local expects = #ARGV - 1
+local found
+if expects > 0 then
+    found = redis.call('MGET', unpack(KEYS, #KEYS - expects + 1))
+    local same = true
+    for j = 1, expects do
+        if found[j] ~= ARGV[j] then
+            same = false
+            break
+        end
+    end
+    local entries = (#KEYS - expects) / 2
+    if same and redis.call('EXISTS', unpack(KEYS, 1, entries)) == entries then
+        return 0
+    end
+end
+local n, m, claim_cold, lock_px, now, token = string.match(
+    ARGV[#ARGV], '^(%d+) (%d+) ([01]) (%d+) (%S+) (.*)$')
+n, m, now = tonumber(n), tonumber(m), tonumber(now)
+if not found and m > 0 then
+    found = redis.call('MGET', unpack(KEYS, 2 * n + 1, 2 * n + m))
+end
+local out, current, known, extra = {}, {}, {}, {}
+local nested = true
+local pieces = {''}
+for j = 1, m do
+    local key, value = KEYS[2 * n + j], found[j]
+    if not value then
+        redis.call('SET', key, token)
+        value = token
+    end
+    current[key] = value
+    pieces[2 * j], pieces[2 * j + 1] = key, value
+    out[n + j] = value
+end
+for j = m + 1, #KEYS - 2 * n do
+    known[KEYS[2 * n + j]] = found[j]  -- reported once a header names it
+end
+local tail = n == 1 and table.concat(pieces, ' ')
+"""
+    + _JUDGE
+    + """
+local soonest, written = math.huge, '-'  -- and its field as written
+for i = 1, n do
+    local value = redis.pcall('GETRANGE', KEYS[i], '0', HEADER_LAST)
+    if type(value) ~= 'string' or value == '' then
+        value = false  -- missing, or not a string: MGET reads no value
+    elseif not find(value, '\\n', 5, true) then
+        value = redis.call('GET', KEYS[i])  -- a longer header
+    end
+    local judged, expiry, field = judge(value)
+    local claim = 0
+    if judged == 'fresh' then
+        if soonest and expiry < soonest then
+            soonest, written = expiry, field
+        end
+    else
+        soonest = false
+        if judged == 'stale' or claim_cold == '1' then
+            if redis.call('SET', KEYS[n + i], token, 'NX', 'PX', lock_px) then
+                claim = 1
+            else
+                claim = 2
+            end
+        end
+    end
+    out[i] = claim
+end
+out[n + m + 1] = soonest and written or ''  -- (tostring costs more)
+for _, item in ipairs(extra) do
+    out[#out + 1] = item
+end
+return out
+""".replace("HEADER_LAST", f"'{HEADER_BYTES - 1}'")
+)
 
 # KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
 # ('' for none), the token, then the n values.  Stores the entries and
@@ -236,18 +334,12 @@ return 0
 """
 
 
-#: How many bytes of an entry ``READ_CLAIMING`` reads for its header when
-#: it judges by headers (a fragment with a few tags or nested fragments fits; a
-#: longer header costs one more read inside the script, never a wrong
-#: judgement).
-HEADER_BYTES = 512
-
-
-def clock() -> bytes:
-    """The clock argument of :data:`READ_CLAIMING`: this process's, which
+def clock(now: float | None = None) -> bytes:
+    """The clock argument of :data:`READ_CLAIMING` and
+    :data:`JUDGE_CLAIMING`: this process's (*now*, else the time), which
     the fragment cache judges expiry by too (the server's ``TIME`` costs
     the script as much as a read).  Bytes, as a packed command holds it."""
-    return b"%.3f" % time.time()
+    return b"%.3f" % (time.time() if now is None else now)
 
 
 def sha(script: str) -> str:
