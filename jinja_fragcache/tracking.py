@@ -103,44 +103,43 @@ class Registered:
         self.fd: int = conn._sock.fileno()
         self._readable = select.poll()
         self._readable.register(self.fd, select.POLLIN | select.POLLPRI)
-        self._state = threading.Lock()
-        self._lent = self._closed = False
-        #: When it was last given back (``time.monotonic()``).
-        self.used = time.monotonic()
+        #: Held by whoever has it; once it is closed, held for good.
+        self._held = threading.Lock()
+        self._closed = False
+        #: How many times it was taken: the thread PINGs it only when this
+        #: has not moved for a while.
+        self.uses = 0
         #: Ends the session: set by the tracker once the session starts.
         self.ended: Callable[[BaseException], None] = lambda exc: None
 
     def take(self) -> bool:
         """Whether the caller now holds it: not lent and not closed."""
-        with self._state:
-            if self._lent or self._closed:
-                return False
-            self._lent = True
-            return True
+        if not self._held.acquire(blocking=False):
+            return False
+        if self._closed:
+            self.conn.disconnect()  # and never released
+            return False
+        self.uses += 1
+        return True
 
     def give_back(self) -> None:
-        """Release it; closed now if the session ended meanwhile."""
-        self.used = time.monotonic()
-        with self._state:
-            self._lent = False
-            closed = self._closed
-        if closed:
+        """Release it; closed now if the session ended meanwhile (whoever
+        holds it once it is closed closes it)."""
+        self._held.release()
+        if self._closed and self._held.acquire(blocking=False):
             self.conn.disconnect()
 
     def lose(self, exc: BaseException) -> None:
         """Held, and failed: end the session first (nothing would tell the
         near cache of other writes any more), then close it."""
         self.ended(exc)
-        with self._state:
-            self._closed = True
+        self._closed = True
         self.conn.disconnect()
 
     def close(self) -> None:
         """The session ended: close it now, or when it is given back."""
-        with self._state:
-            self._closed = True
-            idle = not self._lent
-        if idle:
+        self._closed = True
+        if self._held.acquire(blocking=False):
             self.conn.disconnect()
 
     def quiet(self) -> bool:
@@ -161,9 +160,10 @@ class Registered:
 
     def ping(self) -> None:
         """PING it unless it is in use (an idle connection may be closed by
-        the server's ``timeout``); a failure ends the session."""
+        the server's ``timeout``); a failure ends the session.  The thread
+        calls it only when it sat unused for :data:`PING_INTERVAL`: a
+        lookup that finds it busy takes the echoed way."""
         if not self.take():
-            self.used = time.monotonic()  # in use: alive
             return
         try:
             self.conn.send_command("PING")
@@ -380,12 +380,13 @@ class Tracker:
         # covered, so the (emptied) store may be used.
         owner._activate(fd, registered)
         del owner
-        ping_due = time.monotonic() + PING_INTERVAL
+        ping_due = registered_due = time.monotonic() + PING_INTERVAL
+        uses = registered.uses if registered is not None else 0
         while not self._stopped and not self._restart and self._ended is not messages:
             now = time.monotonic()
             deadline = self._pong_due if self._pong_due is not None else ping_due
             if registered is not None:
-                deadline = min(deadline, registered.used + PING_INTERVAL)
+                deadline = min(deadline, registered_due)
             ready, _, _ = select.select(
                 [fd, self._wake_r], [], [], max(0.0, deadline - now)
             )
@@ -393,8 +394,10 @@ class Tracker:
                 os.read(self._wake_r, 4096)
             if fd not in ready:
                 now = time.monotonic()
-                if registered is not None and now >= registered.used + PING_INTERVAL:
-                    registered.ping()  # a failure ends the session
+                if registered is not None and now >= registered_due:
+                    if registered.uses == uses:
+                        registered.ping()  # a failure ends the session
+                    uses, registered_due = registered.uses, now + PING_INTERVAL
                 if self._pong_due is not None and now >= self._pong_due:
                     raise redis.ConnectionError("tracking connection: no PONG")
                 if self._pong_due is None and now >= ping_due:

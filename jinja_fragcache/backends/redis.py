@@ -397,7 +397,7 @@ class RedisBackend:
         assert self.near is not None and plan.values is not None
         n = len(read.entries)
         created = [read.counters[i - n] for i in plan.missing if i >= n]
-        if not created or sum(v is None for v in plan.values[n:]) > len(created):
+        if not created or plan.values[n:].count(None) > len(created):
             return None, []
         lent = self.near.lend()
         return (lent, created) if lent is not None else (None, [])
