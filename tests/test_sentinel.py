@@ -18,7 +18,7 @@ import pytest
 from jinja2 import DictLoader, Environment
 
 from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
-from jinja_fragcache.backends.redis import TRACKING_NAME
+from jinja_fragcache.backends.redis import REGISTERED_NAME, TRACKING_NAME
 from jinja_fragcache.backends.sentinel import SentinelBackend
 
 from .support import free_port, redis_on, redis_server, trips, wait_until
@@ -222,9 +222,11 @@ def test_a_failover_needs_no_restart(servers: Servers, enable_async: bool) -> No
         entry = redis_on(new).get(site.cache.key_for("box"))
         assert entry is not None and entry.startswith(b"FC2 ")
 
-        # The near cache tracks the new primary: another client's
-        # invalidation there reaches this process's next render.
+        # The near cache tracks the new primary, registered there by a lookup
+        # connection of its own: another client's invalidation there reaches
+        # this process's next render.
         wait_until(lambda: _tracked_on(new), "the near cache did not follow", 30)
+        wait_until(lambda: _registered_on(new), "the registration did not follow", 30)
         wait_until(
             lambda: _answered_from_memory(site),
             "no render was answered from memory",
@@ -245,6 +247,19 @@ def test_a_failover_needs_no_restart(servers: Servers, enable_async: bool) -> No
 def _tracked_on(port: int) -> bool:
     return any(
         client.get("name") == TRACKING_NAME for client in redis_on(port).client_list()
+    )
+
+
+def _registered_on(port: int) -> bool:
+    """Whether, on *port*, the lookup connection registered the tracking
+    (``t``) for the tracking connection there (``redir``)."""
+    found = {client.get("name"): client for client in redis_on(port).client_list()}
+    tracker, lookup = found.get(TRACKING_NAME), found.get(REGISTERED_NAME)
+    return (
+        tracker is not None
+        and lookup is not None
+        and "t" in lookup["flags"]
+        and lookup["redir"] == tracker["id"]
     )
 
 
