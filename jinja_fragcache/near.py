@@ -7,10 +7,15 @@ when any of them changes, through server-assisted client-side caching
 (``CLIENT TRACKING``, Redis 6 or later).
 
 **Tracking.**  One dedicated connection per process, in RESP2: it asks
-``CLIENT ID``, turns on ``CLIENT TRACKING on REDIRECT <its own id> BCAST
-PREFIX <prefix>:`` for every key prefix bound to it, then ``SUBSCRIBE
-__redis__:invalidate``.  A daemon thread reads the messages and drops the
-keys they name (a ``None`` payload drops everything).  RESP2 rather than
+``CLIENT ID``, tracking is turned on for it (``CLIENT TRACKING on REDIRECT
+<its id> BCAST PREFIX <prefix>:`` for every key prefix bound), then it
+subscribes to ``__redis__:invalidate``.  A daemon thread reads the messages
+and drops the keys they name (a ``None`` payload drops everything).  Who
+turns tracking on: given a way to make lookup connections (``register``,
+as :class:`~jinja_fragcache.RedisBackend` gives), one of them, with
+``NOLOOP``, so that the server sends no message for what that connection
+writes (see :meth:`NearCache.lend`); otherwise the tracking connection
+itself (see :mod:`jinja_fragcache.tracking`).  RESP2 rather than
 RESP3 pushes: a subscribed connection is the documented pattern for every
 Redis 6+, it needs nothing of redis-py's push handling (whose built-in
 client-side cache needs Redis 7.4), and the main clients keep whatever
@@ -38,19 +43,23 @@ server.
 A read whose reply raced an invalidation of the same key is not kept.  Writes
 made through this process (``set``, ``add``, ``delete``, ``incr`` and their
 batches, sync or async) drop the local copy before they return, so this
-process sees its own invalidations on its very next read.  While the
-tracking connection is not established (not yet, lost, a server restart),
-the near cache is empty and bypassed, every read goes to the server; it is
-used again only once tracking is back on a fresh connection, after being
-emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
+process sees its own invalidations on its very next read.  Writes made on
+the registered connection, of which no message comes, are applied here by
+the lookup that made them, as their message would have them be (reads of
+the same keys in flight keep nothing).  While the tracking connection or
+the registered one is not established (not yet, lost, a server restart, a
+failover), the near cache is empty and bypassed, every read goes to the
+server; it is used again only once tracking is back on fresh connections,
+after being emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
 near cache.  A forked child starts empty with a tracking connection of its
 own.
 
 Writes are kept too (not ``incr``: Lua hands back a counter past 2**53
-rounded), but Redis echoes every write to a tracked key back as
-an invalidation, including this process's own, so a written value usually
-lives here only until its echo: the near cache pays off on reads, which
-is where fragment hits are.
+rounded).  Redis echoes a write to a tracked key back as an invalidation,
+this process's own included, unless it was made on the registered
+connection: a sync miss's counter and entry, written there, stay here
+until someone else changes them; a written value echoed back lives here
+only until its echo.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ connection that sat idle (a server restarted meanwhile, a failover) closes
 every idle one and is tried once more on a new connection, as the client's
 retry would; a timeout is not retried.  A forked child starts with none.
 :class:`AsyncWire` does the same with asyncio connections, per event loop.
+
+:meth:`Wire.exchange_on` sends on a connection the wire does not own: the
+one the near cache lends, which registered its tracking with ``NOLOOP``
+(see :mod:`jinja_fragcache.tracking`).  A failure there loses it, which
+ends the near cache's session; a lost connection's command is sent once
+more on one of the wire's own.
 """
 
 from __future__ import annotations
