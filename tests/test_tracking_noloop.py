@@ -398,6 +398,45 @@ def test_a_registered_connection_lost_during_a_miss_ends_the_session_quietly(
         backend.close()
 
 
+def test_an_error_reply_on_it_keeps_it_and_the_session(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    # The server refuses the miss's writes (out of memory): an error reply,
+    # read whole, so the connection stays in step, is given back, and the
+    # session goes on; the refused write keeps nothing near.
+    import redis
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(backend, prefix="refused")
+    client = redis.Redis.from_url(url)
+    near = near_of(backend)
+    try:
+        warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
+        wait_for(lambda: registered(client), "the registration")
+        sessions, lookup = near.sessions, clients(client)[REGISTERED_NAME]["id"]
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")
+        try:
+            fresh = FragmentRequest("box", ("v",), None)
+            assert cache.render(fresh, lambda: "uncached") == "uncached"
+        finally:
+            client.config_set("maxmemory", "0")
+        assert cache.stats()["box"]["errors"] == 1
+        assert near.peek(cache.key_for("box", "v")) is None
+        assert near.active and near.sessions == sessions
+        # Given back, in step: the next miss takes it, unechoed.
+        seen = settle(backend, "refused")
+        fresh = FragmentRequest("box", ("w",), None)
+        assert cache.render(fresh, lambda: "body") == "body"
+        assert settle(backend, "refused") == seen
+        assert clients(client)[REGISTERED_NAME]["id"] == lookup
+        assert cache.render(fresh, lambda: "again") == "body"
+    finally:
+        client.close()
+        backend.close()
+
+
 def test_a_forked_child_registers_its_own_and_leaves_the_parents(
     restartable_redis: tuple[str, Any],
 ) -> None:
