@@ -50,9 +50,9 @@ the same keys in flight keep nothing).  While the tracking connection or
 the registered one is not established (not yet, lost, a server restart, a
 failover), the near cache is empty and bypassed, every read goes to the
 server; it is used again only once tracking is back on fresh connections,
-after being emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
-near cache.  A forked child starts empty with a tracking connection of its
-own.
+after being emptied.  A server that refuses ``CLIENT TRACKING`` gets one
+warning and no near cache.  A forked child starts empty with connections
+of its own.
 
 Writes are kept too (not ``incr``: Lua hands back a counter past 2**53
 rounded).  Redis echoes a write to a tracked key back as an invalidation,
@@ -198,6 +198,8 @@ class NearCache:
         #: The session's registered connection, when a lookup connection
         #: registered the tracking (NOLOOP).
         self._registered: Registered | None = None
+        #: What the tracker names the active session by.
+        self._session: object = None
         self._tracker: Tracker | None = None
         self.refused = False
         #: Counts every change to what the store would answer, and every
@@ -530,7 +532,9 @@ class NearCache:
         with self._lock:
             self._processing = True
 
-    def _activate(self, fd: int, registered: Registered | None = None) -> None:
+    def _activate(
+        self, fd: int, registered: Registered | None = None, session: object = None
+    ) -> None:
         poll = select.poll()
         poll.register(fd, select.POLLIN | select.POLLPRI)
         if registered is not None:
@@ -539,15 +543,22 @@ class NearCache:
             self._flush()
             self._poll = poll
             self._registered = registered
+            self._session = session
             self._processing = self._partial = False
             self._active = True
             self.sessions += 1
 
-    def _deactivate(self) -> None:
+    def _deactivate(self, session: object = None) -> None:
+        """Empty and bypass the store; given *session*, only while that
+        session is the active one (a failure seen late, on an ended
+        session's connection, leaves the next session alone)."""
         with self._lock:
+            if session is not None and session is not self._session:
+                return
             self._active = False
             self._poll = None
             self._registered = None
+            self._session = None
             self._flush()
 
     def _refuse(self, reason: object) -> None:

@@ -378,7 +378,7 @@ class Tracker:
         messages.skip_handshake()
         # Only now, tracking on and subscribed: every read from here on is
         # covered, so the (emptied) store may be used.
-        owner._activate(fd, registered)
+        owner._activate(fd, registered, messages)
         del owner
         ping_due = registered_due = time.monotonic() + PING_INTERVAL
         uses = registered.uses if registered is not None else 0
@@ -438,7 +438,7 @@ class Tracker:
         logger.debug("near cache: tracking session lost (%s)", exc)
         owner = self._owner()
         if owner is not None:
-            owner._deactivate()
+            owner._deactivate(messages)
         del owner
         self._ended = messages
         self._wake()

@@ -398,6 +398,39 @@ def test_a_registered_connection_lost_during_a_miss_ends_the_session_quietly(
         backend.close()
 
 
+def test_a_late_failure_on_an_ended_sessions_connection_leaves_the_next_alone(
+    restartable_redis: tuple[str, Any],
+) -> None:
+    # A lookup still holds the registered connection of a session that has
+    # ended (the tracking connection was lost) while the next one began;
+    # its command then fails.  That ends nothing but its own session: the
+    # next one stays active, and answers.
+    import redis
+
+    url, _ = restartable_redis
+    backend = RedisBackend.from_url(url)
+    cache = FragmentCache(backend, prefix="late")
+    client = redis.Redis.from_url(url)
+    near = near_of(backend)
+    try:
+        warm(cache, Renderer(False), cache.render(BOX, lambda: "v0"))
+        wait_for(lambda: registered(client), "the registration")
+        sessions = near.sessions
+        held = near.lend()  # a lookup in the middle of its miss
+        assert held is not None
+        client.client_kill_filter(_id=clients(client)[TRACKING_NAME]["id"])
+        wait_for(lambda: near.sessions == sessions + 1, "the next session")
+        wait_for(lambda: near.active, "the next session, active")
+        held.lose(redis.ConnectionError("lost late"))
+        held.give_back()
+        assert near.active and near._registered not in (None, held)
+        warm(cache, Renderer(False), "v0")
+        assert near.sessions == sessions + 1
+    finally:
+        client.close()
+        backend.close()
+
+
 def test_an_error_reply_on_it_keeps_it_and_the_session(
     restartable_redis: tuple[str, Any],
 ) -> None:
