@@ -78,8 +78,10 @@ def test_one_lookup_connection_registers_the_tracking(
     client = redis.Redis.from_url(url)
     try:
         assert cache.render(BOX, lambda: "a") == "a"
-        wait_for(lambda: registered(client), "the registration")
-        assert near_of(backend)._registered is not None
+        near = near_of(backend)
+        # Registered first, then subscribed, then active.
+        wait_for(lambda: near.active and registered(client), "the registration")
+        assert near._registered is not None
     finally:
         client.close()
         backend.close()
