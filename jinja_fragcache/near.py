@@ -7,10 +7,15 @@ when any of them changes, through server-assisted client-side caching
 (``CLIENT TRACKING``, Redis 6 or later).
 
 **Tracking.**  One dedicated connection per process, in RESP2: it asks
-``CLIENT ID``, turns on ``CLIENT TRACKING on REDIRECT <its own id> BCAST
-PREFIX <prefix>:`` for every key prefix bound to it, then ``SUBSCRIBE
-__redis__:invalidate``.  A daemon thread reads the messages and drops the
-keys they name (a ``None`` payload drops everything).  RESP2 rather than
+``CLIENT ID``, tracking is turned on for it (``CLIENT TRACKING on REDIRECT
+<its id> BCAST PREFIX <prefix>:`` for every key prefix bound), then it
+subscribes to ``__redis__:invalidate``.  A daemon thread reads the messages
+and drops the keys they name (a ``None`` payload drops everything).  Who
+turns tracking on: given a way to make lookup connections (``register``,
+as :class:`~jinja_fragcache.RedisBackend` gives), one of them, with
+``NOLOOP``, so that the server sends no message for what that connection
+writes (see :meth:`NearCache.lend`); otherwise the tracking connection
+itself (see :mod:`jinja_fragcache.tracking`).  RESP2 rather than
 RESP3 pushes: a subscribed connection is the documented pattern for every
 Redis 6+, it needs nothing of redis-py's push handling (whose built-in
 client-side cache needs Redis 7.4), and the main clients keep whatever
@@ -38,19 +43,23 @@ server.
 A read whose reply raced an invalidation of the same key is not kept.  Writes
 made through this process (``set``, ``add``, ``delete``, ``incr`` and their
 batches, sync or async) drop the local copy before they return, so this
-process sees its own invalidations on its very next read.  While the
-tracking connection is not established (not yet, lost, a server restart),
-the near cache is empty and bypassed, every read goes to the server; it is
-used again only once tracking is back on a fresh connection, after being
-emptied.  A server that refuses ``CLIENT TRACKING`` gets one warning and no
-near cache.  A forked child starts empty with a tracking connection of its
-own.
+process sees its own invalidations on its very next read.  Writes made on
+the registered connection, of which no message comes, are applied here by
+the lookup that made them, as their message would have them be (reads of
+the same keys in flight keep nothing).  While the tracking connection or
+the registered one is not established (not yet, lost, a server restart, a
+failover), the near cache is empty and bypassed, every read goes to the
+server; it is used again only once tracking is back on fresh connections,
+after being emptied.  A server that refuses ``CLIENT TRACKING`` gets one
+warning and no near cache.  A forked child starts empty with connections
+of its own.
 
 Writes are kept too (not ``incr``: Lua hands back a counter past 2**53
-rounded), but Redis echoes every write to a tracked key back as
-an invalidation, including this process's own, so a written value usually
-lives here only until its echo: the near cache pays off on reads, which
-is where fragment hits are.
+rounded).  Redis echoes a write to a tracked key back as an invalidation,
+this process's own included, unless it was made on the registered
+connection: a sync miss's counter and entry, written there, stay here
+until someone else changes them; a written value echoed back lives here
+only until its echo.
 """
 
 from __future__ import annotations
@@ -63,12 +72,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from .tracking import Tracker, TrackingConnection
+from .tracking import Registered, Tracker, TrackingConnection
 
-__all__ = ["DEFAULT_MAX_BYTES", "NearCache", "TrackingConnection"]
+__all__ = ["DEFAULT_MAX_BYTES", "NearCache", "Registered", "TrackingConnection"]
 
 logger = logging.getLogger("jinja_fragcache")
 
@@ -134,6 +143,10 @@ class NearCache:
     """Raw values of tracked keys, bounded by bytes, kept coherent by Redis.
 
     :param connect: makes a new, unconnected tracking connection (RESP2).
+    :param register: makes a new, unconnected lookup connection, to
+        register the tracking on with ``NOLOOP`` and lend to lookups
+        (:meth:`lend`); without it the tracking connection registers itself
+        (see :mod:`jinja_fragcache.tracking`).
     :param max_bytes: the bound of keys plus values plus a fixed overhead
         per entry (:data:`ENTRY_OVERHEAD`).
     :param prefixes: key prefixes to track; more with :meth:`bind_prefix`.
@@ -151,6 +164,7 @@ class NearCache:
         self,
         connect: Callable[[], TrackingConnection],
         *,
+        register: Callable[[], Any] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         prefixes: Iterable[str] = (),
     ) -> None:
@@ -158,6 +172,7 @@ class NearCache:
             raise ValueError("max_bytes must be > 0")
         self.max_bytes = max_bytes
         self._connect = connect
+        self._register = register
         self._prefixes: tuple[str, ...] = ()
         self._init_state()
         for prefix in prefixes:
@@ -180,6 +195,11 @@ class NearCache:
         #: The messages read end inside one: an invalidation still arriving.
         self._partial = False
         self._poll: Any = None
+        #: The session's registered connection, when a lookup connection
+        #: registered the tracking (NOLOOP).
+        self._registered: Registered | None = None
+        #: What the tracker names the active session by.
+        self._session: object = None
         self._tracker: Tracker | None = None
         self.refused = False
         #: Counts every change to what the store would answer, and every
@@ -289,19 +309,33 @@ class NearCache:
         with self._lock:  # a poll object is not for two threads at once
             if self._poll is None or self._tracker is None:
                 return False
-            if not self._poll.poll(0):
+            ready = self._poll.poll(0)
+            if not ready:
                 return True
-            tracker = self._tracker
+            tracker, registered = self._tracker, self._registered
+        if registered is not None and any(fd == registered.fd for fd, _ in ready):
+            # A reply on its way to the lookup that holds it, or the end of
+            # an idle one (which ends the session).
+            if not registered.quiet():
+                return False
+            if len(ready) == 1:
+                return True
         return tracker.catch_up()
 
     def _usable(self, quiet: bool) -> bool:
         """Under the lock: may the store answer now?  *quiet*: nothing was
-        waiting on the tracking connection a moment ago."""
+        waiting on the tracking connection (or the registered one) a moment
+        ago."""
         if not self._active or self._processing or self._partial:
             return False
         # An invalidation not read yet, or the connection's end (EOF is
         # readable too): ask the server instead.
-        return quiet or not self._poll.poll(0)
+        if not quiet and self._poll.poll(0):
+            return False
+        # Checked after the poll: a registered connection closed before it
+        # may have left its file descriptor number to another socket.
+        registered = self._registered
+        return registered is None or registered.conn._sock is not None
 
     def plan(self, keys: Sequence[str]) -> Plan:
         """Answer what memory can; say what the server must be asked.
@@ -340,10 +374,17 @@ class NearCache:
         keys: Sequence[str],
         plan: Plan,
         fetched: Sequence[tuple[bytes | None, int]] | None,
+        written: Collection[str] = (),
     ) -> list[bytes | None]:
         """Merge what the server returned for ``plan.missing``: each value
         with its ``PTTL`` in milliseconds (``-1`` none, ``-2`` missing).
-        *fetched* ``None`` means the read failed: only release the keys."""
+        *fetched* ``None`` means the read failed: only release the keys.
+
+        *written*: keys of ``plan.missing`` that the read wrote itself
+        before reading them, on the registered connection (:meth:`lend`),
+        so that no message of the write comes: other reads of them in
+        flight may predate the write, and are treated as its message would
+        have them be, whether the read succeeded or not."""
         assert plan.values is not None
         values = plan.values
         with self._lock:
@@ -352,10 +393,19 @@ class NearCache:
                 key = keys[i]
                 if fetched is not None:
                     values[i] = fetched[n][0]
-                if not self._release(key) or fetched is None:
-                    continue  # untracked, or failed
+                dirty = key in self._dirty
+                if not self._release(key):
+                    continue  # untracked
+                if key in written:
+                    self._drop(key)
+                    if key in self._inflight:
+                        self._dirty.add(key)
+                if fetched is None:
+                    if key not in self._inflight:
+                        self._dirty.discard(key)
+                    continue  # failed
                 value, pttl = fetched[n]
-                if keep and key not in self._dirty:
+                if keep and not dirty:
                     expires = math.inf if pttl < 0 else plan.started + pttl / 1000
                     self._put(key, value, expires)
                 if key not in self._inflight:
@@ -371,6 +421,18 @@ class NearCache:
         else:
             del self._inflight[key]
         return True
+
+    def lend(self) -> Registered | None:
+        """The session's registered connection, held by the caller until
+        ``give_back()``; ``None`` when there is none or it is in use.  The
+        server echoes nothing that is written through it, so the caller
+        applies its writes here itself: :meth:`complete` with ``written``,
+        or :meth:`begin_write` and :meth:`end_write`.  A command on it that
+        fails calls its ``lose()``: that ends the session."""
+        registered = self._registered
+        if registered is None or not registered.take():
+            return None
+        return registered
 
     # -- writes ----------------------------------------------------------------
 
@@ -470,20 +532,33 @@ class NearCache:
         with self._lock:
             self._processing = True
 
-    def _activate(self, fd: int) -> None:
+    def _activate(
+        self, fd: int, registered: Registered | None = None, session: object = None
+    ) -> None:
         poll = select.poll()
         poll.register(fd, select.POLLIN | select.POLLPRI)
+        if registered is not None:
+            poll.register(registered.fd, select.POLLIN | select.POLLPRI)
         with self._lock:
             self._flush()
             self._poll = poll
+            self._registered = registered
+            self._session = session
             self._processing = self._partial = False
             self._active = True
             self.sessions += 1
 
-    def _deactivate(self) -> None:
+    def _deactivate(self, session: object = None) -> None:
+        """Empty and bypass the store; given *session*, only while that
+        session is the active one (a failure seen late, on an ended
+        session's connection, leaves the next session alone)."""
         with self._lock:
+            if session is not None and session is not self._session:
+                return
             self._active = False
             self._poll = None
+            self._registered = None
+            self._session = None
             self._flush()
 
     def _refuse(self, reason: object) -> None:
@@ -504,7 +579,7 @@ class NearCache:
         with self._lock:
             if self._tracker is not None or self.refused:
                 return
-            self._tracker = Tracker(self, self._connect)
+            self._tracker = Tracker(self, self._connect, self._register)
         self._tracker.start()
 
     def _forked(self) -> None:

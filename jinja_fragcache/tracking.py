@@ -1,17 +1,33 @@
 """The near cache's tracking connection and the thread that reads it.
 
-One connection per process, in RESP2: ``CLIENT ID``, then ``CLIENT TRACKING
-on REDIRECT <its own id> BCAST PREFIX <prefix>:`` for every bound prefix,
-then ``SUBSCRIBE __redis__:invalidate``.  The messages are applied, the
-keys they name handed to its :class:`~jinja_fragcache.near.NearCache`
-(``_invalidate``), by whichever thread gets to them first: a read of the
-near cache that finds some waiting (``catch_up``), or a daemon thread,
-which also PINGs a silent connection and reconnects when the connection is
-lost (the near cache is emptied and bypassed meanwhile).  After each batch
-the thread rests for :data:`REST` seconds: a process that renders applies
-what arrives in its own reads, and the thread does not wake for every
-write (each one, this process's own included, sends a message).  See
-:mod:`jinja_fragcache.near` for the guarantee this gives.
+One connection per process, in RESP2: ``CLIENT ID``, then ``SUBSCRIBE
+__redis__:invalidate``; the messages are applied, the keys they name handed
+to its :class:`~jinja_fragcache.near.NearCache` (``_invalidate``), by
+whichever thread gets to them first: a read of the near cache that finds
+some waiting (``catch_up``), or a daemon thread, which also PINGs a silent
+connection and reconnects when the connection is lost (the near cache is
+emptied and bypassed meanwhile).  After each batch the thread rests for
+:data:`REST` seconds: a process that renders applies what arrives in its
+own reads, and the thread does not wake for every write.
+
+Who registers the tracking (``CLIENT TRACKING on REDIRECT <its id> BCAST
+PREFIX <prefix>:`` for every bound prefix) depends on the near cache:
+
+- given a way to make lookup connections (``register``, as
+  :class:`~jinja_fragcache.RedisBackend` gives), one of them registers it
+  with ``NOLOOP``, and the session lends it to lookups
+  (:class:`Registered`): the server sends no message for what that
+  connection writes, so a lookup's own writes cost this process nothing
+  to read back, and the lookup applies them to the near cache itself.
+  Nobody else registers, so losing that connection ends the session as
+  losing the tracking connection does.  It must be on the tracking
+  connection's server (checked by ``run_id``: client ids are per server);
+  when it cannot register there, the tracking connection registers itself;
+- otherwise (a cluster's node), the tracking connection registers itself,
+  and every write to a tracked key, this process's own included, sends a
+  message.
+
+See :mod:`jinja_fragcache.near` for the guarantee this gives.
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import select
 import ssl
 import threading
@@ -66,16 +83,112 @@ class RefusedError(Exception):
     """The server answered, and will not track: no near cache."""
 
 
+class Registered:
+    """The lookup connection that registered a session's tracking with
+    ``NOLOOP``: the server sends this process no message for what it
+    writes, so whoever writes through it applies the write to the near
+    cache itself.
+
+    Lent to one caller at a time (:meth:`take`, :meth:`give_back`).  It is
+    the session's only registration: once it is lost no message comes any
+    more, so a caller whose command on it failed calls :meth:`lose`, which
+    ends the session (the near cache is emptied and bypassed) before the
+    connection closes.  An idle connection has nothing to read: when it
+    has, the server closed it (:meth:`quiet`).
+    """
+
+    def __init__(self, conn: Any) -> None:
+        #: The redis-py connection: only the caller that took it may use it.
+        self.conn = conn
+        self.fd: int = conn._sock.fileno()
+        self._readable = select.poll()
+        self._readable.register(self.fd, select.POLLIN | select.POLLPRI)
+        #: Held by whoever has it; once it is closed, held for good.
+        self._held = threading.Lock()
+        self._closed = False
+        #: How many times it was taken: the thread PINGs it only when this
+        #: has not moved for a while.
+        self.uses = 0
+        #: Ends the session: set by the tracker once the session starts.
+        self.ended: Callable[[BaseException], None] = lambda exc: None
+
+    def take(self) -> bool:
+        """Whether the caller now holds it: not lent and not closed."""
+        if not self._held.acquire(blocking=False):
+            return False
+        if self._closed:
+            self.conn.disconnect()  # and never released
+            return False
+        self.uses += 1
+        return True
+
+    def give_back(self) -> None:
+        """Release it; closed now if the session ended meanwhile (whoever
+        holds it once it is closed closes it)."""
+        self._held.release()
+        if self._closed and self._held.acquire(blocking=False):
+            self.conn.disconnect()
+
+    def lose(self, exc: BaseException) -> None:
+        """Held, and failed: end the session first (nothing would tell the
+        near cache of other writes any more), then close it."""
+        self.ended(exc)
+        self._closed = True
+        self.conn.disconnect()
+
+    def close(self) -> None:
+        """The session ended: close it now, or when it is given back."""
+        self._closed = True
+        if self._held.acquire(blocking=False):
+            self.conn.disconnect()
+
+    def quiet(self) -> bool:
+        """Whether it is idle with nothing to read.  Lent, a reply may be
+        arriving: not quiet.  Idle with bytes (or its end) to read: the
+        server closed it, and the session ends."""
+        if not self.take():
+            return False
+        try:
+            if not self._readable.poll(0):
+                return True
+            import redis
+
+            self.lose(redis.ConnectionError("the registered connection was closed"))
+            return False
+        finally:
+            self.give_back()
+
+    def ping(self) -> None:
+        """PING it unless it is in use (an idle connection may be closed by
+        the server's ``timeout``); a failure ends the session.  The thread
+        calls it only when it sat unused for :data:`PING_INTERVAL`: a
+        lookup that finds it busy takes the echoed way."""
+        if not self.take():
+            return
+        try:
+            self.conn.send_command("PING")
+            self.conn.read_response()
+        except Exception as exc:
+            self.lose(exc)
+        finally:
+            self.give_back()
+
+
 class Tracker:
     """The tracking thread: connects, enables tracking, applies messages,
     and reconnects when the connection is lost."""
 
     def __init__(
-        self, owner: NearCache, connect: Callable[[], TrackingConnection]
+        self,
+        owner: NearCache,
+        connect: Callable[[], TrackingConnection],
+        register: Callable[[], Any] | None = None,
     ) -> None:
         # A weak reference: a near cache nobody uses any more ends its thread.
         self._owner: weakref.ReferenceType[NearCache] = weakref.ref(owner)
         self._connect = connect
+        #: Makes a lookup connection to register the tracking on (NOLOOP).
+        self._register = register
         self._stopped = False
         self._restart = False
         #: The session (its messages) that a failed read in another thread
@@ -84,6 +197,7 @@ class Tracker:
         self._wake_r, self._wake_w = os.pipe()
         self._pipe_open = True
         self._conn: TrackingConnection | None = None
+        self._registered: Registered | None = None
         #: Held while messages are read and applied, by either thread.
         self._reading = threading.Lock()
         self._messages: Messages | None = None
@@ -120,11 +234,13 @@ class Tracker:
         """In a forked child: forget the parent's thread and sockets."""
         self._stopped = True
         conn, self._conn = self._conn, None
-        if conn is not None:
-            # redis-py shuts a socket down only in the process that opened
-            # it, so this closes the child's copy and leaves the parent's.
-            with contextlib.suppress(Exception):
-                conn.disconnect()
+        registered, self._registered = self._registered, None
+        # redis-py shuts a socket down only in the process that opened it,
+        # so this closes the child's copies and leaves the parent's.
+        for made in (conn, registered.conn if registered is not None else None):
+            if made is not None:
+                with contextlib.suppress(Exception):
+                    made.disconnect()
         self._close_pipe()
 
     def _wake(self) -> None:
@@ -141,7 +257,7 @@ class Tracker:
             prefixes = owner.prefixes
             del owner
             try:
-                conn = self._open(prefixes)
+                conn, registered = self._open(prefixes)
             except RefusedError as exc:
                 owner = self._owner()
                 if owner is not None:
@@ -154,7 +270,7 @@ class Tracker:
                 continue
             backoff = 0.05
             try:
-                self._listen(conn)
+                self._listen(conn, registered)
             except Exception as exc:
                 logger.debug("near cache: tracking connection lost (%s)", exc)
             finally:
@@ -162,7 +278,9 @@ class Tracker:
                 if owner is not None:
                     owner._deactivate()
                 del owner
-                self._conn = self._messages = None
+                self._conn = self._messages = self._registered = None
+                if registered is not None:
+                    registered.close()
                 conn.disconnect()
 
     def _sleep(self, seconds: float) -> None:
@@ -170,10 +288,13 @@ class Tracker:
         if ready:
             os.read(self._wake_r, 4096)
 
-    def _open(self, prefixes: tuple[str, ...]) -> TrackingConnection:
+    def _open(
+        self, prefixes: tuple[str, ...]
+    ) -> tuple[TrackingConnection, Registered | None]:
         import redis
 
         conn = self._connect()
+        registered = None
         try:
             try:
                 # connect() names the connection (CLIENT SETNAME) too.
@@ -183,10 +304,13 @@ class Tracker:
                 options: list[str] = ["BCAST"]
                 for prefix in prefixes:
                     options += ["PREFIX", prefix]
-                conn.send_command(
-                    "CLIENT", "TRACKING", "on", "REDIRECT", client_id, *options
-                )
-                conn.read_response()
+                if self._register is not None:
+                    registered = self._registering(conn, client_id, options)
+                if registered is None:
+                    conn.send_command(
+                        "CLIENT", "TRACKING", "on", "REDIRECT", client_id, *options
+                    )
+                    conn.read_response()
             except redis.ResponseError as exc:
                 raise RefusedError(str(exc)) from exc
             conn.send_command("SUBSCRIBE", _CHANNEL)
@@ -194,12 +318,47 @@ class Tracker:
             if not (isinstance(reply, list) and reply[0] == b"subscribe"):
                 raise redis.ConnectionError(f"unexpected SUBSCRIBE reply {reply!r}")
         except BaseException:
+            if registered is not None:
+                registered.close()
             conn.disconnect()
             raise
         self._conn = conn
-        return conn
+        return conn, registered
 
-    def _listen(self, conn: TrackingConnection) -> None:
+    def _registering(
+        self, conn: TrackingConnection, client_id: int, options: list[str]
+    ) -> Registered | None:
+        """A lookup connection that registers the tracking for *conn*
+        (``REDIRECT`` to it, ``NOLOOP``), on *conn*'s server; ``None`` when
+        the server refuses it there or it reached another server (a
+        failover between the two connects: client ids are per server, so a
+        redirect to another server's client of the same id would succeed).
+        A connection error ends the attempt: the session is tried again."""
+        import redis
+
+        assert self._register is not None
+        link = self._register()
+        try:
+            conn.send_command("INFO", "server")
+            server = _run_id(conn.read_response())
+            link.connect()
+            link.send_command(
+                "CLIENT", "TRACKING", "on", "REDIRECT", client_id, *options, "NOLOOP"
+            )
+            link.read_response()
+            link.send_command("INFO", "server")
+            if server is None or _run_id(link.read_response()) != server:
+                raise redis.ResponseError("not the tracking connection's server")
+            return Registered(link)
+        except redis.ResponseError as exc:
+            logger.debug("near cache: no NOLOOP registration (%s)", exc)
+            link.disconnect()
+            return None
+        except BaseException:
+            link.disconnect()
+            raise
+
+    def _listen(self, conn: TrackingConnection, registered: Registered | None) -> None:
         import redis
 
         sock: Any = conn._sock  # type: ignore[attr-defined]
@@ -208,6 +367,9 @@ class Tracker:
         if owner is None:
             return
         self._messages = messages = Messages(conn, sock)
+        if registered is not None:
+            self._registered = registered
+            registered.ended = functools.partial(self._end, messages)
         self._pong_due = None
         # What redis-py read past the SUBSCRIBE reply (messages of writes
         # made before the store is emptied below) is dropped now: left in
@@ -216,12 +378,15 @@ class Tracker:
         messages.skip_handshake()
         # Only now, tracking on and subscribed: every read from here on is
         # covered, so the (emptied) store may be used.
-        owner._activate(fd)
+        owner._activate(fd, registered, messages)
         del owner
-        ping_due = time.monotonic() + PING_INTERVAL
+        ping_due = registered_due = time.monotonic() + PING_INTERVAL
+        uses = registered.uses if registered is not None else 0
         while not self._stopped and not self._restart and self._ended is not messages:
             now = time.monotonic()
             deadline = self._pong_due if self._pong_due is not None else ping_due
+            if registered is not None:
+                deadline = min(deadline, registered_due)
             ready, _, _ = select.select(
                 [fd, self._wake_r], [], [], max(0.0, deadline - now)
             )
@@ -229,6 +394,10 @@ class Tracker:
                 os.read(self._wake_r, 4096)
             if fd not in ready:
                 now = time.monotonic()
+                if registered is not None and now >= registered_due:
+                    if registered.uses == uses:
+                        registered.ping()  # a failure ends the session
+                    uses, registered_due = registered.uses, now + PING_INTERVAL
                 if self._pong_due is not None and now >= self._pong_due:
                     raise redis.ConnectionError("tracking connection: no PONG")
                 if self._pong_due is None and now >= ping_due:
@@ -255,19 +424,24 @@ class Tracker:
                 self._apply(messages)
                 return True
         except Exception as exc:
-            # The connection is lost or garbled: the thread reconnects.  A
-            # restart() would end the thread's next session too, if it has
-            # seen the loss itself and begun one meanwhile.
-            logger.debug("near cache: tracking connection lost (%s)", exc)
-            owner = self._owner()
-            if owner is not None:
-                owner._deactivate()
-            del owner
-            self._ended = messages
-            self._wake()
+            # The connection is lost or garbled: the thread reconnects.
+            self._end(messages, exc)
         finally:
             self._reading.release()
         return False
+
+    def _end(self, messages: Messages | None, exc: BaseException) -> None:
+        """End the session of *messages*, from any thread: the near cache
+        is emptied and bypassed at once, and the thread begins another.
+        Only that session: a restart() would end the thread's next one too,
+        if it has seen the loss itself and begun one meanwhile."""
+        logger.debug("near cache: tracking session lost (%s)", exc)
+        owner = self._owner()
+        if owner is not None:
+            owner._deactivate(messages)
+        del owner
+        self._ended = messages
+        self._wake()
 
     def _apply(self, messages: Messages) -> None:
         """Under ``_reading``: read what has arrived and hand it over."""
@@ -369,6 +543,14 @@ class Messages:
         while self._conn.can_read(0):
             found.append(self._conn.read_response())
         return found
+
+
+def _run_id(info: Any) -> bytes | None:
+    """The ``run_id`` an ``INFO server`` reply names: one per server start."""
+    if not isinstance(info, bytes):
+        return None
+    found = re.search(rb"\brun_id:([0-9a-f]+)", info)
+    return found.group(1) if found else None
 
 
 def _resp_length(value: Any) -> int:

@@ -193,6 +193,7 @@ __all__ = [
     "redis_on",
     "redis_server",
     "run",
+    "trip_commands",
     "trips",
     "wait_until",
 ]
@@ -282,22 +283,47 @@ class Tick:
 
 
 def _sent_by_us(connection: Any) -> bool:
+    """A lookup's packet: not on the tracking connection, and not sent by
+    the tracking thread (which registers the tracking on a lookup
+    connection, and keeps that connection alive)."""
+    import threading
+
     from jinja_fragcache.backends.redis import TRACKING_NAME
 
+    if threading.current_thread().name == TRACKER_THREAD:
+        return False
     return getattr(connection, "client_name", None) != TRACKING_NAME
 
 
+#: The name of the near cache's tracking thread.
+TRACKER_THREAD = "jinja-fragcache-near-cache"
+
+
+def _names(packed: Any) -> tuple[bytes, ...]:
+    """The name of every command in a packet: RESP arrays of bulk strings,
+    as redis-py and the backend's own wire pack them."""
+    data = packed if isinstance(packed, bytes | str) else b"".join(packed)
+    data = data.encode() if isinstance(data, str) else data
+    names, at = [], 0
+    while at < len(data):
+        end = data.index(b"\r\n", at)
+        assert data[at : at + 1] == b"*", data[at:]
+        count, at = int(data[at + 1 : end]), end + 2
+        for i in range(count):
+            end = data.index(b"\r\n", at)
+            size, at = int(data[at + 1 : end]), end + 2
+            if i == 0:
+                names.append(data[at : at + size])
+            at += size + 2
+    return tuple(names)
+
+
 @contextmanager
-def _sends(record: Callable[[Any, bytes], None]) -> Iterator[None]:
-    """Call ``record(connection, first command's name)`` for every packet
+def _sends(record: Callable[[Any, tuple[bytes, ...]], None]) -> Iterator[None]:
+    """Call ``record(connection, its commands' names)`` for every packet
     redis-py sends meanwhile, sync or asyncio (a packet is a round trip)."""
     from redis import connection
     from redis.asyncio import connection as async_connection
-
-    def name(packed: Any) -> bytes:
-        data = packed if isinstance(packed, bytes | str) else b"".join(packed)
-        data = data.encode() if isinstance(data, str) else data
-        return data.split(b"\r\n")[2]
 
     sync_class = connection.AbstractConnection
     async_class = async_connection.AbstractConnection
@@ -307,11 +333,11 @@ def _sends(record: Callable[[Any, bytes], None]) -> Iterator[None]:
     )
 
     def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        record(self, name(command))
+        record(self, _names(command))
         return sync_send(self, command, *args, **kwargs)
 
     async def acounted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        record(self, name(command))
+        record(self, _names(command))
         return await async_send(self, command, *args, **kwargs)
 
     sync_class.send_packed_command = counted  # type: ignore[method-assign]
@@ -329,9 +355,22 @@ def trips() -> Iterator[list[bytes]]:
     connection's), its first command's name each."""
     sent: list[bytes] = []
 
-    def record(connection: Any, name: bytes) -> None:
+    def record(connection: Any, names: tuple[bytes, ...]) -> None:
         if _sent_by_us(connection):
-            sent.append(name)
+            sent.append(names[0])
+
+    with _sends(record):
+        yield sent
+
+
+@contextmanager
+def trip_commands() -> Iterator[list[tuple[bytes, ...]]]:
+    """:func:`trips`, each packet as the names of all its commands."""
+    sent: list[tuple[bytes, ...]] = []
+
+    def record(connection: Any, names: tuple[bytes, ...]) -> None:
+        if _sent_by_us(connection):
+            sent.append(names)
 
     with _sends(record):
         yield sent
@@ -342,7 +381,9 @@ def packets() -> Iterator[list[tuple[int, bytes]]]:
     """Every packet sent meanwhile: the port it went to and its first
     command's name (one packet is one round trip to that node)."""
     sent: list[tuple[int, bytes]] = []
-    with _sends(lambda connection, name: sent.append((int(connection.port), name))):
+    with _sends(
+        lambda connection, names: sent.append((int(connection.port), names[0]))
+    ):
         yield sent
 
 

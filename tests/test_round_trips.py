@@ -4,7 +4,9 @@ A round trip is one send of packed commands on a connection to the server
 (a pipeline is one), counted where redis-py writes to the socket, sync and
 asyncio.  The near cache's tracking connection is not counted: it only
 listens.  Each case renders Jinja templates through the tags, with the near
-cache on (the default) and off.
+cache on (the default) and off.  Sync with the near cache, a miss's writes
+to tracked keys ride as plain ``SET`` commands ahead of its scripts, in the
+same packets (the server echoes them to no one: see docs/design.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from jinja2 import DictLoader, Environment
 
 from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
 
-from .support import trips
+from .support import trip_commands, trips
 
 PAGE = (
     "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
@@ -86,6 +88,22 @@ class Site:
             self.runner.close()
         self.backend.close()
 
+    def assert_a_miss(self, sent: list[tuple[bytes, ...]]) -> None:
+        """Two round trips: the claiming read's script, then the script that
+        writes and unlocks.  Without the near cache the first carries the
+        MGET of the entries behind its script.  Sync with it, each carries
+        plain SETs ahead of its script (the counters it creates, the
+        entries it writes); otherwise the scripts do the writes."""
+        if self.backend.near is None:
+            assert sent == [(b"EVALSHA", b"MGET"), (b"EVALSHA",)], sent
+        elif self.runner is not None:
+            assert sent == [(b"EVALSHA",), (b"EVALSHA",)], sent
+        else:
+            assert len(sent) == 2, sent
+            for packet in sent:
+                *sets, script = packet
+                assert script == b"EVALSHA" and sets and set(sets) == {b"SET"}, sent
+
 
 @pytest.fixture(params=[True, False], ids=["near", "no-near"])
 def near_cache(request: pytest.FixtureRequest) -> bool:
@@ -117,10 +135,9 @@ def test_a_hit_takes_one_round_trip_and_none_from_the_near_cache(site: Site) -> 
 
 
 def test_a_cold_miss_takes_two_round_trips(site: Site) -> None:
-    with trips() as sent:
+    with trip_commands() as sent:
         assert site.render("cards.html") == "".join(f"[{i}]" for i in range(50))
-    # The claiming read, then the writes and the unlocks in one script.
-    assert sent == [b"EVALSHA", b"EVALSHA"], sent
+    site.assert_a_miss(sent)
 
 
 @pytest.mark.parametrize(
@@ -141,10 +158,10 @@ def test_a_miss_after_an_invalidation_takes_two_round_trips(
     with trips() as bump:
         assert invalidate(site.cache)
     assert bump == its_trips  # O(1): one counter
-    with trips() as sent:
+    with trip_commands() as sent:
         assert site.render("page.html") == "<box>box"
     assert site.renders == {"box": 1}
-    assert sent == [b"EVALSHA", b"EVALSHA"], sent
+    site.assert_a_miss(sent)
 
 
 def test_async_invalidation_then_miss_takes_three_round_trips_in_all(
@@ -171,9 +188,9 @@ def test_async_invalidation_then_miss_takes_three_round_trips_in_all(
 def test_a_page_of_fifty_cards_takes_two_round_trips_cold_and_one_warm(
     site: Site,
 ) -> None:
-    with trips() as cold:
+    with trip_commands() as cold:
         site.render("cards.html")
-    assert cold == [b"EVALSHA", b"EVALSHA"], cold
+    site.assert_a_miss(cold)
     assert len(site.renders) == 50
     site.settled("cards.html")
     with trips() as warm:
@@ -182,8 +199,8 @@ def test_a_page_of_fifty_cards_takes_two_round_trips_cold_and_one_warm(
     assert set(site.renders.values()) == {1}
 
     assert site.cache.invalidate("card", 7)
-    with trips() as one:
+    with trip_commands() as one:
         site.render("cards.html")
-    assert one == [b"EVALSHA", b"EVALSHA"], one
+    site.assert_a_miss(one)
     assert site.renders[7] == 2
     assert sum(site.renders.values()) == 51

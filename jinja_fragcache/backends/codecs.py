@@ -188,6 +188,25 @@ def _evalsha(keys: tuple[str, ...], expected: tuple[Any, ...]) -> bytes:
     return pack(command, more=1)
 
 
+def _creating(counters: Sequence[str], token: bytes) -> bytes:
+    """``SET <counter> <token> NX`` of each of *counters*, packed: sent
+    ahead of :data:`~.scripts.READ_CLAIMING` on the near cache's
+    registered connection, where the server echoes a plain command's
+    write to no one (a script's, on Redis 7.0, to everyone)."""
+    return b"".join([pack(("SET", key, token, "NX")) for key in counters])
+
+
+def _storing(writes: Mapping[str, bytes], timeout: Timeout) -> bytes:
+    """``SET`` of each of *writes*, packed: sent ahead of
+    :data:`~.scripts.WRITE_RELEASING` (given no entries) on the near
+    cache's registered connection, as :func:`_creating` is."""
+    px = _px(timeout)
+    expiry: tuple[Arg, ...] = () if px is None else ("PX", px)
+    return b"".join(
+        [pack(("SET", key, value, *expiry)) for key, value in writes.items()]
+    )
+
+
 def _writing(
     writes: Mapping[str, bytes],
     timeout: Timeout,

@@ -8,11 +8,27 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..keys import tracked_prefixes
-from ..near import DEFAULT_MAX_BYTES, NearCache, Plan, TrackingConnection, WriteToken
+from ..near import (
+    DEFAULT_MAX_BYTES,
+    NearCache,
+    Plan,
+    Registered,
+    TrackingConnection,
+    WriteToken,
+)
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
-from .codecs import Judging, _claimed, _claiming, _px, _with_ttls, _writing
-from .wire import AsyncWire, Wire
+from .codecs import (
+    Judging,
+    _claimed,
+    _claiming,
+    _creating,
+    _px,
+    _storing,
+    _with_ttls,
+    _writing,
+)
+from .wire import AsyncWire, Wire, pack
 
 if TYPE_CHECKING:
     import redis
@@ -27,6 +43,8 @@ _WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
 
 #: The client name of every process's tracking connection.
 TRACKING_NAME = "jinja-fragcache-near-cache"
+#: The client name of the lookup connection that registers its tracking.
+REGISTERED_NAME = "jinja-fragcache-near-cache-lookup"
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
@@ -133,7 +151,11 @@ class RedisBackend:
         #: The near cache, or ``None`` when turned off.
         self.near: NearCache | None = None
         if near_cache:
-            self.near = NearCache(self._tracking_connection, max_bytes=near_cache_bytes)
+            self.near = NearCache(
+                self._tracking_connection,
+                register=self._registered_connection,
+                max_bytes=near_cache_bytes,
+            )
             if near_cache_prefix is not None:
                 self.near.bind_prefix(near_cache_prefix)
         #: What a lookup sends: its scripts and its ``MGET`` (see :mod:`.wire`).
@@ -196,6 +218,12 @@ class RedisBackend:
     def _command_connection(self) -> Any:
         """A new connection like the client's, for :attr:`_wire`."""
         return _like(self.client.connection_pool)
+
+    def _registered_connection(self) -> Any:
+        """A new connection like the client's, for the near cache to
+        register its tracking on and lend to lookups (named, as the
+        tracking connection is)."""
+        return _like(self.client.connection_pool, client_name=REGISTERED_NAME)
 
     def _begin(self, keys: Any) -> WriteToken | None:
         return None if self.near is None else self.near.begin_write(keys)
@@ -298,9 +326,11 @@ class RedisBackend:
         plan: Plan | None,
         token: bytes,
         reply: Sequence[Any] | None,
+        created: Sequence[str] = (),
     ) -> Claimed | None:
         """Keep what the near cache may of a ``READ_CLAIMING`` *reply*
-        (``None``: the script failed, and so does this)."""
+        (``None``: the script failed, and so does this); *created*: the
+        counters the read created itself, unechoed (see :meth:`_lend`)."""
         claimed = pttls = None
         if reply is not None:
             claimed, pttls = _claimed(read, token, reply)
@@ -309,7 +339,7 @@ class RedisBackend:
             fetched = None
             if claimed is not None and pttls is not None:
                 fetched = [(claimed.values[i], pttls[i]) for i in plan.missing]
-            self.near.complete([*read.entries, *read.counters], plan, fetched)
+            self.near.complete([*read.entries, *read.counters], plan, fetched, created)
         return claimed
 
     def read_claiming(self, read: ClaimingRead) -> Claimed:
@@ -333,14 +363,65 @@ class RedisBackend:
             assert plan.values is not None
             return Claimed(plan.values, [0] * len(read.entries), {})
         token, written, reply = read.new_version(), self._begin(read.locks), None
+        lent, created = self._lend(read, plan)
         try:
             keys, args = _claiming(read, token, plan is not None)
-            reply = self._eval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+            if lent is None:
+                reply = self._eval(
+                    _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
+                )
+            else:
+                reply = self._eval_behind(
+                    lent,
+                    _creating(created, token),
+                    len(created),
+                    (_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args),
+                )
         finally:
             self._end(written, None)
-            claimed = self._claimed(read, plan, token, reply)
+            claimed = self._claimed(read, plan, token, reply, created)
         assert claimed is not None  # else the script raised
         return claimed
+
+    def _lend(
+        self, read: ClaimingRead, plan: Plan | None
+    ) -> tuple[Registered | None, list[str]]:
+        """The near cache's registered connection, for a claiming read
+        that creates counters (those the near cache lacks: the read keeps
+        what it finds of them), and those counters; ``None`` when there is
+        nothing to create, the connection is in use, or a counter is held
+        as missing (the script would create it, a write that the server
+        need not echo when a script runs on that connection)."""
+        if plan is None:
+            return None, []
+        assert self.near is not None and plan.values is not None
+        n = len(read.entries)
+        created = [read.counters[i - n] for i in plan.missing if i >= n]
+        if not created or plan.values[n:].count(None) > len(created):
+            return None, []
+        lent = self.near.lend()
+        return (lent, created) if lent is not None else (None, [])
+
+    def _eval_behind(
+        self,
+        lent: Registered,
+        writes: bytes,
+        count: int,
+        script: tuple[str, str, Sequence[str], Sequence[Any]],
+    ) -> Any:
+        """*count* plain writes (*writes*, packed) and EVALSHA of *script*
+        (its sha, source, keys and arguments) behind them, in one packet on
+        *lent*, the near cache's registered connection, given back here:
+        the server echoes none of those writes.  The script's reply; a
+        server that lacks the script runs it by EVAL on :attr:`_wire`."""
+        sha, source, keys, args = script
+        try:
+            command = pack(("EVALSHA", sha, len(keys), *keys, *args))
+            return self._wire.exchange_on(lent, writes + command, count + 1)[-1]
+        except self._no_script:
+            return self._wire.call("EVAL", source, len(keys), *keys, *args)
+        finally:
+            lent.give_back()
 
     def _judging(self, read: ClaimingRead) -> Judging:
         """The first packet of a lookup of *read*'s keys without the near
@@ -362,11 +443,20 @@ class RedisBackend:
         token: bytes,
     ) -> None:
         """Store *writes* and release each lock still held by *token*: one
-        script, :data:`~.scripts.WRITE_RELEASING`."""
+        script, :data:`~.scripts.WRITE_RELEASING`.  With the near cache's
+        registered connection, the entries are plain ``SET`` commands ahead
+        of the script in the same packet, which the server echoes to no
+        one: this process keeps what it wrote (:meth:`_end`)."""
         written, known = self._begin([*writes, *locks]), None
+        lent = None if self.near is None or not writes else self.near.lend()
         try:
-            keys, args = _writing(writes, timeout, locks, token)
-            self._eval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
+            if lent is None:
+                keys, args = _writing(writes, timeout, locks, token)
+                self._eval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
+            else:
+                keys, args = _writing({}, timeout, locks, token)
+                script = (_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
+                self._eval_behind(lent, _storing(writes, timeout), len(writes), script)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)

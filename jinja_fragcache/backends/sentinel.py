@@ -10,18 +10,19 @@ resumes on the new primary once the breaker lets a call through.
 - The async client follows the primary too: one
   ``redis.asyncio.sentinel.Sentinel(...).master_for(...)`` client per
   event loop (an asyncio client belongs to its loop).
-- The near cache stays on.  Its tracking connection is made from the sync
-  client's pool (a ``SentinelManagedConnection``), so it, too, connects to
-  the primary the sentinels name at that moment; when the old primary dies
-  the connection is lost, the near cache empties and is used again only
-  once tracking is back, on the new primary.  When the old primary lives
-  on and is demoted, the sentinel that reconfigures it kills its normal
-  and pub/sub clients (``CLIENT KILL TYPE normal`` and ``pubsub``), the
-  tracking connection among them.  The window left: an old primary cut
-  off from the sentinels but not from this process keeps its clients, so
-  until it is reconfigured this process may answer from its near cache
-  values that another process changed on the new primary.  Pass
-  ``near_cache=False`` where that window matters.
+- The near cache stays on.  Its tracking connection, and the lookup
+  connection that registers its tracking, are made like the sync client's
+  pool makes its own (``SentinelManagedConnection``), so they, too, connect
+  to the primary the sentinels name at that moment (the same one: checked
+  by ``run_id``); when the old primary dies they are lost, the near cache
+  empties and is used again only once tracking is back, on the new
+  primary.  When the old primary lives on and is demoted, the sentinel
+  that reconfigures it kills its normal and pub/sub clients (``CLIENT KILL
+  TYPE normal`` and ``pubsub``), those two among them.  The window left: an
+  old primary cut off from the sentinels but not from this process keeps
+  its clients, so until it is reconfigured this process may answer from
+  its near cache values that another process changed on the new primary.
+  Pass ``near_cache=False`` where that window matters.
 """
 
 from __future__ import annotations

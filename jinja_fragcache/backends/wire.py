@@ -19,6 +19,12 @@ connection that sat idle (a server restarted meanwhile, a failover) closes
 every idle one and is tried once more on a new connection, as the client's
 retry would; a timeout is not retried.  A forked child starts with none.
 :class:`AsyncWire` does the same with asyncio connections, per event loop.
+
+:meth:`Wire.exchange_on` sends on a connection the wire does not own: the
+one the near cache lends, which registered its tracking with ``NOLOOP``
+(see :mod:`jinja_fragcache.tracking`).  A failure there loses it, which
+ends the near cache's session; a lost connection's command is sent once
+more on one of the wire's own.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..tracking import Registered
 
 #: One argument of a command, as the lookup gives it.
 Arg = str | bytes | int
@@ -107,6 +116,24 @@ class Wire(_Links):
             self.close()
             return self._call_on(self._new(), chunks, count)
 
+    def exchange_on(self, lent: Registered, packed: bytes, count: int) -> list[Any]:
+        """:meth:`exchange` on *lent*, the near cache's registered
+        connection, which the wire does not keep (the caller gives it
+        back).  A failure but an error reply loses it, which ends its
+        tracking session; a lost connection is tried once more on one of
+        the wire's own, as an idle connection of the wire's would be."""
+        try:
+            replies, refused = self._replies(lent.conn, [packed], count)
+        except self._lost as exc:
+            lent.lose(exc)
+            return self.exchange(packed, count)
+        except BaseException as exc:
+            lent.lose(exc)
+            raise
+        if refused is not None:
+            raise refused
+        return replies
+
     def _new(self) -> Any:
         # connect() itself, as the pool does: sending on an unconnected
         # connection would connect it to its default address, bypassing
@@ -116,15 +143,8 @@ class Wire(_Links):
         return link
 
     def _call_on(self, link: Any, packed: list[bytes], count: int) -> list[Any]:
-        replies, refused = [], None
         try:
-            link.send_packed_command(packed, False)
-            for _ in range(count):
-                try:
-                    replies.append(link.read_response())
-                except self._refused as exc:
-                    refused = refused or exc
-                    replies.append(exc)
+            replies, refused = self._replies(link, packed, count)
         except BaseException:
             link.disconnect()
             raise
@@ -132,6 +152,22 @@ class Wire(_Links):
         if refused is not None:
             raise refused
         return replies
+
+    def _replies(
+        self, link: Any, packed: list[bytes], count: int
+    ) -> tuple[list[Any], Exception | None]:
+        """Send *packed* on *link* and read *count* replies, and the first
+        error reply's exception (every reply is read: *link* stays in
+        step).  Any other failure raises, *link* in no known state."""
+        replies, refused = [], None
+        link.send_packed_command(packed, False)
+        for _ in range(count):
+            try:
+                replies.append(link.read_response())
+            except self._refused as exc:
+                refused = refused or exc
+                replies.append(exc)
+        return replies, refused
 
     def close(self) -> None:
         """Close every idle connection (one in use closes when it fails)."""
