@@ -303,6 +303,36 @@ def test_a_miss_sends_this_process_no_message_of_its_own_writes_when_sync(
         renderer.close(backend)
 
 
+def test_a_miss_asks_no_counter_its_expiry(
+    restartable_redis: tuple[str, Any], renderer: Renderer
+) -> None:
+    # Counters are only ever written without an expiry, so the claiming
+    # read reports none for them without asking the server (a PTTL costs it
+    # what a GET does, and a cold page of cards has a counter a card).  A
+    # fresh process's miss finds its name's counter on the server, and,
+    # sync, the variant's counter that its packet created ahead of the
+    # script: neither is asked its PTTL.
+    import redis
+
+    url, _ = restartable_redis
+    first = RedisBackend.from_url(url)
+    second = RedisBackend.from_url(url)
+    client = redis.Redis.from_url(url)
+    try:
+        assert renderer(FragmentCache(first, prefix="ttl"), "first") == "first"
+        cache = FragmentCache(second, prefix="ttl")
+        second.get_many(["ttl:2:f:starts-tracking"])
+        wait_for(lambda: near_of(second).active, "tracking")
+        before = commands(client)
+        fresh = FragmentRequest("box", ("fresh",), 300)
+        assert renderer(cache, "body", fresh) == "body"
+        assert "pttl" not in delta(before, commands(client))
+        assert client.pttl(cache.key_for("box", "fresh") + ":v") == -1
+    finally:
+        client.close()
+        renderer.close(first, second)
+
+
 def test_off_means_every_read_is_one_command(redis_url: str) -> None:
     backend = RedisBackend.from_url(redis_url, near_cache=False)
     assert backend.near is None

@@ -119,7 +119,10 @@ end
 # ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, the client's
 # clock (Unix seconds), then the token: what changes on every call comes
 # last.  Flags ('', 'n', 't' or 'nt'): 'n' reads nested counters, 't'
-# reports each value's PTTL (else -1).  A missing counter is created
+# reports each entry's PTTL (else -1); a counter's is always -1, since
+# counters are only ever written without an expiry (a PTTL costs the
+# server as much as a GET, and a cold page has one counter a card).  A
+# missing counter is created
 # with the token as its value: one unpredictable value per read (the
 # client's, from the operating system's random bytes) serves every
 # counter the read creates, since a counter is only ever compared with
@@ -173,7 +176,7 @@ for j = 1, m do
     current[key] = value
     pieces[2 * j], pieces[2 * j + 1] = key, value
     out[at + 1] = value
-    out[at + 2] = (all[n + j] and ttls) and redis.call('PTTL', key) or -1
+    out[at + 2] = -1
     at = at + 2
 end
 local tail = n == 1 and table.concat(pieces, ' ')
