@@ -436,7 +436,9 @@ class FragmentCache(Driving):
         """The stored bodies, if the first read found every entry fresh and
         done (their holes still to fill).
 
-        Fills ``read.entries``; ``None`` sends the batch to :meth:`_flow`.
+        Fills ``read.entries``, but for a cold plain miss, which needs only
+        its counters (``lookup.won_alone``); ``None`` sends the batch on to
+        :meth:`finish`.
         """
         if found is FAILED or won_alone(read, found):
             return None

@@ -195,21 +195,19 @@ def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
     locks = [lock_key(key)]
+    writes: dict[str, bytes] = {}
+    done = None
     try:
         (done,) = yield ("render", _FIRST)
-    except BaseException:  # let the next request render instead of waiting
-        cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
-        yield ("write_releasing", {}, None, locks, token)
-        raise
-    cache.statistics.record_miss(name, fetched, done.seconds)
-    writes: dict[str, bytes] = {}
-    try:
+        cache.statistics.record_miss(name, fetched, done.seconds)
         _store(cache, request, key, read.own[0], read.versions, done, writes)
-    except BaseException:  # a store_filter that refuses loudly
+    except BaseException:  # a failed render, a store_filter that refuses
+        # loudly: let the next request render instead of waiting
+        if done is None:  # a render that ended was counted already
+            cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
         yield ("write_releasing", {}, None, locks, token)
         raise
-    hard_ttl = _hard_ttl(cache, request.timeout)
-    yield ("write_releasing", writes, hard_ttl, locks, token)
+    yield ("write_releasing", writes, _hard_ttl(cache, request.timeout), locks, token)
     note("miss", name, read.keys, fetched, done.seconds)
     return [done.body]
 
@@ -225,21 +223,20 @@ def render_won(
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
     locks = [lock_key(key)]
+    writes: dict[str, bytes] = {}
+    done = None
     try:
         done = cache._collect(render, 0)
-    except BaseException:  # let the next request render instead of waiting
-        cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
-        cache._call(name, ("write_releasing", {}, None, locks, token))
-        raise
-    cache.statistics.record_miss(name, fetched, done.seconds)
-    writes: dict[str, bytes] = {}
-    try:
+        cache.statistics.record_miss(name, fetched, done.seconds)
         _store(cache, request, key, read.own[0], read.versions, done, writes)
-    except BaseException:  # a store_filter that refuses loudly
+    except BaseException:  # a failed render, a store_filter that refuses
+        # loudly: let the next request render instead of waiting
+        if done is None:  # a render that ended was counted already
+            cache.statistics.record_fetch(name, fetched, hits=0, misses=1)
         cache._call(name, ("write_releasing", {}, None, locks, token))
         raise
-    hard_ttl = _hard_ttl(cache, request.timeout)
-    cache._call(name, ("write_releasing", writes, hard_ttl, locks, token))
+    op = ("write_releasing", writes, _hard_ttl(cache, request.timeout), locks, token)
+    cache._call(name, op)
     note("miss", name, read.keys, fetched, done.seconds)
     return [done.body]
 
