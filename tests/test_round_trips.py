@@ -82,6 +82,26 @@ class Site:
             time.sleep(0.01)
         pytest.fail("the near cache never answered a hit alone")
 
+    def quiet(self) -> None:
+        """Wait until the near cache may answer: its session started, a
+        lookup connection registered for it (NOLOOP), and every message on
+        its way applied.  Before that a sync miss goes to the server the
+        echoed way, whose packets differ (rightly: a message in flight, or
+        the tracking thread applying it, makes the near cache step aside)."""
+        near = self.backend.near
+        if near is None:
+            return
+        wait_until(
+            lambda: (
+                near.active
+                and near._registered is not None
+                and not near._processing
+                and near._catch_up()
+            ),
+            "the near cache's registered connection, and quiet",
+            10,
+        )
+
     def close(self) -> None:
         if self.runner is not None:
             self.runner.run(self.backend.aclose())
@@ -121,16 +141,7 @@ def site(
     made.cache.invalidate_all("box")
     made.render("page.html")
     made.renders.clear()
-    near = made.backend.near
-    if near is not None:
-        # The tracking thread starts the session and registers a lookup
-        # connection for it (NOLOOP): a sync miss before that takes the
-        # echoed way, whose packets differ.
-        wait_until(
-            lambda: near.active and near._registered is not None,
-            "the near cache's registered connection",
-            10,
-        )
+    made.quiet()
     yield made
     made.close()
 
@@ -168,6 +179,7 @@ def test_a_miss_after_an_invalidation_takes_two_round_trips(
     with trips() as bump:
         assert invalidate(site.cache)
     assert bump == its_trips  # O(1): one counter
+    site.quiet()  # the invalidation's own message applied
     with trip_commands() as sent:
         assert site.render("page.html") == "<box>box"
     assert site.renders == {"box": 1}
