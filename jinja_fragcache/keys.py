@@ -228,11 +228,17 @@ def key_of(
     return _key(prefix, "f", name, _parts(name, strings), shards)
 
 
-def built_key_of(
-    name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
-) -> str:
-    """:func:`key_of` made afresh, for a caller that keeps its own cache."""
-    return _build_key(prefix, "f", name, _parts(name, strings), shards)
+def variant_keys(
+    prefix: str, name: str, strings: tuple[str, ...], shards: int = 1
+) -> tuple[str, str, str, str]:
+    """A variant's entry key (:func:`key_of`, made afresh for a caller that
+    keeps its own cache), its counter, its name's counter and its lock key:
+    every key a lookup of it touches but tags', in one call (each miss of a
+    new variant makes them)."""
+    digest = _digest((name, str(len(strings)), *strings))  # _parts(), inlined
+    shard = None if shards == 1 else int(digest[:8], 16) % shards
+    key = _head(prefix, "f", name, shard) + digest
+    return key, variant_version_key(key), _name_key(prefix, name, shard), lock_key(key)
 
 
 def _parts(name: str, strings: tuple[str, ...]) -> tuple[str, ...]:
@@ -297,7 +303,6 @@ def headers_key(name: str, path: str, *, prefix: str = "fragcache") -> str:
     return _key(prefix, "h", name, (name, path))
 
 
-@functools.lru_cache(maxsize=8192)  # keys are at most 200 characters
 def lock_key(fragment_key: str) -> str:
     """The key whose holder re-renders an expired fragment: the entry's key
     with kind ``l`` in place of ``f`` (same hash slot), so that no near

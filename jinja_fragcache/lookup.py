@@ -20,11 +20,8 @@ from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen, Op, new_version
 from .keys import (
     SizeBoundedCache,
-    built_key_of,
-    lock_key,
-    name_version_key_of,
     tag_version_key,
-    variant_version_key,
+    variant_keys,
 )
 from .memo import ByteBounded
 
@@ -58,17 +55,16 @@ def _plan_keys(
     vary: tuple[str, ...],
     tags: tuple[str, ...],
     shards: int = 1,
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """A variant's entry key, the keys of the counters it depends on, and
-    both together: what a lookup of that variant alone reads."""
-    key = built_key_of(name, vary, prefix=prefix, shards=shards)
-    counters = [
-        variant_version_key(key),
-        name_version_key_of(name, key, prefix=prefix, shards=shards),
-    ]
+) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """A variant's entry key, the keys of the counters it depends on, both
+    together (what a lookup of that variant alone reads), and its lock."""
+    key, own, name_counter, lock = variant_keys(prefix, name, vary, shards)
+    counters: tuple[str, ...] = (own, name_counter)
     if tags:
-        counters += [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
-    return key, tuple(counters), (key, *counters)
+        counters += tuple(
+            [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
+        )
+    return key, counters, (key, *counters), lock
 
 
 _plans = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
@@ -98,6 +94,7 @@ class Read:
 
     __slots__ = (
         "keys",
+        "locks",
         "own",
         "keys_read",
         "versions",
@@ -115,14 +112,16 @@ class Read:
         if len(requests) == 1:  # the common case, kept cheap
             r = requests[0]
             plan = _keys_for(prefix, r.name, r.vary, r.tags, shards)
-            key, counters, self.keys_read = plan
-            self.keys, self.own = [key], [counters]
+            key, counters, self.keys_read, lock = plan
+            self.keys, self.own, self.locks = [key], [counters], [lock]
         else:
             plans = [
                 _keys_for(prefix, r.name, r.vary, r.tags, shards) for r in requests
             ]
-            self.keys = [key for key, _, _ in plans]
-            self.own = [counters for _, counters, _ in plans]
+            self.keys = [plan[0] for plan in plans]
+            self.own = [plan[1] for plan in plans]
+            #: Each entry's re-render lock.
+            self.locks = [plan[3] for plan in plans]
             unique = dict.fromkeys(itertools.chain.from_iterable(self.own))
             self.keys_read = [*self.keys, *unique]
         self.versions: dict[str, str | None] = {}
@@ -143,7 +142,7 @@ def first_read(cache: FragmentCache, read: Read, wait: bool) -> Op:
     keys = read.keys
     claiming = (
         keys,
-        [lock_key(key) for key in keys],
+        read.locks,
         read.keys_read[len(keys) :],
         wait,
         cache.lock_timeout,

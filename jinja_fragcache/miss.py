@@ -31,7 +31,7 @@ from .backends.base import UNCLAIMED, WON, made
 from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
-from .keys import FragmentCacheWarning, lock_key
+from .keys import FragmentCacheWarning
 from .lookup import Read, counters_of, lookup, settle, texts, won_alone
 from .recording import (
     EXPIRES,
@@ -82,7 +82,7 @@ def miss_flow(
         won = [i for i, claim in enumerate(claims) if claim == WON]
         contested = [i for i in contested if claims[i] == UNCLAIMED]
     if contested:
-        claimed = yield from _claim(cache, keys, contested, token)
+        claimed = yield from _claim(cache, read.locks, contested, token)
         if claimed is FAILED:
             writable = False
         else:
@@ -106,7 +106,7 @@ def miss_flow(
             # A holder that gave up (its render or its write failed)
             # has released the lock: take it over instead of sleeping
             # out lock_wait.
-            taken = yield from _take_over(cache, keys, waiting, token)
+            taken = yield from _take_over(cache, read.locks, waiting, token)
             if taken is FAILED:
                 writable = False
                 break
@@ -166,7 +166,7 @@ def miss_flow(
     try:
         rendered = yield ("render", to_render)
     except BaseException:  # let the next request render instead of waiting
-        yield from _write(cache, {}, None, keys, won, token)
+        yield from _write(cache, {}, None, read.locks, won, token)
         raise
     seconds = _recorded(cache, first.name, rendered)
     writes: dict[str, bytes] = {}
@@ -175,13 +175,15 @@ def miss_flow(
             results[i] = done.body
             _store(cache, requests[i], keys[i], own[i], versions, done, writes)
     except BaseException:  # a store_filter that refuses loudly
-        yield from _write(cache, {}, None, keys, won, token)
+        yield from _write(cache, {}, None, read.locks, won, token)
         raise
     # Whatever failed before, a lock this request holds is released, or
     # every later request would wait for it (the breaker skips this
     # when the backend itself is down).
     hard_ttl = _hard_ttl(cache, first.timeout)
-    yield from _write(cache, writes if writable else {}, hard_ttl, keys, won, token)
+    yield from _write(
+        cache, writes if writable else {}, hard_ttl, read.locks, won, token
+    )
     # Noted after the render, whose own fragments note theirs first.
     note("miss", first.name, keys, fetched, seconds)
     return results
@@ -194,7 +196,7 @@ def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen
     first read claimed, so the backend writes and releases in one call)."""
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
-    locks = [lock_key(key)]
+    locks = read.locks
     writes: dict[str, bytes] = {}
     done = None
     try:
@@ -222,7 +224,7 @@ def render_won(
     commonest miss, spared the driving of a generator."""
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
-    locks = [lock_key(key)]
+    locks = read.locks
     writes: dict[str, bytes] = {}
     done = None
     try:
@@ -300,27 +302,27 @@ def _replace_corrupt(cache: FragmentCache, name: str, counters: list[str]) -> Ge
 
 
 def _take_over(
-    cache: FragmentCache, keys: list[str], waiting: list[int], token: bytes
+    cache: FragmentCache, locks: list[str], waiting: list[int], token: bytes
 ) -> Gen:
-    """Claim the locks of *waiting* whose holders released them."""
-    locks = [lock_key(keys[i]) for i in waiting]
-    held = yield ("get_many", locks)
+    """Claim the locks of *waiting* (*locks* holds every request's) whose
+    holders released them."""
+    held = yield ("get_many", [locks[i] for i in waiting])
     if held is FAILED:
         return FAILED
     free = [i for i, value in zip(waiting, held, strict=True) if value is None]
     if not free:
         return []
-    return (yield from _claim(cache, keys, free, token))
+    return (yield from _claim(cache, locks, free, token))
 
 
 def _claim(
-    cache: FragmentCache, keys: list[str], indices: list[int], token: bytes
+    cache: FragmentCache, locks: list[str], indices: list[int], token: bytes
 ) -> Gen:
     """Take the re-render locks of *indices* in one ``add_many``; the ones
     won, or ``FAILED``."""
     claimed = yield (
         "add_many",
-        {lock_key(keys[i]): token for i in indices},
+        {locks[i]: token for i in indices},
         cache.lock_timeout,
     )
     if claimed is FAILED:
@@ -332,20 +334,21 @@ def _write(
     cache: FragmentCache,
     writes: dict[str, bytes],
     timeout: float | None,
-    keys: list[str],
+    locks: list[str],
     won: list[int],
     token: bytes,
 ) -> Gen:
-    """Store *writes* and release the locks of *won*: one round trip where
-    the backend can (releasing a lock only while it holds *token*)."""
-    locks = [lock_key(keys[i]) for i in won]
+    """Store *writes* and release the locks of *won* (*locks* holds every
+    request's): one round trip where the backend can (releasing a lock only
+    while it holds *token*)."""
+    held = [locks[i] for i in won]
     if cache.compound:
-        if writes or locks:
-            yield ("write_releasing", writes, timeout, locks, token)
+        if writes or held:
+            yield ("write_releasing", writes, timeout, held, token)
         return
     if writes:
         yield ("set_many", writes, timeout)
-    for lock in locks:
+    for lock in held:
         yield ("delete", lock)
 
 

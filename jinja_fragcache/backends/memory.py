@@ -128,31 +128,25 @@ class MemoryBackend(SyncBackendMixin):
     def read_claiming(self, read: ClaimingRead) -> Claimed:
         """The lookup's first read, the missing counters created and the
         locks claimed, under one lock (see :class:`~.base.ClaimingRead`)."""
-        now, wall = time.monotonic(), time.time()
+        now = time.monotonic()
         live, store = self._live, self._store
         token = b""
-        nested: dict[str, bytes | None] = {}
         with self._lock:
-            known: dict[str, bytes | None] = {}
-            counters = []
-            for key in read.counters:
-                value = live(key, now)
-                if value is None:  # the read's one value (see ClaimingRead)
-                    value = token = token or read.new_version()
-                    store(key, value, None, now)
-                known[key] = value
-                counters.append(value)
-
-            def current(key: str) -> bytes | None:
-                if key not in known:
-                    known[key] = nested[key] = live(key, now)
-                return known[key]
-
+            counters = [live(key, now) for key in read.counters]
+            if None in counters:  # the read's one value (see ClaimingRead)
+                token = read.new_version()
+                for i, key in enumerate(read.counters):
+                    if counters[i] is None:
+                        counters[i] = token
+                        store(key, token, None, now)
             values = [live(key, now) for key in read.entries]
+            nested: dict[str, bytes | None] = {}
+            if values.count(None) == len(values):  # all cold: nothing to judge
+                states = ["cold"] * len(values)
+            else:
+                states = self._judged(values, read.counters, counters, nested, now)
             claims = []
-            for value, lock in zip(values, read.locks, strict=True):
-                # A missing entry is cold: no header to judge.
-                state = "cold" if value is None else judge(value, current, wall)
+            for state, lock in zip(states, read.locks):  # noqa: B905 - one per entry
                 if state == "fresh" or (state == "cold" and not read.claim_cold):
                     claims.append(UNCLAIMED)
                 elif live(lock, now) is not None:
@@ -163,6 +157,28 @@ class MemoryBackend(SyncBackendMixin):
                     claims.append(WON)
         return made(Claimed, ([*values, *counters], claims, nested, token))
 
+    def _judged(
+        self,
+        values: list[bytes | None],
+        keys: Sequence[str],
+        counters: list[bytes | None],
+        nested: dict[str, bytes | None],
+        now: float,
+    ) -> list[str]:
+        """What :func:`~..entry.judge` makes of each entry; the counters it
+        read besides the read's own go into *nested*.  Under the lock."""
+        known = dict(zip(keys, counters))  # noqa: B905 - one value per key
+
+        def current(key: str) -> bytes | None:
+            if key not in known:
+                known[key] = nested[key] = self._live(key, now)
+            return known[key]
+
+        wall = time.time()
+        return [
+            "cold" if value is None else judge(value, current, wall) for value in values
+        ]
+
     def write_releasing(
         self,
         writes: Mapping[str, bytes],
@@ -172,11 +188,13 @@ class MemoryBackend(SyncBackendMixin):
     ) -> None:
         """Store *writes* and delete each lock still held by *token*."""
         now = time.monotonic()
+        data = self._data
         with self._lock:
             for key, value in writes.items():
                 self._store(key, bytes(value), timeout, now)
             for lock in locks:
-                if self._live(lock, now) == token:
+                held = data.get(lock)
+                if held is not None and held[0] == token:
                     self._remove(lock)
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
