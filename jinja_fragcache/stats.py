@@ -22,8 +22,8 @@ class _Counters:
     lost_invalidations: int = 0
 
 
-#: Remembered hits of one name marked before :meth:`FragmentStats.record_hit`
-#: adds them up itself.
+#: Remembered hits (or misses) of one name queued before
+#: :meth:`FragmentStats.record_hit` (``record_miss``) adds them up itself.
 QUEUED_HITS = 4096
 
 
@@ -36,6 +36,9 @@ class FragmentStats:
         #: Remembered hits not added up yet, one mark each, by name (see
         #: :meth:`record_hit`).
         self._marks: dict[str, list[None]] = {}
+        #: Misses not added up yet, ``(fetched, rendered)`` each, by name
+        #: (see :meth:`record_miss`).
+        self._misses: dict[str, list[tuple[float, float]]] = {}
 
     def _counters(self, name: str) -> _Counters:
         counters = self._by_name.get(name)
@@ -76,7 +79,7 @@ class FragmentStats:
                 self._add_up()
 
     def _add_up(self) -> None:
-        """Under the lock: count the marked remembered hits."""
+        """Under the lock: count the marked remembered hits and misses."""
         for name, marks in list(self._marks.items()):  # a copy made in C
             count = len(marks)
             if count:
@@ -85,17 +88,29 @@ class FragmentStats:
                 counters = self._counters(name)
                 counters.fetches += count
                 counters.hits += count
+        for name, misses in list(self._misses.items()):
+            count = len(misses)
+            if count:
+                done, misses[:count] = misses[:count], []
+                counters = self._counters(name)
+                counters.fetches += count
+                counters.misses += count
+                counters.renders += count
+                counters.fetch_seconds += sum(fetched for fetched, _ in done)
+                counters.render_seconds += sum(rendered for _, rendered in done)
 
     def record_miss(self, name: str, fetched: float, rendered: float) -> None:
         """Record one lookup of *name* that missed and rendered: a fetch of
-        *fetched* seconds, then a render of *rendered*."""
-        with self._lock:
-            counters = self._counters(name)
-            counters.fetches += 1
-            counters.fetch_seconds += fetched
-            counters.misses += 1
-            counters.renders += 1
-            counters.render_seconds += rendered
+        *fetched* seconds, then a render of *rendered*.  Every miss of one
+        fragment takes this path: like a remembered hit, it takes no lock,
+        but appends to its name's list, added up by the next reader."""
+        misses = self._misses.get(name)
+        if misses is None:
+            misses = self._misses.setdefault(name, [])
+        misses.append((fetched, rendered))
+        if len(misses) >= QUEUED_HITS:
+            with self._lock:
+                self._add_up()
 
     def record_render(self, name: str, seconds: float, count: int = 1) -> None:
         with self._lock:
@@ -129,6 +144,7 @@ class FragmentStats:
     def reset(self) -> None:
         with self._lock:
             self._marks.clear()
+            self._misses.clear()
             self._by_name.clear()
 
 

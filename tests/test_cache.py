@@ -321,6 +321,39 @@ def test_stats_are_exact_under_threads() -> None:
     assert stats["hot"]["hit_rate"] == pytest.approx(1600 / 1601 * 100)
 
 
+def test_misses_are_all_counted_across_threads() -> None:
+    # Misses are queued, not locked, and added up by whoever reads the
+    # statistics (or the queue itself when it is long): none is lost, and
+    # the seconds of every one add up.
+    from jinja_fragcache.stats import QUEUED_HITS
+
+    cache = new_cache(MemoryBackend(max_entries=100_000))
+    per_thread = QUEUED_HITS // 2 + 7
+    names = iter(range(10**9))
+    lock = threading.Lock()
+
+    def misses() -> None:
+        for _ in range(per_thread):
+            with lock:
+                variant = next(names)
+            request = FragmentRequest("cold", (str(variant),), timeout=300)
+            cache.render(request, lambda: "x")
+
+    threads = [threading.Thread(target=misses) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = cache.stats()["cold"]
+    assert stats["misses"] == stats["renders"] == stats["fetches"] == 4 * per_thread
+    assert stats["hits"] == 0
+    assert stats["avg_render_ms"] > 0 and stats["avg_fetch_ms"] > 0
+    misses()  # queued, then reset: gone with the rest
+    cache.statistics.reset()
+    cache.render(FragmentRequest("cold", ("again",), timeout=300), lambda: "x")
+    assert cache.stats()["cold"]["misses"] == 1
+
+
 class SlowBackend(CountingBackend):
     """A real memory backend behind a slow network."""
 
