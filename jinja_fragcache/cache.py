@@ -288,7 +288,7 @@ class FragmentCache(Driving):
         generation = _generation(self.backend)
         found = self._call(requests[0].name, first_read(self, read, wait))
         hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None and (type(hits) is list or hits.hits is not None):
+        if memo_key is not None:
             self._remember(memo_key, generation, read, hits, requests)
         return hits
 
@@ -309,7 +309,7 @@ class FragmentCache(Driving):
         generation = _generation(self.backend)
         found = await self._acall(requests[0].name, first_read(self, read, wait))
         hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None and (type(hits) is list or hits.hits is not None):
+        if memo_key is not None:
             self._remember(memo_key, generation, read, hits, requests)
         return hits
 
