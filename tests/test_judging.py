@@ -421,3 +421,54 @@ def test_an_expiry_that_only_lua_reads_as_a_number_leaves_nothing_expected(
         claimed = site.backend.read_claiming(read)
         assert claimed.claims == [UNCLAIMED]
         assert claimed.values[0] == b"FC2 0x7fffffffff d t\nbody"
+
+
+def test_a_read_whose_locks_are_named_otherwise_claims_those_locks(
+    site: Site,
+) -> None:
+    # The script makes each lock key from its entry's key, as lock_key
+    # does; a read that names its locks otherwise (no lookup does) is
+    # claimed under the names it gives, by the script that is given them.
+    from jinja_fragcache.backends.base import WON, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = _key(FragmentRequest("named", ("1",), 300))
+    lock = f"{PREFIX}:a-lock-of-its-own"
+    read = ClaimingRead(
+        [key], [lock], [variant_version_key(key)], True, 30.0, new_version
+    )
+    if site.runner is None:
+        claimed = site.backend.read_claiming(read)
+    else:
+        claimed = site.runner.run(site.backend.aread_claiming(read))
+    assert claimed.claims == [WON]
+    assert site.admin.get(lock) == claimed.token
+    assert site.admin.get(lock_key(key)) is None
+
+
+def test_counters_whose_values_hold_a_space_are_never_expected(site: Site) -> None:
+    # What a lookup expects goes to the script as the values joined by
+    # spaces: with a space in a value, "a b" and "c" would read as "a"
+    # and "b c".  Such values (never this library's) are judged each time.
+    from jinja_fragcache.backends.base import ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = f"{PREFIX}:spaced"
+    site.admin.set(key, b"FC2 - d t\nbody", px=60_000)
+    first, second = f"{PREFIX}:first", f"{PREFIX}:second"
+    site.admin.mset({first: b"a b", second: b"c"})
+    read = ClaimingRead(
+        [key], [lock_key(key)], [first, second], True, 30.0, new_version
+    )
+
+    def counters() -> list[bytes | None]:
+        if site.runner is None:
+            claimed = site.backend.read_claiming(read)
+        else:
+            claimed = site.runner.run(site.backend.aread_claiming(read))
+        return claimed.values[1:]
+
+    assert counters() == [b"a b", b"c"]
+    assert counters() == [b"a b", b"c"]
+    site.admin.mset({first: b"a", second: b"b c"})
+    assert counters() == [b"a", b"b c"]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ..keys import lock_key
 from . import scripts
 from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
 from .wire import Arg, pack
@@ -101,17 +102,25 @@ class Judging:
     argument, which holds the clock and the token; and what the script's
     last judgement of these keys lets the next lookup expect."""
 
-    __slots__ = ("_keys", "_plain", "_spec", "_mget", "expecting")
+    __slots__ = ("_entries", "_counters", "_plain", "_spec", "_mget", "expecting")
 
     def __init__(self, read: ClaimingRead) -> None:
-        entries, n, m = read.entries, len(read.entries), len(read.counters)
-        self._keys: tuple[str, ...] = (*entries, *read.locks, *read.counters)
-        self._plain = _evalsha(self._keys, ())
+        entries, m = read.entries, len(read.counters)
+        self._entries: tuple[str, ...] = tuple(entries)
+        self._counters: tuple[str, ...] = tuple(read.counters)
+        self._plain = _evalsha(self._entries, self._counters, b"")
         px = max(1, math.ceil(read.lock_timeout * 1000))
-        self._spec = b"%d %d %d %d " % (n, m, read.claim_cold, px)
+        self._spec = b"%d %d %d " % (m, read.claim_cold, px)
         self._mget = pack(("MGET", *entries))
         #: Set by :meth:`judged`; read once per packet (threads share it).
         self.expecting: Expectation | None = None
+
+    @staticmethod
+    def fits(read: ClaimingRead) -> bool:
+        """Whether the script can claim for *read*: it makes each lock key
+        from its entry's key, as :func:`~jinja_fragcache.keys.lock_key`
+        does (every lookup's are)."""
+        return all(map(str.__eq__, map(lock_key, read.entries), read.locks))
 
     def packet(
         self, read: ClaimingRead
@@ -131,9 +140,9 @@ class Judging:
     def loading(self, read: ClaimingRead, spec: bytes) -> tuple[tuple[Arg, ...], ...]:
         """The first packet's commands, expecting nothing, the script sent
         whole (``EVAL``, which loads it): for a server that lacked it."""
-        keys = self._keys
-        script: tuple[Arg, ...] = ("EVAL", scripts.JUDGE_CLAIMING, len(keys), *keys)
-        return (*script, spec), ("MGET", *read.entries)
+        entries = self._entries
+        script: tuple[Arg, ...] = ("EVAL", scripts.JUDGE_CLAIMING, len(entries))
+        return (*script, *entries, *self._counters, b"", spec), ("MGET", *entries)
 
     def judged(
         self,
@@ -170,22 +179,27 @@ class Judging:
         (empty: it did not) lets the next lookup expect."""
         if not soonest or not (counters or nested):
             return None  # not all fresh, or nothing to confirm
-        if None in counters or None in nested.values():
-            return None
+        values = (*counters, *nested.values())
+        expected = [value for value in values if value and b" " not in value]
+        if len(expected) < len(values):
+            return None  # missing, or joined they would not say each value
         try:  # a header's field as written; Lua reads a few more forms
             until = math.inf if soonest == b"-" else float(soonest)
         except ValueError:
             return None
-        expected = (*counters, *nested.values())
-        packed = _evalsha((*self._keys, *nested), expected)
+        counted = (*self._counters, *nested)
+        packed = _evalsha(self._entries, counted, b" ".join(expected))
         return Expectation(packed, until, counters, nested)
 
 
-def _evalsha(keys: tuple[str, ...], expected: tuple[Any, ...]) -> bytes:
-    """:data:`~.scripts.JUDGE_CLAIMING` on *keys*, expecting *expected*,
-    packed but for its last argument."""
-    command = ("EVALSHA", _JUDGE_CLAIMING_SHA, len(keys), *keys, *expected)
-    return pack(command, more=1)
+def _evalsha(
+    entries: tuple[str, ...], counters: tuple[str, ...], expected: bytes
+) -> bytes:
+    """:data:`~.scripts.JUDGE_CLAIMING` on *entries* and *counters*,
+    expecting *expected* (the values joined; empty: nothing), packed but
+    for its last argument."""
+    command: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA, len(entries))
+    return pack((*command, *entries, *counters, expected), more=1)
 
 
 def _creating(counters: Sequence[str], token: bytes) -> bytes:

@@ -351,6 +351,8 @@ class RedisBackend:
         in the same packet reads them (see :class:`~.codecs.Judging`)."""
         if self.near is None:
             judging = self._judging(read)
+            if judging is None:
+                return self._read_claiming(read)
             token, spec, packet, expecting = judging.packet(read)
             try:
                 reply, found = self._wire.exchange(packet, 2)
@@ -423,17 +425,36 @@ class RedisBackend:
         finally:
             lent.give_back()
 
-    def _judging(self, read: ClaimingRead) -> Judging:
+    def _judging(self, read: ClaimingRead) -> Judging | None:
         """The first packet of a lookup of *read*'s keys without the near
-        cache (see :class:`~.codecs.Judging`), kept per set of keys."""
+        cache (see :class:`~.codecs.Judging`), kept per set of keys;
+        ``None`` for a read whose locks the script cannot name."""
         shape = (read.claim_cold, read.lock_timeout, *read.entries)
         shape += (*read.locks, *read.counters)
         judging = self._judgings.get(shape)
         if judging is None:
+            if not Judging.fits(read):
+                return None
             if len(self._judgings) >= _JUDGINGS:
                 self._judgings.clear()
             judging = self._judgings[shape] = Judging(read)
         return judging
+
+    def _read_claiming(self, read: ClaimingRead) -> Claimed:
+        """:data:`~.scripts.READ_CLAIMING` without the near cache, which
+        reads entries whole: for a read whose locks are not named as
+        :func:`~jinja_fragcache.keys.lock_key` names them (no lookup's)."""
+        token = read.new_version()
+        keys, args = _claiming(read, token, False)
+        reply = self._eval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        return _claimed(read, token, reply)[0]
+
+    async def _aread_claiming(self, read: ClaimingRead) -> Claimed:
+        """Async :meth:`_read_claiming`."""
+        token = read.new_version()
+        keys, args = _claiming(read, token, False)
+        reply = await self._aeval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        return _claimed(read, token, reply)[0]
 
     def write_releasing(
         self,
@@ -564,6 +585,8 @@ class RedisBackend:
         """Async :meth:`read_claiming`."""
         if self.near is None:
             judging = self._judging(read)
+            if judging is None:
+                return await self._aread_claiming(read)
             token, spec, packet, expecting = judging.packet(read)
             wire = self._awire
             try:
