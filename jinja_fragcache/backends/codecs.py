@@ -17,6 +17,11 @@ from .wire import Arg, pack
 
 _JUDGE_CLAIMING_SHA = scripts.sha(scripts.JUDGE_CLAIMING)
 
+#: How :class:`Judging` calls :data:`~.scripts.JUDGE_CLAIMING`: as a
+#: function, or by its SHA1 on a server without functions.
+BY_FUNCTION: tuple[Arg, ...] = ("FCALL", scripts.JUDGE_FUNCTION)
+BY_SHA: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA)
+
 
 def _px(timeout: Timeout) -> int | None:
     return None if timeout is None else max(1, math.ceil(timeout * 1000))
@@ -102,13 +107,23 @@ class Judging:
     argument, which holds the clock and the token; and what the script's
     last judgement of these keys lets the next lookup expect."""
 
-    __slots__ = ("_entries", "_counters", "_plain", "_spec", "_mget", "expecting")
+    __slots__ = (
+        "_call",
+        "_entries",
+        "_counters",
+        "_plain",
+        "_spec",
+        "_mget",
+        "expecting",
+    )
 
-    def __init__(self, read: ClaimingRead) -> None:
+    def __init__(self, read: ClaimingRead, call: tuple[Arg, ...]) -> None:
+        """*call*: :data:`BY_FUNCTION` or :data:`BY_SHA`."""
         entries, m = read.entries, len(read.counters)
+        self._call = call
         self._entries: tuple[str, ...] = tuple(entries)
         self._counters: tuple[str, ...] = tuple(read.counters)
-        self._plain = _evalsha(self._entries, self._counters, b"")
+        self._plain = self._packed(self._counters, b"")
         px = max(1, math.ceil(read.lock_timeout * 1000))
         self._spec = b"%d %d %d " % (m, read.claim_cold, px)
         self._mget = pack(("MGET", *entries))
@@ -137,12 +152,19 @@ class Judging:
         last = b"$%d\r\n%b\r\n" % (len(spec), spec)
         return token, spec, head + last + self._mget, expecting
 
-    def loading(self, read: ClaimingRead, spec: bytes) -> tuple[tuple[Arg, ...], ...]:
-        """The first packet's commands, expecting nothing, the script sent
-        whole (``EVAL``, which loads it): for a server that lacked it."""
+    def loading(
+        self, spec: bytes, call: tuple[Arg, ...]
+    ) -> tuple[tuple[Arg, ...], ...]:
+        """The first packet's commands, expecting nothing, for a server
+        that lacked the script: the library loaded ahead of the call
+        (*call* :data:`BY_FUNCTION`), or the script sent whole (``EVAL``,
+        which loads it).  The last two replies are the packet's."""
         entries = self._entries
-        script: tuple[Arg, ...] = ("EVAL", scripts.JUDGE_CLAIMING, len(entries))
-        return (*script, *entries, *self._counters, b"", spec), ("MGET", *entries)
+        args: tuple[Arg, ...] = (len(entries), *entries, *self._counters, b"", spec)
+        if call == BY_FUNCTION:
+            load = ("FUNCTION", "LOAD", "REPLACE", scripts.JUDGE_LIBRARY)
+            return load, (*call, *args), ("MGET", *entries)
+        return ("EVAL", scripts.JUDGE_CLAIMING, *args), ("MGET", *entries)
 
     def judged(
         self,
@@ -188,18 +210,33 @@ class Judging:
         except ValueError:
             return None
         counted = (*self._counters, *nested)
-        packed = _evalsha(self._entries, counted, b" ".join(expected))
+        packed = self._packed(counted, b" ".join(expected))
         return Expectation(packed, until, counters, nested)
 
+    def _packed(self, counters: tuple[str, ...], expected: bytes) -> bytes:
+        """:data:`~.scripts.JUDGE_CLAIMING` on the entries and *counters*,
+        expecting *expected* (the values joined; empty: nothing), packed
+        but for its last argument."""
+        entries = self._entries
+        command = (*self._call, len(entries), *entries, *counters, expected)
+        return pack(command, more=1)
 
-def _evalsha(
-    entries: tuple[str, ...], counters: tuple[str, ...], expected: bytes
-) -> bytes:
-    """:data:`~.scripts.JUDGE_CLAIMING` on *entries* and *counters*,
-    expecting *expected* (the values joined; empty: nothing), packed but
-    for its last argument."""
-    command: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA, len(entries))
-    return pack((*command, *entries, *counters, expected), more=1)
+
+def lacks_functions(exc: Exception) -> bool:
+    """Whether the server refused a function's call or load for good: it
+    has none (before Redis 7), or this user may not (ACL)."""
+    text = str(exc)
+    return text.startswith("unknown command") or "no permissions" in text
+
+
+def lacks_judging(exc: Exception) -> bool:
+    """Whether *exc*, an error reply to the first packet's call of
+    :data:`~.scripts.JUDGE_CLAIMING`, says that the server lacks it (a
+    restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``)."""
+    text = str(exc)
+    return text.startswith(("Function not found", "No matching script")) or (
+        lacks_functions(exc)
+    )
 
 
 def _creating(counters: Sequence[str], token: bytes) -> bytes:

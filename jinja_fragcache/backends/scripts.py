@@ -12,7 +12,8 @@ header is split on spaces, as :mod:`jinja_fragcache.entry` writes it).
   needs a render claimed.
 - :data:`JUDGE_CLAIMING`: the same without the near cache, judging
   entries by their headers, or only confirming that nothing changed since
-  it last found them all fresh.
+  it last found them all fresh; run as a function, :data:`JUDGE_FUNCTION`
+  of :data:`JUDGE_LIBRARY`, where the server has them.
 - :data:`WRITE_RELEASING`: the last trip of a miss: store the entries and
   delete each lock that still holds this request's token.
 """
@@ -324,6 +325,28 @@ for _, item in ipairs(extra) do
 end
 return out
 """.replace("HEADER_LAST", f"'{HEADER_BYTES - 1}'")
+)
+
+#: JUDGE_CLAIMING as a Redis function (Redis 7), called by ``FCALL``: a
+#: hit's call starts about 1,900 instructions cheaper than by ``EVALSHA``
+#: (most of it the 40 bytes of the SHA1, which enter Lua).  Named after
+#: the script's SHA1, as ``EVALSHA`` names it: releases that differ load
+#: libraries that differ, and never replace each other's.
+JUDGE_FUNCTION = (
+    "jinja_fragcache_judge_" + hashlib.sha1(JUDGE_CLAIMING.encode()).hexdigest()[:16]
+)
+#: The library that registers :data:`JUDGE_FUNCTION`.  A function runs
+#: only when its flags allow it: ``allow-oom`` lets it run, as the script
+#: ran, on a server out of memory (a hit still confirms; the few bytes of
+#: a lock or a new counter it writes are let through, where the script's
+#: first write failed).  A server keeps functions until it restarts
+#: (without persistence) or ``FUNCTION FLUSH``; RedisBackend loads the
+#: library again then, as it sends a script again after ``NOSCRIPT``.
+JUDGE_LIBRARY = (
+    f"#!lua name={JUDGE_FUNCTION}\n"
+    f"redis.register_function{{function_name='{JUDGE_FUNCTION}', "
+    f"callback=function(KEYS, ARGV)\n{JUDGE_CLAIMING}\nend, "
+    "flags={'allow-oom'}}\n"
 )
 
 # KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
