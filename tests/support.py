@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -192,6 +193,7 @@ __all__ = [
     "packets",
     "redis_on",
     "redis_server",
+    "started",
     "run",
     "trip_commands",
     "trips",
@@ -385,6 +387,32 @@ def packets() -> Iterator[list[tuple[int, bytes]]]:
         lambda connection, names: sent.append((int(connection.port), names[0]))
     ):
         yield sent
+
+
+@contextmanager
+def started(command: list[str], port: int, what: str, **options: Any) -> Iterator[None]:
+    """Run *command* until the block ends, once it listens on *port*; its
+    output goes to a file that a failure to start shows."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, **options
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        output.seek(0)
+                        said = output.read().decode(errors="replace")[-2000:]
+                        pytest.fail(f"{what} did not start: {said}")
+                    time.sleep(0.05)
+            yield
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def redis_server(binary: str, port: int, folder: Path, *extra: str) -> list[str]:

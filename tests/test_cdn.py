@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from jinja_fragcache.surrogates import folded_key, purge_keys, surrogate_key
 
 from .djangoapp import cdn
 from .djangoapp.cdn_settings import SURROGATE_KEY_MIDDLEWARE, fragcache, shared_caches
-from .support import ROOT
+from .support import ROOT, started
 
 EXAMPLE_VCL = ROOT / "examples" / "varnish" / "default.vcl"
 
@@ -416,32 +415,6 @@ def low_free_port() -> int:
                 continue
             return port
     pytest.fail("no free port below 55000 on 127.0.0.1")
-
-
-@contextmanager
-def started(command: list[str], port: int, what: str, **options: Any) -> Iterator[None]:
-    """Run *command* until the block ends, once it listens on *port*; its
-    output goes to a file that a failure to start shows."""
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, **options
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        output.seek(0)
-                        said = output.read().decode(errors="replace")[-2000:]
-                        pytest.fail(f"{what} did not start: {said}")
-                    time.sleep(0.05)
-            yield
-        finally:
-            process.terminate()
-            process.wait(10)
 
 
 @contextmanager

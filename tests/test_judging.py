@@ -142,7 +142,7 @@ def test_a_hit_reads_the_header_in_lua_and_the_body_by_mget(site: Site) -> None:
     site.admin.config_resetstat()
     with trips() as sent:
         assert site.render(request) == "fresh"
-    assert sent == [b"EVALSHA"]  # one packet: the script, then the MGET
+    assert sent == [b"FCALL"]  # one packet: the script, then the MGET
     calls = site.calls()
     assert calls.get("getrange") == 1
     assert calls.get("mget") == 2  # the script's of the counters, and ours
@@ -161,7 +161,7 @@ def test_a_hit_after_a_judgement_of_every_entry_fresh_only_confirms_the_counters
     site.admin.config_resetstat()
     with trips() as sent:
         assert site.render(request) == "fresh"
-    assert sent == [b"EVALSHA"]
+    assert sent == [b"FCALL"]
     calls = site.calls()
     assert "getrange" not in calls
     assert "get" not in calls
@@ -180,7 +180,7 @@ def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
     site.admin.config_resetstat()
     with trips() as sent:
         assert site.render_many(requests) == bodies
-    assert sent == [b"EVALSHA"]
+    assert sent == [b"FCALL"]
     calls = site.calls()
     assert "getrange" not in calls
     assert calls.get("exists") == 1
@@ -189,7 +189,7 @@ def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
     site.admin.delete(_key(requests[7]))
     with trips() as sent:
         assert site.render_many(requests) == bodies
-    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert sent == [b"FCALL", b"EVALSHA"]
     assert site.renders == 51
 
 
@@ -233,7 +233,7 @@ def test_what_ends_an_expectation_is_claimed_in_the_first_trip(
     change(site, key, monkeypatch)
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert sent == [b"FCALL", b"EVALSHA"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "again"
@@ -254,7 +254,7 @@ def test_a_header_longer_than_what_the_script_reads_is_read_whole(
     site.admin.config_resetstat()
     with trips() as sent:
         assert site.render(request) == "fresh"
-    assert sent == [b"EVALSHA"]
+    assert sent == [b"FCALL"]
     assert site.renders == 1
     assert site.calls().get("get") == 1  # the whole entry, once
     assert site.admin.get(lock_key(_key(request))) is None
@@ -264,7 +264,7 @@ def test_a_header_longer_than_what_the_script_reads_is_read_whole(
     assert site.cache.invalidate_tags(tags[-1])
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert sent == [b"FCALL", b"EVALSHA"]
     assert site.renders == 2
 
 
@@ -286,7 +286,7 @@ def test_an_entry_written_between_the_script_and_the_mget_is_rendered_by_the_cla
         assert site.render(request, "ours") == "ours"
     # The first packet, cut in two around the other client's SET, then the
     # write that releases: no claim of its own.
-    assert sent == [b"EVALSHA", b"SET", b"MGET", b"EVALSHA"]
+    assert sent == [b"FCALL", b"SET", b"MGET", b"EVALSHA"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "ours"
@@ -421,3 +421,144 @@ def test_an_expiry_that_only_lua_reads_as_a_number_leaves_nothing_expected(
         claimed = site.backend.read_claiming(read)
         assert claimed.claims == [UNCLAIMED]
         assert claimed.values[0] == b"FC2 0x7fffffffff d t\nbody"
+
+
+def test_a_read_whose_locks_are_named_otherwise_claims_those_locks(
+    site: Site,
+) -> None:
+    # The script makes each lock key from its entry's key, as lock_key
+    # does; a read that names its locks otherwise (no lookup does) is
+    # claimed under the names it gives, by the script that is given them.
+    from jinja_fragcache.backends.base import WON, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = _key(FragmentRequest("named", ("1",), 300))
+    lock = f"{PREFIX}:a-lock-of-its-own"
+    read = ClaimingRead(
+        [key], [lock], [variant_version_key(key)], True, 30.0, new_version
+    )
+    if site.runner is None:
+        claimed = site.backend.read_claiming(read)
+    else:
+        claimed = site.runner.run(site.backend.aread_claiming(read))
+    assert claimed.claims == [WON]
+    assert site.admin.get(lock) == claimed.token
+    assert site.admin.get(lock_key(key)) is None
+
+
+def test_counters_whose_values_hold_a_space_are_never_expected(site: Site) -> None:
+    # What a lookup expects goes to the script as the values joined by
+    # spaces: with a space in a value, "a b" and "c" would read as "a"
+    # and "b c".  Such values (never this library's) are judged each time.
+    from jinja_fragcache.backends.base import ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    key = f"{PREFIX}:spaced"
+    site.admin.set(key, b"FC2 - d t\nbody", px=60_000)
+    first, second = f"{PREFIX}:first", f"{PREFIX}:second"
+    site.admin.mset({first: b"a b", second: b"c"})
+    read = ClaimingRead(
+        [key], [lock_key(key)], [first, second], True, 30.0, new_version
+    )
+
+    def counters() -> list[bytes | None]:
+        if site.runner is None:
+            claimed = site.backend.read_claiming(read)
+        else:
+            claimed = site.runner.run(site.backend.aread_claiming(read))
+        return claimed.values[1:]
+
+    assert counters() == [b"a b", b"c"]
+    assert counters() == [b"a b", b"c"]
+    site.admin.mset({first: b"a", second: b"b c"})
+    assert counters() == [b"a", b"b c"]
+
+
+def _library_loaded(site: Site) -> bool:
+    name = scripts.JUDGE_FUNCTION
+    return bool(site.admin.execute_command("FUNCTION", "LIST", "LIBRARYNAME", name))
+
+
+@pytest.mark.parametrize("forget", ["function-flush", "restart"])
+def test_the_function_is_loaded_again_when_the_server_lacks_it(
+    site: Site, restartable_redis: tuple[str, Any], forget: str
+) -> None:
+    # The script runs as a function (FCALL); a server that lost it (FUNCTION
+    # FLUSH, a restart without persistence, a failover) is sent the library
+    # ahead of the call once, as a script is sent again after NOSCRIPT.
+    _, (start, stop, _freeze) = restartable_redis
+    request = FragmentRequest("box", ("1",), 300)
+    _expecting(site, request)
+    assert _library_loaded(site)
+    if forget == "function-flush":
+        site.admin.function_flush()
+        with trips() as sent:
+            assert site.render(request, "unused") == "fresh"
+        assert sent == [b"FCALL", b"FUNCTION"]  # refused, then loaded and run
+    else:
+        stop()
+        start()
+        assert site.render(request, "again") == "again"  # nothing kept
+    assert _library_loaded(site)
+    with trips() as sent:
+        assert site.render(request, "unused") in ("fresh", "again")
+    assert sent == [b"FCALL"]
+    assert site.cache.statistics.as_dict()["box"]["errors"] == 0
+
+
+@pytest.fixture(params=["renamed", "acl"])
+def without_functions(
+    request: pytest.FixtureRequest, tmp_path: Any, enable_async: bool
+) -> Iterator[Site]:
+    """A site on a server that refuses functions for good: one whose FCALL
+    and FUNCTION are unknown commands (as before Redis 7), or one whose ACL
+    denies them to the site's user."""
+    import shutil
+
+    from .support import free_port, redis_server, started
+
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is needed: apt-get install redis-server"
+    port = free_port()
+    extra: tuple[str, ...] = ()
+    if request.param == "renamed":
+        extra = ("--rename-command", "FCALL", "", "--rename-command", "FUNCTION", "")
+    with started(redis_server(binary, port, tmp_path, *extra), port, "redis-server"):
+        url = f"redis://127.0.0.1:{port}/0"
+        if request.param == "acl":
+            with redis.Redis.from_url(url) as admin:
+                admin.acl_setuser(
+                    "site",
+                    enabled=True,
+                    passwords=["+secret"],
+                    keys=["*"],
+                    commands=["+@all", "-fcall", "-function"],
+                )
+            url = f"redis://site:secret@127.0.0.1:{port}/0"
+        made = Site(url, enable_async)
+        yield made
+        made.close()
+
+
+def test_a_server_without_functions_is_sent_the_script(
+    without_functions: Site,
+) -> None:
+    # The call refused and the library refused with it: the script goes
+    # whole in that second trip, and by its SHA1 from then on.
+    site = without_functions
+    request = FragmentRequest("box", ("1",), 300)
+    with trips() as sent:
+        assert site.render(request) == "fresh"
+    # (The new connections' own handshakes aside.)
+    sent = [name for name in sent if name not in (b"AUTH", b"CLIENT")]
+    # The write's script is new to the server too: NOSCRIPT, then EVAL.
+    assert sent == [b"FCALL", b"FUNCTION", b"EVAL", b"EVALSHA", b"EVAL"]
+    with trips() as sent:
+        assert site.render(request, "unused") == "fresh"  # judged
+        assert site.render(request, "unused") == "fresh"  # confirmed
+    assert sent == [b"EVALSHA", b"EVALSHA"]
+    assert site.cache.invalidate("box", "1")
+    with trips() as sent:
+        assert site.render(request, "again") == "again"
+    assert sent == [b"EVALSHA", b"EVALSHA"]  # claimed, written
+    assert site.cache.statistics.as_dict()["box"]["errors"] == 0

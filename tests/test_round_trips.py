@@ -115,7 +115,7 @@ class Site:
         plain SETs ahead of its script (the counters it creates, the
         entries it writes); otherwise the scripts do the writes."""
         if self.backend.near is None:
-            assert sent == [(b"EVALSHA", b"MGET"), (b"EVALSHA",)], sent
+            assert sent == [(b"FCALL", b"MGET"), (b"EVALSHA",)], sent
         elif self.runner is not None:
             assert sent == [(b"EVALSHA",), (b"EVALSHA",)], sent
         else:
@@ -201,7 +201,8 @@ def test_async_invalidation_then_miss_takes_three_round_trips_in_all(
         with trips() as sent:
             assert made.run(lambda: made.cache.ainvalidate_tags("nav"))
             assert made.render("page.html") == "<box>box"
-        assert sent[1:] == [b"EVALSHA", b"EVALSHA"], sent
+        first = b"EVALSHA" if made.backend.near is not None else b"FCALL"
+        assert sent[1:] == [first, b"EVALSHA"], sent
         assert len(sent) == 3
     finally:
         made.close()

@@ -232,3 +232,49 @@ def test_a_pipeline_reads_every_reply_before_an_error_raises(
         runner.run(backend.aclose())
         runner.close()
         backend.close()
+
+
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+def test_replies_behind_the_first_are_taken_from_the_reader(
+    redis_url: str, parser: str
+) -> None:
+    # One packet's replies come back together: the first is read by
+    # read_response(), the others taken from hiredis's reader as they are
+    # (an error reply among them raises once all are read, as it would
+    # through read_response()).  redis-py's own parser reads them all.
+    import redis
+    from redis._parsers import _RESP2Parser
+
+    from jinja_fragcache.backends.wire import Wire
+
+    options: dict[str, Any] = {"protocol": 2}
+    if parser == "python":
+        options["parser_class"] = _RESP2Parser
+    made: list[Any] = []
+
+    def connect() -> Any:
+        link = redis.ConnectionPool.from_url(redis_url, **options).make_connection()
+        made.append(link)
+        return link
+
+    wire = Wire(connect, redis.ConnectionError, redis.ResponseError)
+    try:
+        key = "wire:" + os.urandom(6).hex()
+        wire.call("SET", key, b"v")
+        (link,) = made
+        reads = 0
+        real = link.read_response
+
+        def read_response(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return real(*args, **kwargs)
+
+        link.read_response = read_response
+        unknown = ("EVALSHA", "0" * 40, 0)
+        with pytest.raises(redis.exceptions.NoScriptError):
+            wire.pipeline(("GET", key), unknown, ("MGET", key, key))
+        assert wire.pipeline(("GET", key), ("MGET", key, key)) == [b"v", [b"v", b"v"]]
+        assert reads == (2 if parser == "hiredis" else 5)
+    finally:
+        wire.close()

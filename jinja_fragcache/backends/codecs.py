@@ -10,11 +10,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ..keys import lock_key
 from . import scripts
 from .base import UNCLAIMED, Claimed, ClaimingRead, Timeout
 from .wire import Arg, pack
 
 _JUDGE_CLAIMING_SHA = scripts.sha(scripts.JUDGE_CLAIMING)
+
+#: How :class:`Judging` calls :data:`~.scripts.JUDGE_CLAIMING`: as a
+#: function, or by its SHA1 on a server without functions.
+BY_FUNCTION: tuple[Arg, ...] = ("FCALL", scripts.JUDGE_FUNCTION)
+BY_SHA: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA)
 
 
 def _px(timeout: Timeout) -> int | None:
@@ -101,17 +107,35 @@ class Judging:
     argument, which holds the clock and the token; and what the script's
     last judgement of these keys lets the next lookup expect."""
 
-    __slots__ = ("_keys", "_plain", "_spec", "_mget", "expecting")
+    __slots__ = (
+        "_call",
+        "_entries",
+        "_counters",
+        "_plain",
+        "_spec",
+        "_mget",
+        "expecting",
+    )
 
-    def __init__(self, read: ClaimingRead) -> None:
-        entries, n, m = read.entries, len(read.entries), len(read.counters)
-        self._keys: tuple[str, ...] = (*entries, *read.locks, *read.counters)
-        self._plain = _evalsha(self._keys, ())
+    def __init__(self, read: ClaimingRead, call: tuple[Arg, ...]) -> None:
+        """*call*: :data:`BY_FUNCTION` or :data:`BY_SHA`."""
+        entries, m = read.entries, len(read.counters)
+        self._call = call
+        self._entries: tuple[str, ...] = tuple(entries)
+        self._counters: tuple[str, ...] = tuple(read.counters)
+        self._plain = self._packed(self._counters, b"")
         px = max(1, math.ceil(read.lock_timeout * 1000))
-        self._spec = b"%d %d %d %d " % (n, m, read.claim_cold, px)
+        self._spec = b"%d %d %d " % (m, read.claim_cold, px)
         self._mget = pack(("MGET", *entries))
         #: Set by :meth:`judged`; read once per packet (threads share it).
         self.expecting: Expectation | None = None
+
+    @staticmethod
+    def fits(read: ClaimingRead) -> bool:
+        """Whether the script can claim for *read*: it makes each lock key
+        from its entry's key, as :func:`~jinja_fragcache.keys.lock_key`
+        does (every lookup's are)."""
+        return all(map(str.__eq__, map(lock_key, read.entries), read.locks))
 
     def packet(
         self, read: ClaimingRead
@@ -128,12 +152,19 @@ class Judging:
         last = b"$%d\r\n%b\r\n" % (len(spec), spec)
         return token, spec, head + last + self._mget, expecting
 
-    def loading(self, read: ClaimingRead, spec: bytes) -> tuple[tuple[Arg, ...], ...]:
-        """The first packet's commands, expecting nothing, the script sent
-        whole (``EVAL``, which loads it): for a server that lacked it."""
-        keys = self._keys
-        script: tuple[Arg, ...] = ("EVAL", scripts.JUDGE_CLAIMING, len(keys), *keys)
-        return (*script, spec), ("MGET", *read.entries)
+    def loading(
+        self, spec: bytes, call: tuple[Arg, ...]
+    ) -> tuple[tuple[Arg, ...], ...]:
+        """The first packet's commands, expecting nothing, for a server
+        that lacked the script: the library loaded ahead of the call
+        (*call* :data:`BY_FUNCTION`), or the script sent whole (``EVAL``,
+        which loads it).  The last two replies are the packet's."""
+        entries = self._entries
+        args: tuple[Arg, ...] = (len(entries), *entries, *self._counters, b"", spec)
+        if call == BY_FUNCTION:
+            load = ("FUNCTION", "LOAD", "REPLACE", scripts.JUDGE_LIBRARY)
+            return load, (*call, *args), ("MGET", *entries)
+        return ("EVAL", scripts.JUDGE_CLAIMING, *args), ("MGET", *entries)
 
     def judged(
         self,
@@ -170,22 +201,42 @@ class Judging:
         (empty: it did not) lets the next lookup expect."""
         if not soonest or not (counters or nested):
             return None  # not all fresh, or nothing to confirm
-        if None in counters or None in nested.values():
-            return None
+        values = (*counters, *nested.values())
+        expected = [value for value in values if value and b" " not in value]
+        if len(expected) < len(values):
+            return None  # missing, or joined they would not say each value
         try:  # a header's field as written; Lua reads a few more forms
             until = math.inf if soonest == b"-" else float(soonest)
         except ValueError:
             return None
-        expected = (*counters, *nested.values())
-        packed = _evalsha((*self._keys, *nested), expected)
+        counted = (*self._counters, *nested)
+        packed = self._packed(counted, b" ".join(expected))
         return Expectation(packed, until, counters, nested)
 
+    def _packed(self, counters: tuple[str, ...], expected: bytes) -> bytes:
+        """:data:`~.scripts.JUDGE_CLAIMING` on the entries and *counters*,
+        expecting *expected* (the values joined; empty: nothing), packed
+        but for its last argument."""
+        entries = self._entries
+        command = (*self._call, len(entries), *entries, *counters, expected)
+        return pack(command, more=1)
 
-def _evalsha(keys: tuple[str, ...], expected: tuple[Any, ...]) -> bytes:
-    """:data:`~.scripts.JUDGE_CLAIMING` on *keys*, expecting *expected*,
-    packed but for its last argument."""
-    command = ("EVALSHA", _JUDGE_CLAIMING_SHA, len(keys), *keys, *expected)
-    return pack(command, more=1)
+
+def lacks_functions(exc: Exception) -> bool:
+    """Whether the server refused a function's call or load for good: it
+    has none (before Redis 7), or this user may not (ACL)."""
+    text = str(exc)
+    return text.startswith("unknown command") or "no permissions" in text
+
+
+def lacks_judging(exc: Exception) -> bool:
+    """Whether *exc*, an error reply to the first packet's call of
+    :data:`~.scripts.JUDGE_CLAIMING`, says that the server lacks it (a
+    restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``)."""
+    text = str(exc)
+    return text.startswith(("Function not found", "No matching script")) or (
+        lacks_functions(exc)
+    )
 
 
 def _creating(counters: Sequence[str], token: bytes) -> bytes:

@@ -19,6 +19,8 @@ from ..near import (
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
 from .codecs import (
+    BY_FUNCTION,
+    BY_SHA,
     Judging,
     _claimed,
     _claiming,
@@ -27,8 +29,10 @@ from .codecs import (
     _storing,
     _with_ttls,
     _writing,
+    lacks_functions,
+    lacks_judging,
 )
-from .wire import AsyncWire, Wire, pack
+from .wire import Arg, AsyncWire, Wire, pack
 
 if TYPE_CHECKING:
     import redis
@@ -166,8 +170,13 @@ class RedisBackend:
         )
         #: The first packet of recent lookups, by their keys.
         self._judgings: dict[tuple[Any, ...], Judging] = {}
+        #: How they call the script: as a function, until the server
+        #: refuses functions for good (see :meth:`_judge_loading`).
+        self._judge_call: tuple[Arg, ...] = BY_FUNCTION
         #: A server that lacks a script (restarted, flushed): EVAL loads it.
         self._no_script: type[Exception] = redis_module.exceptions.NoScriptError
+        #: An error reply: the server answered and refused the command.
+        self._refused: type[Exception] = redis_module.ResponseError
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -351,11 +360,15 @@ class RedisBackend:
         in the same packet reads them (see :class:`~.codecs.Judging`)."""
         if self.near is None:
             judging = self._judging(read)
+            if judging is None:
+                return self._read_claiming(read)
             token, spec, packet, expecting = judging.packet(read)
             try:
                 reply, found = self._wire.exchange(packet, 2)
-            except self._no_script:
-                reply, found = self._wire.pipeline(*judging.loading(read, spec))
+            except self._refused as exc:
+                if not lacks_judging(exc):
+                    raise
+                reply, found = self._judge_loading(judging, spec)
                 expecting = None
             return judging.judged(read, token, reply, found, expecting)
         plan = self._plan([*read.entries, *read.counters])
@@ -423,17 +436,68 @@ class RedisBackend:
         finally:
             lent.give_back()
 
-    def _judging(self, read: ClaimingRead) -> Judging:
+    def _judging(self, read: ClaimingRead) -> Judging | None:
         """The first packet of a lookup of *read*'s keys without the near
-        cache (see :class:`~.codecs.Judging`), kept per set of keys."""
+        cache (see :class:`~.codecs.Judging`), kept per set of keys;
+        ``None`` for a read whose locks the script cannot name."""
         shape = (read.claim_cold, read.lock_timeout, *read.entries)
         shape += (*read.locks, *read.counters)
         judging = self._judgings.get(shape)
         if judging is None:
+            if not Judging.fits(read):
+                return None
             if len(self._judgings) >= _JUDGINGS:
                 self._judgings.clear()
-            judging = self._judgings[shape] = Judging(read)
+            judging = self._judgings[shape] = Judging(read, self._judge_call)
         return judging
+
+    def _judge_loading(self, judging: Judging, spec: bytes) -> list[Any]:
+        """The replies of *judging*'s first packet, sent again to a server
+        that lacked the script: with the library loaded ahead of the call
+        (one round trip more, once per server start, as ``NOSCRIPT``
+        costs).  A server that refuses functions for good (before Redis 7,
+        or ACL) is sent the script itself, now and from then on."""
+        call = self._judge_call
+        try:
+            return self._wire.pipeline(*judging.loading(spec, call))[-2:]
+        except self._refused as exc:
+            if call != BY_FUNCTION or not lacks_functions(exc):
+                raise
+        self._without_functions()
+        return self._wire.pipeline(*judging.loading(spec, BY_SHA))
+
+    async def _ajudge_loading(self, judging: Judging, spec: bytes) -> list[Any]:
+        """Async :meth:`_judge_loading`."""
+        call, wire = self._judge_call, self._awire
+        try:
+            return (await wire.pipeline(*judging.loading(spec, call)))[-2:]
+        except self._refused as exc:
+            if call != BY_FUNCTION or not lacks_functions(exc):
+                raise
+        self._without_functions()
+        return await wire.pipeline(*judging.loading(spec, BY_SHA))
+
+    def _without_functions(self) -> None:
+        """Call the script by its SHA1 from now on: every packet kept
+        called it as a function, and is forgotten."""
+        self._judge_call = BY_SHA
+        self._judgings.clear()
+
+    def _read_claiming(self, read: ClaimingRead) -> Claimed:
+        """:data:`~.scripts.READ_CLAIMING` without the near cache, which
+        reads entries whole: for a read whose locks are not named as
+        :func:`~jinja_fragcache.keys.lock_key` names them (no lookup's)."""
+        token = read.new_version()
+        keys, args = _claiming(read, token, False)
+        reply = self._eval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        return _claimed(read, token, reply)[0]
+
+    async def _aread_claiming(self, read: ClaimingRead) -> Claimed:
+        """Async :meth:`_read_claiming`."""
+        token = read.new_version()
+        keys, args = _claiming(read, token, False)
+        reply = await self._aeval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        return _claimed(read, token, reply)[0]
 
     def write_releasing(
         self,
@@ -564,12 +628,15 @@ class RedisBackend:
         """Async :meth:`read_claiming`."""
         if self.near is None:
             judging = self._judging(read)
+            if judging is None:
+                return await self._aread_claiming(read)
             token, spec, packet, expecting = judging.packet(read)
-            wire = self._awire
             try:
-                reply, found = await wire.exchange(packet, 2)
-            except self._no_script:
-                reply, found = await wire.pipeline(*judging.loading(read, spec))
+                reply, found = await self._awire.exchange(packet, 2)
+            except self._refused as exc:
+                if not lacks_judging(exc):
+                    raise
+                reply, found = await self._ajudge_loading(judging, spec)
                 expecting = None
             return judging.judged(read, token, reply, found, expecting)
         plan = self._plan([*read.entries, *read.counters])
