@@ -19,9 +19,6 @@ from ..near import (
 from . import scripts
 from .base import Claimed, ClaimingRead, Timeout
 from .codecs import (
-    BY_FUNCTION,
-    BY_SHA,
-    Judging,
     _claimed,
     _claiming,
     _creating,
@@ -29,10 +26,9 @@ from .codecs import (
     _storing,
     _with_ttls,
     _writing,
-    lacks_functions,
-    lacks_judging,
 )
-from .wire import Arg, AsyncWire, Wire, pack
+from .judging import Judges
+from .wire import AsyncWire, Wire, pack
 
 if TYPE_CHECKING:
     import redis
@@ -51,11 +47,6 @@ TRACKING_NAME = "jinja-fragcache-near-cache"
 REGISTERED_NAME = "jinja-fragcache-near-cache-lookup"
 
 _DEFAULTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-
-#: How many lookups' first packets a backend keeps packed, with what each
-#: expects (a few hundred bytes each); past that it forgets them all and
-#: starts again.
-_JUDGINGS = 4096
 
 
 def _import_redis() -> Any:
@@ -168,15 +159,10 @@ class RedisBackend:
             redis_module.ConnectionError,
             redis_module.ResponseError,
         )
-        #: The first packet of recent lookups, by their keys.
-        self._judgings: dict[tuple[Any, ...], Judging] = {}
-        #: How they call the script: as a function, until the server
-        #: refuses functions for good (see :meth:`_judge_loading`).
-        self._judge_call: tuple[Arg, ...] = BY_FUNCTION
         #: A server that lacks a script (restarted, flushed): EVAL loads it.
         self._no_script: type[Exception] = redis_module.exceptions.NoScriptError
-        #: An error reply: the server answered and refused the command.
-        self._refused: type[Exception] = redis_module.ResponseError
+        #: Lookups without the near cache (see :mod:`.judging`).
+        self._judges = Judges(redis_module.ResponseError)
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -357,20 +343,10 @@ class RedisBackend:
         every key (nothing is claimed then).  Without the near cache,
         :data:`~.scripts.JUDGE_CLAIMING` judges entries by their headers,
         or confirms what its last judgement of them found, and an ``MGET``
-        in the same packet reads them (see :class:`~.codecs.Judging`)."""
+        in the same packet reads them (see :mod:`.judging`)."""
         if self.near is None:
-            judging = self._judging(read)
-            if judging is None:
-                return self._read_claiming(read)
-            token, spec, packet, expecting = judging.packet(read)
-            try:
-                reply, found = self._wire.exchange(packet, 2)
-            except self._refused as exc:
-                if not lacks_judging(exc):
-                    raise
-                reply, found = self._judge_loading(judging, spec)
-                expecting = None
-            return judging.judged(read, token, reply, found, expecting)
+            judged = self._judges.read(self._wire, read)
+            return self._read_claiming(read) if judged is None else judged
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
@@ -435,53 +411,6 @@ class RedisBackend:
             return self._wire.call("EVAL", source, len(keys), *keys, *args)
         finally:
             lent.give_back()
-
-    def _judging(self, read: ClaimingRead) -> Judging | None:
-        """The first packet of a lookup of *read*'s keys without the near
-        cache (see :class:`~.codecs.Judging`), kept per set of keys;
-        ``None`` for a read whose locks the script cannot name."""
-        shape = (read.claim_cold, read.lock_timeout, *read.entries)
-        shape += (*read.locks, *read.counters)
-        judging = self._judgings.get(shape)
-        if judging is None:
-            if not Judging.fits(read):
-                return None
-            if len(self._judgings) >= _JUDGINGS:
-                self._judgings.clear()
-            judging = self._judgings[shape] = Judging(read, self._judge_call)
-        return judging
-
-    def _judge_loading(self, judging: Judging, spec: bytes) -> list[Any]:
-        """The replies of *judging*'s first packet, sent again to a server
-        that lacked the script: with the library loaded ahead of the call
-        (one round trip more, once per server start, as ``NOSCRIPT``
-        costs).  A server that refuses functions for good (before Redis 7,
-        or ACL) is sent the script itself, now and from then on."""
-        call = self._judge_call
-        try:
-            return self._wire.pipeline(*judging.loading(spec, call))[-2:]
-        except self._refused as exc:
-            if call != BY_FUNCTION or not lacks_functions(exc):
-                raise
-        self._without_functions()
-        return self._wire.pipeline(*judging.loading(spec, BY_SHA))
-
-    async def _ajudge_loading(self, judging: Judging, spec: bytes) -> list[Any]:
-        """Async :meth:`_judge_loading`."""
-        call, wire = self._judge_call, self._awire
-        try:
-            return (await wire.pipeline(*judging.loading(spec, call)))[-2:]
-        except self._refused as exc:
-            if call != BY_FUNCTION or not lacks_functions(exc):
-                raise
-        self._without_functions()
-        return await wire.pipeline(*judging.loading(spec, BY_SHA))
-
-    def _without_functions(self) -> None:
-        """Call the script by its SHA1 from now on: every packet kept
-        called it as a function, and is forgotten."""
-        self._judge_call = BY_SHA
-        self._judgings.clear()
 
     def _read_claiming(self, read: ClaimingRead) -> Claimed:
         """:data:`~.scripts.READ_CLAIMING` without the near cache, which
@@ -627,18 +556,8 @@ class RedisBackend:
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`read_claiming`."""
         if self.near is None:
-            judging = self._judging(read)
-            if judging is None:
-                return await self._aread_claiming(read)
-            token, spec, packet, expecting = judging.packet(read)
-            try:
-                reply, found = await self._awire.exchange(packet, 2)
-            except self._refused as exc:
-                if not lacks_judging(exc):
-                    raise
-                reply, found = await self._ajudge_loading(judging, spec)
-                expecting = None
-            return judging.judged(read, token, reply, found, expecting)
+            judged = await self._judges.aread(self._awire, read)
+            return await self._aread_claiming(read) if judged is None else judged
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
