@@ -7,16 +7,18 @@ between the steps a lookup takes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from jinja_fragcache import FragmentCache, FragmentRequest, RedisBackend
 from jinja_fragcache.backends.redis import REGISTERED_NAME, TRACKING_NAME
 from jinja_fragcache.keys import name_version_key
+from jinja_fragcache.near import NearCache
 
 from .support import trips
 from .test_near_cache import Renderer, commands, delta, near_of, wait_for, warm
@@ -57,6 +59,32 @@ def registered(client: Any) -> bool:
     )
 
 
+class Opened(NamedTuple):
+    """A backend with its near cache, a fragment cache on it, a plain client
+    to look at the server with, and the near cache itself."""
+
+    backend: RedisBackend
+    cache: FragmentCache
+    client: Any
+    near: NearCache
+
+
+@contextlib.contextmanager
+def opened(url: str, prefix: str) -> Iterator[Opened]:
+    """:class:`Opened` on the server at *url*, its keys under *prefix*;
+    the backend and the client closed after."""
+    import redis
+
+    backend = RedisBackend.from_url(url)
+    client = redis.Redis.from_url(url)
+    try:
+        cache = FragmentCache(backend, prefix=prefix)
+        yield Opened(backend, cache, client, near_of(backend))
+    finally:
+        client.close()
+        backend.close()
+
+
 def settle(backend: RedisBackend, prefix: str) -> int:
     """The messages applied once all that was on its way has come."""
     time.sleep(0.1)
@@ -70,21 +98,12 @@ def settle(backend: RedisBackend, prefix: str) -> int:
 def test_one_lookup_connection_registers_the_tracking(
     restartable_redis: tuple[str, Any],
 ) -> None:
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="reg")
-    client = redis.Redis.from_url(url)
-    try:
+    with opened(url, "reg") as (_, cache, client, near):
         assert cache.render(BOX, lambda: "a") == "a"
-        near = near_of(backend)
         # Registered first, then subscribed, then active.
         wait_for(lambda: near.active and registered(client), "the registration")
         assert near._registered is not None
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_what_a_sync_miss_wrote_stays_near_and_answers_the_next_render(
@@ -203,16 +222,10 @@ def test_a_counter_another_client_created_first_is_never_held_as_the_token(
     # is kept as the script read it; created while the lookup's packet is
     # on its way, its message may come after, so nothing is kept.  Never
     # the token.
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="nx" + when[-6:])
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    counter = cache.key_for("box", "v") + ":v"
-    tokens: list[bytes] = []
-    try:
+    with opened(url, "nx" + when[-6:]) as (backend, cache, client, near):
+        counter = cache.key_for("box", "v") + ":v"
+        tokens: list[bytes] = []
         warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
 
         def create() -> None:
@@ -248,9 +261,6 @@ def test_a_counter_another_client_created_first_is_never_held_as_the_token(
                 assert cache.render(fresh, lambda: "again") == "body"
             assert reads == []
         assert backend.get_many([counter]) == [THEIRS]
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_a_write_elsewhere_between_the_script_and_its_apply_is_not_lost(
@@ -261,17 +271,11 @@ def test_a_write_elsewhere_between_the_script_and_its_apply_is_not_lost(
     # this process applies what it wrote; its message is applied first
     # (as a read in another thread would): what was written here is not
     # kept over it.
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="race")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    fresh = FragmentRequest("box", ("v",), None)
-    counter = cache.key_for("box", "v") + ":v"
-    entry = cache.key_for("box", "v")
-    try:
+    with opened(url, "race") as (backend, cache, client, near):
+        fresh = FragmentRequest("box", ("v",), None)
+        counter = cache.key_for("box", "v") + ":v"
+        entry = cache.key_for("box", "v")
         warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
         steps: list[str] = []
 
@@ -291,9 +295,6 @@ def test_a_write_elsewhere_between_the_script_and_its_apply_is_not_lost(
         assert steps == ["read", "write"]
         assert near.peek(counter) is None and near.peek(entry) is None
         assert backend.get_many([counter, entry]) == [THEIRS, THEIRS]
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_a_read_in_flight_across_the_unechoed_creation_is_not_kept(
@@ -302,16 +303,10 @@ def test_a_read_in_flight_across_the_unechoed_creation_is_not_kept(
     # Another read of the counter, sent before this lookup created it and
     # answered "missing", completes after: nothing would drop what it keeps
     # (no message comes of the creation), so it must keep nothing.
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="flight")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    fresh = FragmentRequest("box", ("v",), None)
-    counter = cache.key_for("box", "v") + ":v"
-    try:
+    with opened(url, "flight") as (backend, cache, client, near):
+        fresh = FragmentRequest("box", ("v",), None)
+        counter = cache.key_for("box", "v") + ":v"
         warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
         other = near.plan([counter])  # in flight: it read nothing yet
         assert other.missing == [0]
@@ -322,9 +317,6 @@ def test_a_read_in_flight_across_the_unechoed_creation_is_not_kept(
         held = near.peek(counter)
         assert held is None or held[0] == made
         assert backend.get_many([counter]) == [made]
-    finally:
-        client.close()
-        backend.close()
 
 
 # -- losing the registered connection -------------------------------------------
@@ -370,15 +362,9 @@ def test_a_registered_connection_lost_during_a_miss_ends_the_session_quietly(
     # Killed while the miss renders: its write finds it closed, ends the
     # session, and is sent again on another connection, as a lost idle
     # connection's command is: the render is cached, no error is counted.
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="midway")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    fresh = FragmentRequest("box", ("v",), None)
-    try:
+    with opened(url, "midway") as (backend, cache, client, near):
+        fresh = FragmentRequest("box", ("v",), None)
         warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
         wait_for(lambda: registered(client), "the registration")
         sessions = near.sessions
@@ -395,9 +381,6 @@ def test_a_registered_connection_lost_during_a_miss_ends_the_session_quietly(
         assert near.sessions == sessions and not near.active  # ended
         wait_for(lambda: near.sessions == sessions + 1, "a new session")
         assert cache.render(fresh, lambda: "again") == "body"
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_a_late_failure_on_an_ended_sessions_connection_leaves_the_next_alone(
@@ -410,11 +393,7 @@ def test_a_late_failure_on_an_ended_sessions_connection_leaves_the_next_alone(
     import redis
 
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="late")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    try:
+    with opened(url, "late") as (backend, cache, client, near):
         warm(cache, Renderer(False), cache.render(BOX, lambda: "v0"))
         wait_for(lambda: registered(client), "the registration")
         sessions = near.sessions
@@ -428,9 +407,6 @@ def test_a_late_failure_on_an_ended_sessions_connection_leaves_the_next_alone(
         assert near.active and near._registered not in (None, held)
         warm(cache, Renderer(False), "v0")
         assert near.sessions == sessions + 1
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_an_error_reply_on_it_keeps_it_and_the_session(
@@ -439,14 +415,8 @@ def test_an_error_reply_on_it_keeps_it_and_the_session(
     # The server refuses the miss's writes (out of memory): an error reply,
     # read whole, so the connection stays in step, is given back, and the
     # session goes on; the refused write keeps nothing near.
-    import redis
-
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="refused")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    try:
+    with opened(url, "refused") as (backend, cache, client, near):
         warm(cache, Renderer(False), cache.render(BOX, lambda: "first"))
         wait_for(lambda: registered(client), "the registration")
         sessions, lookup = near.sessions, clients(client)[REGISTERED_NAME]["id"]
@@ -467,23 +437,15 @@ def test_an_error_reply_on_it_keeps_it_and_the_session(
         assert settle(backend, "refused") == seen
         assert clients(client)[REGISTERED_NAME]["id"] == lookup
         assert cache.render(fresh, lambda: "again") == "body"
-    finally:
-        client.close()
-        backend.close()
 
 
 def test_a_forked_child_registers_its_own_and_leaves_the_parents(
     restartable_redis: tuple[str, Any],
 ) -> None:
-    import redis
 
     url, _ = restartable_redis
-    backend = RedisBackend.from_url(url)
-    cache = FragmentCache(backend, prefix="forkreg")
-    client = redis.Redis.from_url(url)
-    near = near_of(backend)
-    render = Renderer(False)
-    try:
+    with opened(url, "forkreg") as (backend, cache, client, near):
+        render = Renderer(False)
         assert render(cache, "old") == "old"
         warm(cache, render, "old")
         wait_for(lambda: registered(client), "the registration")
@@ -512,9 +474,6 @@ def test_a_forked_child_registers_its_own_and_leaves_the_parents(
         assert settle(backend, "forkreg") == seen
         assert near.sessions == sessions and near.active
         assert clients(client)[REGISTERED_NAME]["id"] == ours
-    finally:
-        client.close()
-        backend.close()
 
 
 # -- where it cannot register ----------------------------------------------------
