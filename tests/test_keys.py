@@ -143,6 +143,24 @@ def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
         assert "{" not in tag_version_key(tag)  # spread by its whole key
 
 
+@given(names, varies, st.sampled_from([1, 16]))
+def test_a_lookups_keys_are_the_key_functions(
+    name: str, vary: list[str], shards: int
+) -> None:
+    # A lookup makes a variant's keys in one call (variant_keys); they are
+    # the ones the key functions give, which invalidation and
+    # cache_key_for use.
+    from jinja_fragcache.keys import name_version_key_of, variant_keys
+
+    key = make_fragment_key(name, vary, prefix="site", shards=shards)
+    assert variant_keys("site", name, tuple(vary), shards) == (
+        key,
+        variant_version_key(key),
+        name_version_key_of(name, key, prefix="site", shards=shards),
+        lock_key(key),
+    )
+
+
 @given(names, varies, st.sampled_from(["fragcache", "site.2"]))
 def test_near_caches_track_what_lookups_read_and_not_locks_or_statistics(
     name: str, vary: list[str], prefix: str
