@@ -8,9 +8,11 @@ do not.  This starts a redis-server of its own under ``valgrind
 counters (``callgrind_control -z``), renders it *N* times, dumps them
 (``callgrind_control -d``) and divides: the whole request is counted
 (event loop, parsing, scripts, replies).  Ours runs with the near cache
-off (with it, a warm hit sends nothing); the Jinja docs' example sends one
-``GET`` per fragment, as every peer does.  Needs ``valgrind`` (with
-``callgrind_control``) and ``redis-server``.
+off for the hits (with it, a warm hit sends nothing), and both ways for
+a miss (a vary value never rendered before, every time); the Jinja docs'
+example sends one ``GET`` per fragment, and a ``SET`` after a miss, as
+every peer does.  Needs ``valgrind`` (with ``callgrind_control``) and
+``redis-server``.
 """
 
 from __future__ import annotations
@@ -60,11 +62,17 @@ def main() -> None:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: apt-get install valgrind")
-    ours.NEAR_CACHE = False
     with tempfile.TemporaryDirectory(prefix="fragcache-callgrind-") as folder:
         dumps = Path(folder)
         under = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dumps}/%p"]
         with redis_server.started_server(under, 60) as (url, pid):
+            # Ours with its near cache, made first (set up reads the
+            # switch), with keys of its own.
+            ours.NEAR_CACHE = True
+            near = ours.Ours("redis", url)
+            near.prefix = "near"
+            near.setup()
+            ours.NEAR_CACHE = False
             adapters: list[Adapter] = [
                 ours.Ours("redis", url),
                 JinjaDocsExample("redis", url),
@@ -76,16 +84,25 @@ def main() -> None:
             for page, count in (
                 ("hit", args.renders),
                 ("50 siblings", args.renders // 10),
+                ("miss", args.renders),
             ):
-                cells = []
-                for adapter in adapters:
-                    render = (
-                        adapter.render_hit if page == "hit" else adapter.render_siblings
-                    )
-                    cells.append(f"{_counted(pid, dumps, render, count):,.0f}")
+                cells = [
+                    f"{_counted(pid, dumps, _page(adapter, page), count):,.0f}"
+                    for adapter in adapters
+                ]
                 print(f"| {page} | " + " | ".join(cells) + " |")
-            for adapter in adapters:
+            miss = _counted(pid, dumps, near.render_miss, args.renders)
+            print(f"| miss, near cache on | {miss:,.0f} | |")
+            for adapter in (*adapters, near):
                 adapter.teardown()
+
+
+def _page(adapter: Adapter, page: str) -> Callable[[], object]:
+    return {
+        "hit": adapter.render_hit,
+        "50 siblings": adapter.render_siblings,
+        "miss": adapter.render_miss,
+    }[page]
 
 
 if __name__ == "__main__":
