@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(slots=True)
@@ -175,7 +174,7 @@ def _figures(c: _Counters) -> dict[str, float | int | bool]:
 
 
 def combine(
-    snapshots: Iterable[dict[str, dict[str, Any]]],
+    snapshots: Iterable[Mapping[str, object]],
 ) -> dict[str, dict[str, float | int | bool]]:
     """Add up :meth:`FragmentStats.as_dict` snapshots (of several processes,
     say) and derive the rates and averages again.
