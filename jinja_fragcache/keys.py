@@ -233,11 +233,10 @@ def variant_keys(
 ) -> tuple[str, str, str, str]:
     """A variant's entry key (:func:`key_of`, made afresh for a caller that
     keeps its own cache), its counter, its name's counter and its lock key:
-    every key a lookup of it touches but tags', in one call (each miss of a
-    new variant makes them)."""
-    digest = _digest((name, str(len(strings)), *strings))  # _parts(), inlined
-    shard = None if shards == 1 else int(digest[:8], 16) % shards
-    key = _head(prefix, "f", name, shard) + digest
+    every key a lookup of it touches but tags'."""
+    key = _build_key(prefix, "f", name, _parts(name, strings), shards)
+    # name_version_key_of() without its keyword call: each new variant makes it
+    shard = _shard(key[-40:], shards)
     return key, variant_version_key(key), _name_key(prefix, name, shard), lock_key(key)
 
 
