@@ -15,16 +15,9 @@ flushed.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+from .callgrind import instructions, probe
 
 PROBE = textwrap.dedent(
     """
@@ -47,47 +40,18 @@ PROBE = textwrap.dedent(
 )
 
 
-def instructions(probe: str, url: str, which: str, count: int) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={folder}/callgrind.out",
-                sys.executable,
-                probe,
-                url,
-                which,
-                str(count),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=ENV,
-            timeout=900,
-        )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or not found:
-        raise SystemExit(done.stderr[-3000:])
-    return int(found.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url")
     parser.add_argument("--hits", type=int, default=300)
     options = parser.parse_args()
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
-        file.write(PROBE)
-    try:
+    with probe(PROBE) as script:
         for which in ("ours", "docs"):
-            base = instructions(file.name, options.url, which, 0)
-            more = instructions(file.name, options.url, which, options.hits)
+            base = instructions(script, options.url, which, "0")
+            more = instructions(script, options.url, which, str(options.hits))
             per_hit = (more - base) / options.hits
             name = "jinja-fragcache, near cache off" if which == "ours" else which
             print(f"{name}: {per_hit:,.0f} instructions a hit")
-    finally:
-        os.unlink(file.name)
 
 
 if __name__ == "__main__":

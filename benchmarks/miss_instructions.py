@@ -15,17 +15,12 @@ redis-server of its own: keys go under a fresh prefix, nothing is flushed.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+from .callgrind import ENV, instructions, probe
 
 PROBE = textwrap.dedent(
     """
@@ -67,33 +62,12 @@ PROBE = textwrap.dedent(
 )
 
 
-def instructions(probe: str, url: str, near: bool, count: int) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={folder}/callgrind.out",
-                sys.executable,
-                probe,
-                url,
-                "m" + uuid.uuid4().hex[:10],
-                "1" if near else "0",
-                str(count),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=ENV,
-            timeout=900,
-        )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or not found:
-        raise SystemExit(done.stderr[-3000:])
-    return int(found.group(1))
+def _instructions(script: str, url: str, near: bool, count: int) -> int:
+    prefix = "m" + uuid.uuid4().hex[:10]
+    return instructions(script, url, prefix, "1" if near else "0", str(count))
 
 
-def output_bytes(probe: str, url: str, near: bool, count: int) -> float:
+def output_bytes(script: str, url: str, near: bool, count: int) -> float:
     import redis
 
     client = redis.Redis.from_url(url)
@@ -104,7 +78,7 @@ def output_bytes(probe: str, url: str, near: bool, count: int) -> float:
 
         before = sent()
         subprocess.run(
-            [sys.executable, probe, url, "b" + uuid.uuid4().hex[:10]]
+            [sys.executable, script, url, "b" + uuid.uuid4().hex[:10]]
             + ["1" if near else "0", "0"],
             check=True,
             env=ENV,
@@ -112,7 +86,7 @@ def output_bytes(probe: str, url: str, near: bool, count: int) -> float:
         empty = sent() - before
         before = sent()
         subprocess.run(
-            [sys.executable, probe, url, "b" + uuid.uuid4().hex[:10]]
+            [sys.executable, script, url, "b" + uuid.uuid4().hex[:10]]
             + ["1" if near else "0", str(count)],
             check=True,
             env=ENV,
@@ -129,18 +103,14 @@ def main() -> None:
     parser.add_argument("--misses", type=int, default=200)
     options = parser.parse_args()
     near = not options.near_off
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
-        file.write(PROBE)
-    try:
-        base = instructions(file.name, options.url, near, 0)
-        more = instructions(file.name, options.url, near, options.misses)
+    with probe(PROBE) as script:
+        base = _instructions(script, options.url, near, 0)
+        more = _instructions(script, options.url, near, options.misses)
         per_miss = (more - base) / options.misses
         state = "on" if near else "off"
         print(f"near cache {state}: {per_miss:,.0f} instructions a miss")
-        per_byte = output_bytes(file.name, options.url, near, options.misses)
+        per_byte = output_bytes(script, options.url, near, options.misses)
         print(f"server output: {per_byte:,.0f} bytes a miss")
-    finally:
-        os.unlink(file.name)
 
 
 if __name__ == "__main__":
