@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -387,6 +388,15 @@ def packets() -> Iterator[list[tuple[int, bytes]]]:
         lambda connection, names: sent.append((int(connection.port), names[0]))
     ):
         yield sent
+
+
+def in_threads(target: Callable[[], object], count: int) -> None:
+    """Run *target* in *count* threads at once, and wait for them all."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from cachelib import FileSystemCache, RedisCache, SimpleCache
 
 from jinja_fragcache import Backend, CachelibBackend, MemoryBackend, RedisBackend
 
-from .support import free_port, run, trips
+from .support import free_port, in_threads, run, trips
 
 DJANGO_CACHES = {
     "django-locmem": "django.core.cache.backends.locmem.LocMemCache",
@@ -258,11 +258,7 @@ def test_memory_add_is_atomic_under_threads() -> None:
         barrier.wait()
         wins.append(backend.add("lock", b"x", 60))
 
-    threads = [threading.Thread(target=contend) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(contend, 8)
     assert sorted(wins) == [False] * 7 + [True]
 
 

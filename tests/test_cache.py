@@ -17,7 +17,7 @@ from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
 from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import lock_key
 
-from .support import BrokenBackend, CountingBackend, run
+from .support import BrokenBackend, CountingBackend, in_threads, run
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -309,11 +309,7 @@ def test_stats_are_exact_under_threads() -> None:
         for _ in range(200):
             cache.render(request, lambda: "x")
 
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(hammer, 8)
     stats = cache.stats()
     assert stats["hot"]["hits"] == 1600
     assert stats["hot"]["misses"] == 1
@@ -339,11 +335,7 @@ def test_misses_are_all_counted_across_threads() -> None:
             request = FragmentRequest("cold", (str(variant),), timeout=300)
             cache.render(request, lambda: "x")
 
-    threads = [threading.Thread(target=misses) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(misses, 4)
     stats = cache.stats()["cold"]
     assert stats["misses"] == stats["renders"] == stats["fetches"] == 4 * per_thread
     assert stats["hits"] == 0

@@ -17,6 +17,8 @@ import pytest
 from jinja_fragcache import FragmentCache, FragmentRequest, MemoryBackend
 from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
 
+from .support import in_threads
+
 ENTRY = FragmentRequest("box", timeout=None)  # never expires on its own
 
 
@@ -186,7 +188,6 @@ def test_versions_are_never_repeated_by_threads_or_a_forked_child() -> None:
     # must not hand out what its parent still holds, or a counter it
     # recreates could match what an old entry recorded.
     import os
-    import threading
 
     from jinja_fragcache.flow import new_version
 
@@ -209,10 +210,6 @@ def test_versions_are_never_repeated_by_threads_or_a_forked_child() -> None:
     def draw() -> None:
         seen.extend(new_version() for _ in range(2000))
 
-    threads = [threading.Thread(target=draw) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(draw, 4)
     assert len(set(seen)) == len(seen) == 8000
     assert all(v.isdigit() and int(v) < 2**62 for v in seen)

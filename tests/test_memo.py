@@ -21,7 +21,7 @@ from jinja_fragcache.holes import hole
 from jinja_fragcache.identity import MARK
 from jinja_fragcache.recording import recording
 
-from .support import PLACEHOLDER, CountingBackend, Tick
+from .support import PLACEHOLDER, CountingBackend, Tick, in_threads
 
 BOX = "{% cache_fragment 300 box uid %}<{{ tick('box') }}>{% endcache_fragment %}"
 HOLED = (
@@ -377,7 +377,6 @@ def test_plain_vary_values_key_the_memo_as_they_are_and_never_alias(
 def test_remembered_hits_are_all_counted_across_threads() -> None:
     # Remembered hits are queued, not locked, and added up by whoever reads
     # the statistics (or the queue itself when it is long): none is lost.
-    import threading
 
     from jinja_fragcache.stats import QUEUED_HITS
 
@@ -390,11 +389,7 @@ def test_remembered_hits_are_all_counted_across_threads() -> None:
         for _ in range(per_thread):
             site.render("box")
 
-    threads = [threading.Thread(target=hits) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(hits, 4)
     figures = site.cache.statistics.as_dict()["box"]
     assert figures["hits"] == before + 4 * per_thread
     assert site.tick.count == {"box": 1}
