@@ -33,19 +33,16 @@ BATCH = 1000
 def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
     """*owner*'s attribute *name* (its item, for a dict) is *value* inside."""
     if isinstance(owner, dict):
-        saved = owner[name]
-        owner[name] = value
-        try:
-            yield
-        finally:
-            owner[name] = saved
-        return
-    saved = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    setattr(owner, name, value)
+        saved, put = owner[name], owner.__setitem__
+    else:
+        # A class's own entry, as stored: getattr() unwraps a staticmethod.
+        saved = vars(owner)[name] if isinstance(owner, type) else getattr(owner, name)
+        put = lambda key, new: setattr(owner, key, new)  # noqa: E731
+    put(name, value)
     try:
         yield
     finally:
-        setattr(owner, name, saved)
+        put(name, saved)
 
 
 def _parts(ours: Any) -> dict[str, Callable[[], AbstractContextManager[None]]]:
