@@ -152,6 +152,11 @@ class FragmentCache(Driving):
         #: Whether a miss takes the backend's two-trip path
         #: (``read_claiming``, ``write_releasing``).
         self.compound = compound(self.backend)
+        #: Whether ``write_releasing`` takes entries as they are, not
+        #: encoded (an in-process backend's, which nothing else reads).
+        self.keeps_entries = self.compound and getattr(
+            self.backend, "keeps_entries", False
+        )
         #: Whether several counters are bumped in one call (``incr_many``).
         self.batched_incr = callable(getattr(self.backend, "incr_many", None))
         #: Checked hits, on a backend that counts its changes (see

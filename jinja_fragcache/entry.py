@@ -43,14 +43,20 @@ class OutdatedEntryError(CorruptEntryError):
 
 
 def judge(
-    data: bytes | None, current: Callable[[str], bytes | None], now: float
+    data: bytes | Entry | None, current: Callable[[str], bytes | None], now: float
 ) -> str:
     """What a backend that claims in its first read (see
     :class:`~.backends.base.ClaimingRead`) makes of stored *data*:
     ``"fresh"``, ``"stale"`` (its counters match, its soft expiry passed)
     or ``"cold"`` (missing, unreadable, or a counter it recorded has
     changed).  *current* gives a counter's value now.  The header alone is
-    read, as the Lua script ``READ_CLAIMING`` reads it."""
+    read, as the Lua script ``READ_CLAIMING`` reads it.  An in-process
+    backend's *data* may be the :class:`Entry` itself."""
+    if isinstance(data, Entry):
+        for key, version in data.versions.items():
+            if current(key) != version.encode("ascii"):
+                return "cold"
+        return "fresh" if data.is_fresh(now) else "stale"
     if data is None or not data.startswith(MAGIC):
         return "cold"
     end = data.find(b"\n")
@@ -100,11 +106,14 @@ class Entry(NamedTuple):
         return b"".join((MAGIC, header, b"\n", body))
 
     @classmethod
-    def decode(cls, data: bytes) -> Entry:
-        """Parse what :meth:`encode` wrote.
+    def decode(cls, data: bytes | Entry) -> Entry:
+        """Parse what :meth:`encode` wrote (an entry that an in-process
+        backend kept as it is is returned as it is).
 
         :raises CorruptEntryError: for anything else, whoever wrote it.
         """
+        if isinstance(data, Entry):
+            return data
         if not data.startswith(MAGIC):
             if data.startswith(OUTDATED):
                 raise OutdatedEntryError("written by an older release")

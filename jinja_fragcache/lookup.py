@@ -273,10 +273,12 @@ def settle(
 
 
 def decode(
-    cache: FragmentCache, name: str, key: str, data: bytes | None
+    cache: FragmentCache, name: str, key: str, data: bytes | Entry | None
 ) -> Entry | None:
     if data is None:
         return None
+    if isinstance(data, Entry):  # kept as it is (FragmentCache.keeps_entries)
+        return data
     known = cache._decoded.get(key)
     entry = known[1] if known is not None and known[0] == data else None
     if entry is None:

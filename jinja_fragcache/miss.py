@@ -169,7 +169,7 @@ def miss_flow(
         yield from _write(cache, {}, None, read.locks, won, token)
         raise
     seconds = _recorded(cache, first.name, rendered)
-    writes: dict[str, bytes] = {}
+    writes: dict[str, bytes | Entry] = {}
     try:
         for i, done in zip(to_render, rendered, strict=True):
             results[i] = done.body
@@ -197,7 +197,7 @@ def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
     locks = read.locks
-    writes: dict[str, bytes] = {}
+    writes: dict[str, bytes | Entry] = {}
     done = None
     try:
         (done,) = yield ("render", _FIRST)
@@ -225,7 +225,7 @@ def render_won(
     key, token, name = read.keys[0], read.token, request.name
     fetched = time.perf_counter() - read.start
     locks = read.locks
-    writes: dict[str, bytes] = {}
+    writes: dict[str, bytes | Entry] = {}
     done = None
     try:
         done = cache._collect(render, 0)
@@ -259,7 +259,7 @@ def _store(
     own: tuple[str, ...],
     versions: dict[str, str | None],
     done: Rendered,
-    writes: dict[str, bytes],
+    writes: dict[str, bytes | Entry],
 ) -> None:
     """Add to *writes* the entry of *done* (a render of *request*), unless
     it must not be stored: a fragment inside did not cache, a block inside
@@ -283,7 +283,8 @@ def _store(
         return
     if cache.store_filter is None or cache.store_filter(request, stored):
         fields = (stored, expires, request.template, request.digest, snapshot)
-        writes[key] = made(Entry, fields).encode()
+        entry = made(Entry, fields)
+        writes[key] = entry if cache.keeps_entries else entry.encode()
 
 
 def _replace_corrupt(cache: FragmentCache, name: str, counters: list[str]) -> Gen:
@@ -332,7 +333,7 @@ def _claim(
 
 def _write(
     cache: FragmentCache,
-    writes: dict[str, bytes],
+    writes: dict[str, bytes | Entry],
     timeout: float | None,
     locks: list[str],
     won: list[int],

@@ -249,6 +249,75 @@ def test_memory_evicts_by_bytes() -> None:
     assert backend.get_many(["huge", "b"]) == [None, b"x" * 40]
 
 
+def test_memory_keeps_a_fragment_caches_entries_as_they_are() -> None:
+    # In one process nothing else reads the store: a miss writes its Entry
+    # without encoding it, and a read hands that very entry back.
+    from jinja_fragcache import FragmentCache, FragmentRequest
+    from jinja_fragcache.entry import Entry
+
+    backend = MemoryBackend()
+    cache = FragmentCache(backend)
+    request = FragmentRequest("box", ("1",), 300)
+    assert cache.render(request, lambda: "héllo") == "héllo"
+    (kept,) = backend.get_many([cache.key_for("box", "1")])
+    assert type(kept) is Entry and kept.body == "héllo"
+    assert cache.render(request, lambda: "unused") == "héllo"
+    cache.invalidate("box", "1")
+    assert cache.render(request, lambda: "again") == "again"
+
+
+def test_a_backend_that_does_not_keep_entries_gets_them_encoded() -> None:
+    from jinja_fragcache import FragmentCache, FragmentRequest
+    from jinja_fragcache.entry import Entry
+
+    class Encoding(MemoryBackend):
+        keeps_entries = False
+
+    backend = Encoding()
+    cache = FragmentCache(backend)
+    cache.render(FragmentRequest("box", ("1",), 300), lambda: "héllo")
+    (stored,) = backend.get_many([cache.key_for("box", "1")])
+    assert type(stored) is bytes and Entry.decode(stored).body == "héllo"
+
+
+def test_memory_counts_kept_entries_against_its_byte_bound() -> None:
+    import sys
+
+    from jinja_fragcache.entry import Entry
+
+    body = "x" * 1000
+    backend = MemoryBackend(max_bytes=5 * sys.getsizeof(body))
+    for i in range(20):
+        backend.write_releasing({f"k{i}": Entry(body, None)}, None, [], b"t")
+        assert backend.bytes_used <= backend.max_bytes
+    assert 0 < len(backend) < 5
+    for i in range(20):
+        backend.delete(f"k{i}")
+    assert backend.bytes_used == 0
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["encoded", "kept"])
+def test_memory_judges_kept_entries_as_encoded_ones(
+    kept: bool, key: Callable[[], str]
+) -> None:
+    from jinja_fragcache.backends.base import UNCLAIMED, WON
+    from jinja_fragcache.entry import Entry
+
+    b = MemoryBackend()
+    counter = key()
+    b.set(counter, b"7", None)
+    fresh, stale, invalid = key(), key(), key()
+    made = {
+        fresh: Entry("body", time.time() + 60, "t.html", "d", {counter: "7"}),
+        stale: Entry("body", time.time() - 1, "t.html", "d", {counter: "7"}),
+        invalid: Entry("body", time.time() + 60, "t.html", "d", {counter: "6"}),
+    }
+    writes = made if kept else {k: e.encode() for k, e in made.items()}
+    b.write_releasing(writes, 60, [], b"t")
+    read = _claiming_read(key, [fresh, stale, invalid], [counter], cold=True)
+    assert b.read_claiming(read).claims == [UNCLAIMED, WON, WON]
+
+
 def test_memory_add_is_atomic_under_threads() -> None:
     backend = MemoryBackend()
     wins: list[bool] = []

@@ -638,9 +638,10 @@ def test_async_never_stores_a_coroutine(
     )
     render(t)
     raw = cache.backend.get_many([cache.key_for("a")])[0] or b""
-    assert Entry.decode(raw).body == "42"
+    entry = Entry.decode(raw)  # kept as it is by an in-process backend
+    assert type(entry.body) is str and entry.body == "42"
     assert render(t) == "42"
-    assert not re.search(rb"coroutine|generator", raw)
+    assert not re.search(rb"coroutine|generator", entry.encode())
 
 
 def test_async_rendering_uses_only_async_backend_methods(

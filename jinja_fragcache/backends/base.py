@@ -1,6 +1,7 @@
 """The contract every backend keeps.
 
-A backend stores bytes under string keys.  It never pickles: the fragment
+A backend stores bytes under string keys (an in-process one may keep
+entries as they are: see ``keeps_entries`` below).  It never pickles: the fragment
 cache encodes its own values (see :mod:`jinja_fragcache.entry`), so a shared
 store that an attacker can write to yields at worst a corrupt entry, never
 code execution.
@@ -155,6 +156,12 @@ class Backend(Protocol):
 # judgement of which entries need a render may differ from the fragment
 # cache's (a clock apart, say): the fragment cache renders what it won and
 # claims, the usual way, what it needs and the backend did not claim.
+#
+# A backend of one process may set ``keeps_entries = True``: the entries
+# that ``write_releasing`` stores then come as the fragment cache made them
+# (:class:`~jinja_fragcache.entry.Entry`, not encoded), and reads return
+# them as they are.  Nothing outside the process reads such a store, so an
+# entry is neither encoded on a miss nor decoded on a hit (MemoryBackend).
 #
 # A backend may also bump several counters in one call (a cluster spreading
 # a name over shards bumps one counter per shard on ``invalidate_all``):

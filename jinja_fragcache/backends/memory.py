@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from ..entry import judge
+from ..entry import Entry, judge
 from .base import (
     HELD,
     UNCLAIMED,
@@ -42,10 +43,15 @@ class MemoryBackend(SyncBackendMixin):
             raise ValueError("max_entries and max_bytes must be positive")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[bytes | Entry, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.generation = 0
+
+    #: ``write_releasing`` keeps entries as the fragment cache made them,
+    #: not encoded: this store belongs to one process, and nothing else
+    #: reads it (see ``FragmentCache.keeps_entries``).
+    keeps_entries = True
 
     def __len__(self) -> int:
         with self._lock:
@@ -65,18 +71,22 @@ class MemoryBackend(SyncBackendMixin):
             self._remove(key)
             return None
         self._data.move_to_end(key)
-        return value
+        # An entry kept as it is goes where the protocol says bytes: what
+        # reads it, the fragment cache's lookup, takes it as it is.
+        return value  # type: ignore[return-value]
 
     def _remove(self, key: str) -> None:
         value, _ = self._data.pop(key)
-        self._bytes -= len(key) + len(value)
+        self._bytes -= len(key) + _size(value)
         self.generation += 1
 
-    def _store(self, key: str, value: bytes, timeout: Timeout, now: float) -> None:
+    def _store(
+        self, key: str, value: bytes | Entry, timeout: Timeout, now: float
+    ) -> None:
         self.generation += 1
         if key in self._data:
             self._remove(key)
-        size = len(key) + len(value)
+        size = len(key) + _size(value)
         if size > self.max_bytes:
             return  # would evict everything and still not fit
         expires = None if timeout is None else now + timeout
@@ -181,7 +191,7 @@ class MemoryBackend(SyncBackendMixin):
 
     def write_releasing(
         self,
-        writes: Mapping[str, bytes],
+        writes: Mapping[str, bytes | Entry],
         timeout: Timeout,
         locks: Sequence[str],
         token: bytes,
@@ -191,7 +201,8 @@ class MemoryBackend(SyncBackendMixin):
         data = self._data
         with self._lock:
             for key, value in writes.items():
-                self._store(key, bytes(value), timeout, now)
+                kept = value if isinstance(value, Entry) else bytes(value)
+                self._store(key, kept, timeout, now)
             for lock in locks:
                 held = data.get(lock)
                 if held is not None and held[0] == token:
@@ -202,7 +213,7 @@ class MemoryBackend(SyncBackendMixin):
 
     async def awrite_releasing(
         self,
-        writes: Mapping[str, bytes],
+        writes: Mapping[str, bytes | Entry],
         timeout: Timeout,
         locks: Sequence[str],
         token: bytes,
@@ -215,3 +226,15 @@ class MemoryBackend(SyncBackendMixin):
             self._data.clear()
             self._bytes = 0
             self.generation += 1
+
+
+def _size(value: bytes | Entry) -> int:
+    """What *value* counts against ``max_bytes``: an entry kept as it is,
+    what its body holds in memory."""
+    if isinstance(value, Entry):
+        return sys.getsizeof(value.body) + _HEADER
+    return len(value)
+
+
+#: What an entry kept as it is counts besides its body: about its header.
+_HEADER = 100
