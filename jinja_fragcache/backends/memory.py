@@ -43,7 +43,10 @@ class MemoryBackend(SyncBackendMixin):
             raise ValueError("max_entries and max_bytes must be positive")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._data: OrderedDict[str, tuple[bytes | Entry, float | None]] = OrderedDict()
+        #: key: (value, expiry, the bytes it counts against max_bytes)
+        self._data: OrderedDict[str, tuple[bytes | Entry, float | None, int]] = (
+            OrderedDict()
+        )
         self._bytes = 0
         self._lock = threading.Lock()
         self.generation = 0
@@ -66,7 +69,7 @@ class MemoryBackend(SyncBackendMixin):
         item = self._data.get(key)
         if item is None:
             return None
-        value, expires = item
+        value, expires, _ = item
         if expires is not None and expires <= now:
             self._remove(key)
             return None
@@ -76,8 +79,7 @@ class MemoryBackend(SyncBackendMixin):
         return value  # type: ignore[return-value]
 
     def _remove(self, key: str) -> None:
-        value, _ = self._data.pop(key)
-        self._bytes -= len(key) + _size(value)
+        self._bytes -= self._data.pop(key)[2]
         self.generation += 1
 
     def _store(
@@ -86,11 +88,14 @@ class MemoryBackend(SyncBackendMixin):
         self.generation += 1
         if key in self._data:
             self._remove(key)
-        size = len(key) + _size(value)
+        if isinstance(value, Entry):  # kept as it is: its body in memory
+            size = len(key) + sys.getsizeof(value.body) + _HEADER
+        else:
+            size = len(key) + len(value)
         if size > self.max_bytes:
             return  # would evict everything and still not fit
         expires = None if timeout is None else now + timeout
-        self._data[key] = (value, expires)
+        self._data[key] = (value, expires, size)
         self._bytes += size
         while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
             self._remove(next(iter(self._data)))
@@ -130,7 +135,7 @@ class MemoryBackend(SyncBackendMixin):
             if current is None:
                 return None
             result = int(current) + delta
-            _, expires = self._data[key]
+            _, expires, _ = self._data[key]
             timeout = None if expires is None else max(expires - now, 0.0)
             self._store(key, str(result).encode("ascii"), timeout, now)
             return result
@@ -226,14 +231,6 @@ class MemoryBackend(SyncBackendMixin):
             self._data.clear()
             self._bytes = 0
             self.generation += 1
-
-
-def _size(value: bytes | Entry) -> int:
-    """What *value* counts against ``max_bytes``: an entry kept as it is,
-    what its body holds in memory."""
-    if isinstance(value, Entry):
-        return sys.getsizeof(value.body) + _HEADER
-    return len(value)
 
 
 #: What an entry kept as it is counts besides its body: about its header.
