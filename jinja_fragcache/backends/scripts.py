@@ -12,16 +12,26 @@ header is split on spaces, as :mod:`jinja_fragcache.entry` writes it).
   needs a render claimed.
 - :data:`JUDGE_CLAIMING`: the same without the near cache, judging
   entries by their headers, or only confirming that nothing changed since
-  it last found them all fresh; run as a function, :data:`JUDGE_FUNCTION`
-  of :data:`JUDGE_LIBRARY`, where the server has them.
+  it last found them all fresh.
 - :data:`WRITE_RELEASING`: the last trip of a miss: store the entries and
   delete each lock that still holds this request's token.
+
+All but the first run as functions of one library, :data:`LIBRARY`, where
+the server has them; :data:`JUDGE`, :data:`READ`, :data:`WRITE` and
+:data:`READ_TTL` say how to call each (:class:`Script`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from typing import NamedTuple
+
+
+def sha(script: str) -> str:
+    """*script*'s SHA1, as ``EVALSHA`` names it."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
 
 # INCRBY that creates nothing: a counter must never reappear at a
 # predictable value (see docs/design.md, "Versions and invalidation").
@@ -327,28 +337,6 @@ return out
 """.replace("HEADER_LAST", f"'{HEADER_BYTES - 1}'")
 )
 
-#: JUDGE_CLAIMING as a Redis function (Redis 7), called by ``FCALL``: a
-#: hit's call starts about 1,900 instructions cheaper than by ``EVALSHA``
-#: (most of it the 40 bytes of the SHA1, which enter Lua).  Named after
-#: the script's SHA1, as ``EVALSHA`` names it: releases that differ load
-#: libraries that differ, and never replace each other's.
-JUDGE_FUNCTION = (
-    "jinja_fragcache_judge_" + hashlib.sha1(JUDGE_CLAIMING.encode()).hexdigest()[:16]
-)
-#: The library that registers :data:`JUDGE_FUNCTION`.  A function runs
-#: only when its flags allow it: ``allow-oom`` lets it run, as the script
-#: ran, on a server out of memory (a hit still confirms; the few bytes of
-#: a lock or a new counter it writes are let through, where the script's
-#: first write failed).  A server keeps functions until it restarts
-#: (without persistence) or ``FUNCTION FLUSH``; RedisBackend loads the
-#: library again then, as it sends a script again after ``NOSCRIPT``.
-JUDGE_LIBRARY = (
-    f"#!lua name={JUDGE_FUNCTION}\n"
-    f"redis.register_function{{function_name='{JUDGE_FUNCTION}', "
-    f"callback=function(KEYS, ARGV)\n{JUDGE_CLAIMING}\nend, "
-    "flags={'allow-oom'}}\n"
-)
-
 # KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
 # ('' for none), the token, then the n values.  Stores the entries and
 # deletes each lock that still holds the token (one that expired and was
@@ -371,13 +359,69 @@ return 0
 """
 
 
+class Script(NamedTuple):
+    """A script of :data:`LIBRARY`, as a backend calls it: by its function's
+    name (``FCALL``), or by its SHA1 (``EVALSHA``, ``EVAL``) on a server
+    without functions."""
+
+    #: The script, as ``EVAL`` runs it.
+    source: str
+    #: Its function's name in :data:`LIBRARY`.
+    name: str
+    #: Its SHA1, as ``EVALSHA`` names it.
+    sha: str
+
+
+#: Each script run as a function, with the flags that let it run (see
+#: :data:`LIBRARY`): a function's name, its script, its flags.
+_FUNCTIONS = {
+    "judge": (JUDGE_CLAIMING, "'allow-oom'"),
+    "read": (READ_CLAIMING, "'allow-oom'"),
+    "write": (WRITE_RELEASING, ""),
+    "read_ttl": (READ_WITH_TTL, "'no-writes'"),
+}
+#: The library's name, and its functions' names' start: made from the
+#: scripts' SHA1, as ``EVALSHA`` names a script, so that releases that
+#: differ load libraries that differ, and never replace each other's.
+LIBRARY_NAME = (
+    "jinja_fragcache_"
+    + sha("".join(source + flags for source, flags in _FUNCTIONS.values()))[:16]
+)
+#: The scripts as Redis functions (Redis 7), called by ``FCALL``: a call
+#: starts about 1,900 instructions cheaper than by ``EVALSHA`` (most of it
+#: the 40 bytes of the SHA1, which enter Lua), and a function's ``KEYS``
+#: and ``ARGV`` are locals, not globals.  A function runs only when its
+#: flags allow it.  ``allow-oom`` lets the reads run, as their scripts ran,
+#: on a server out of memory (a hit still confirms; the few bytes of a lock
+#: or a new counter they write are let through, where the script's first
+#: write failed); the write has none, so that a server out of memory
+#: refuses it whole, entries and lock releases (its script failed at its
+#: first ``SET``; a lock then expires).  A server keeps functions until it
+#: restarts (without persistence) or ``FUNCTION FLUSH``; a backend loads
+#: the library again then, as it sends a script again after ``NOSCRIPT``.
+LIBRARY = f"#!lua name={LIBRARY_NAME}\n" + "".join(
+    f"redis.register_function{{function_name='{LIBRARY_NAME}_{name}', "
+    f"callback=function(KEYS, ARGV)\n{source}\nend, flags={{{flags}}}}}\n"
+    for name, (source, flags) in _FUNCTIONS.items()
+)
+
+
+def _script(name: str) -> Script:
+    source = _FUNCTIONS[name][0]
+    return Script(source, f"{LIBRARY_NAME}_{name}", sha(source))
+
+
+#: :data:`JUDGE_CLAIMING`, :data:`READ_CLAIMING`, :data:`WRITE_RELEASING`
+#: and :data:`READ_WITH_TTL` as backends call them.
+JUDGE = _script("judge")
+READ = _script("read")
+WRITE = _script("write")
+READ_TTL = _script("read_ttl")
+
+
 def clock(now: float | None = None) -> bytes:
     """The clock argument of :data:`READ_CLAIMING` and
     :data:`JUDGE_CLAIMING`: this process's (*now*, else the time), which
     the fragment cache judges expiry by too (the server's ``TIME`` costs
     the script as much as a read).  Bytes, as a packed command holds it."""
     return b"%.3f" % (time.time() if now is None else now)
-
-
-def sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
