@@ -101,5 +101,5 @@ def _writing(
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of :data:`~.scripts.WRITE_RELEASING`."""
     px = _px(timeout)
-    options = [len(writes), "" if px is None else px, token]
+    options = ["" if px is None else px, token]
     return [*writes, *locks], [*options, *writes.values()]

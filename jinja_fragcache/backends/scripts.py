@@ -194,14 +194,19 @@ local lock_px, flags, token = ARGV[3], ARGV[4], ARGV[6]
 local nested = flags == 'n' or flags == 'nt'  -- Lua compares strings
 local ttls = flags == 't' or flags == 'nt'      -- by address: cheaper than find
 local m = #KEYS - 2 * n
-local read = {}
-for i = 1, n do
-    read[i] = KEYS[i]
+local all
+if n == 1 then  -- a lookup of one fragment: no table to make
+    all = redis.call('MGET', KEYS[1], unpack(KEYS, 3))
+else
+    local read = {}
+    for i = 1, n do
+        read[i] = KEYS[i]
+    end
+    for j = 1, m do
+        read[n + j] = KEYS[2 * n + j]
+    end
+    all = redis.call('MGET', unpack(read))
 end
-for j = 1, m do
-    read[n + j] = KEYS[2 * n + j]
-end
-local all = redis.call('MGET', unpack(read))
 for j = n + 1, n + m do
     if not all[j] then
         redis.call('SET', KEYS[n + j], token)
@@ -364,17 +369,18 @@ return out
 """.replace("HEADER_LAST", f"'{HEADER_BYTES - 1}'")
 JUDGE_CLAIMING = _whole(_JUDGE_CLAIMING)
 
-# KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
-# ('' for none), the token, then the n values.  Stores the entries and
+# KEYS: n entry keys, then locks.  ARGV: the entries' expiry in ms ('' for
+# none), the token, then the n values (n: so many).  Stores the entries and
 # deletes each lock that still holds the token (one that expired and was
 # claimed by another request stays theirs).
 WRITE_RELEASING = """
-local n, px, token = #ARGV - 3, ARGV[2], ARGV[3]
+local px, token = ARGV[1], ARGV[2]
+local n = #ARGV - 2
 for i = 1, n do
     if px == '' then
-        redis.call('SET', KEYS[i], ARGV[3 + i])
+        redis.call('SET', KEYS[i], ARGV[2 + i])
     else
-        redis.call('SET', KEYS[i], ARGV[3 + i], 'PX', px)
+        redis.call('SET', KEYS[i], ARGV[2 + i], 'PX', px)
     end
 end
 for j = n + 1, #KEYS do
