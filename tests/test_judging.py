@@ -197,7 +197,7 @@ def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
     site.admin.delete(_key(requests[7]))
     with trips() as sent:
         assert site.render_many(requests) == bodies
-    assert sent == [b"FCALL", b"FCALL"]
+    assert sent == [b"FCALL", b"SET"]  # the write: SETs, then its script
     assert site.renders == 51
 
 
@@ -241,7 +241,7 @@ def test_what_ends_an_expectation_is_claimed_in_the_first_trip(
     change(site, key, monkeypatch)
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"FCALL", b"FCALL"]
+    assert sent == [b"FCALL", b"SET"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "again"
@@ -272,7 +272,7 @@ def test_a_header_longer_than_what_the_script_reads_is_read_whole(
     assert site.cache.invalidate_tags(tags[-1])
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"FCALL", b"FCALL"]
+    assert sent == [b"FCALL", b"SET"]
     assert site.renders == 2
 
 
@@ -294,7 +294,7 @@ def test_an_entry_written_between_the_script_and_the_mget_is_rendered_by_the_cla
         assert site.render(request, "ours") == "ours"
     # The first packet, cut in two around the other client's SET, then the
     # write that releases: no claim of its own.
-    assert sent == [b"FCALL", b"SET", b"MGET", b"FCALL"]
+    assert sent == [b"FCALL", b"SET", b"MGET", b"SET"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "ours"
@@ -563,8 +563,9 @@ def test_a_server_without_functions_is_sent_the_script(
         assert site.render(request) == "fresh"
     # (The new connections' own handshakes aside.)
     sent = [name for name in sent if name not in (b"AUTH", b"CLIENT")]
-    # The write's script is new to the server too: NOSCRIPT, then EVAL.
-    assert sent == [b"FCALL", b"FUNCTION", b"EVAL", b"EVALSHA", b"EVAL"]
+    # The write (its SETs, then its script: new to the server too,
+    # NOSCRIPT), then EVAL of the script alone.
+    assert sent == [b"FCALL", b"FUNCTION", b"EVAL", b"SET", b"EVAL"]
     with trips() as sent:
         assert site.render(request, "unused") == "fresh"  # judged
         assert site.render(request, "unused") == "fresh"  # confirmed
@@ -572,7 +573,7 @@ def test_a_server_without_functions_is_sent_the_script(
     assert site.cache.invalidate("box", "1")
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"EVALSHA", b"EVALSHA"]  # claimed, written
+    assert sent == [b"EVALSHA", b"SET"]  # claimed, written
     assert site.cache.statistics.as_dict()["box"]["errors"] == 0
 
 

@@ -81,11 +81,14 @@ class Calls:
         script: scripts.Script,
         keys: Sequence[Arg],
         args: Sequence[Arg],
+        ahead: tuple[bytes, int] = (b"", 0),
     ) -> Any:
         """Async :meth:`call` (never on a lent connection)."""
         command = (len(keys), *keys, *args)
+        packed, count = ahead
+        packed += pack((*self.head(script), *command))
         try:
-            return await wire.call(*self.head(script), *command)
+            return (await wire.exchange(packed, count + 1))[-1]
         except self.refused as exc:
             if not lacks_script(exc):
                 raise
