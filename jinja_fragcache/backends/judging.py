@@ -158,8 +158,8 @@ class Judges:
     def judging(self, read: ClaimingRead) -> Judging | None:
         """The first packet of a lookup of *read*'s keys, kept per set of
         keys; ``None`` for a read whose locks the script cannot name."""
-        shape = (read.claim_cold, read.lock_timeout, *read.entries)
-        shape += (*read.locks, *read.counters)
+        entries, locks, counters, claim_cold, lock_timeout, _ = read
+        shape = (claim_cold, lock_timeout, *entries, *locks, *counters)
         judging = self._judgings.get(shape)
         if judging is None:
             if not Judging.fits(read):
