@@ -31,19 +31,27 @@ PREFIX = "judged"
 
 
 class Site:
-    """A cache on the test's Redis with the near cache off, rendering one
-    fragment sync or async, and an admin client of the same server."""
+    """A cache on the test's Redis with the near cache off (unless
+    *near_cache*), rendering one fragment sync or async, and an admin
+    client of the same server."""
 
-    def __init__(self, url: str, use_async: bool) -> None:
-        self.backend = RedisBackend.from_url(url, near_cache=False)
+    def __init__(self, url: str, use_async: bool, near_cache: bool = False) -> None:
+        self.backend = RedisBackend.from_url(url, near_cache=near_cache)
         self.cache = FragmentCache(self.backend, prefix=PREFIX, lock_wait=0.5)
         self.admin = redis.Redis.from_url(url)
         self.runner = asyncio.Runner() if use_async else None
         self.renders = 0
 
-    def render(self, request: FragmentRequest, body: str = "fresh") -> str:
+    def render(
+        self, request: FragmentRequest, body: str = "fresh", meanwhile: Any = None
+    ) -> str:
+        """*request* rendered; *meanwhile* is called as its body renders,
+        between the miss's read and its write."""
+
         def rendered() -> str:
             self.renders += 1
+            if meanwhile is not None:
+                meanwhile()
             return body
 
         if self.runner is None:
@@ -189,7 +197,7 @@ def test_a_page_of_many_entries_is_confirmed_in_one_script(site: Site) -> None:
     site.admin.delete(_key(requests[7]))
     with trips() as sent:
         assert site.render_many(requests) == bodies
-    assert sent == [b"FCALL", b"EVALSHA"]
+    assert sent == [b"FCALL", b"SET"]  # the write: SETs, then its script
     assert site.renders == 51
 
 
@@ -233,7 +241,7 @@ def test_what_ends_an_expectation_is_claimed_in_the_first_trip(
     change(site, key, monkeypatch)
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"FCALL", b"EVALSHA"]
+    assert sent == [b"FCALL", b"SET"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "again"
@@ -264,7 +272,7 @@ def test_a_header_longer_than_what_the_script_reads_is_read_whole(
     assert site.cache.invalidate_tags(tags[-1])
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"FCALL", b"EVALSHA"]
+    assert sent == [b"FCALL", b"SET"]
     assert site.renders == 2
 
 
@@ -286,7 +294,7 @@ def test_an_entry_written_between_the_script_and_the_mget_is_rendered_by_the_cla
         assert site.render(request, "ours") == "ours"
     # The first packet, cut in two around the other client's SET, then the
     # write that releases: no claim of its own.
-    assert sent == [b"FCALL", b"SET", b"MGET", b"EVALSHA"]
+    assert sent == [b"FCALL", b"SET", b"MGET", b"SET"]
     assert site.renders == 2
     assert site.admin.get(lock_key(key)) is None
     assert site.render(request, "unused") == "ours"
@@ -475,7 +483,7 @@ def test_counters_whose_values_hold_a_space_are_never_expected(site: Site) -> No
 
 
 def _library_loaded(site: Site) -> bool:
-    name = scripts.JUDGE_FUNCTION
+    name = scripts.LIBRARY_NAME
     return bool(site.admin.execute_command("FUNCTION", "LIST", "LIBRARYNAME", name))
 
 
@@ -507,12 +515,10 @@ def test_the_function_is_loaded_again_when_the_server_lacks_it(
 
 
 @pytest.fixture(params=["renamed", "acl"])
-def without_functions(
-    request: pytest.FixtureRequest, tmp_path: Any, enable_async: bool
-) -> Iterator[Site]:
-    """A site on a server that refuses functions for good: one whose FCALL
+def functionless_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """The URL of a server that refuses functions for good: one whose FCALL
     and FUNCTION are unknown commands (as before Redis 7), or one whose ACL
-    denies them to the site's user."""
+    denies them to the URL's user."""
     import shutil
 
     from .support import free_port, redis_server, started
@@ -535,9 +541,15 @@ def without_functions(
                     commands=["+@all", "-fcall", "-function"],
                 )
             url = f"redis://site:secret@127.0.0.1:{port}/0"
-        made = Site(url, enable_async)
-        yield made
-        made.close()
+        yield url
+
+
+@pytest.fixture
+def without_functions(functionless_url: str, enable_async: bool) -> Iterator[Site]:
+    """A site on a server that refuses functions for good."""
+    made = Site(functionless_url, enable_async)
+    yield made
+    made.close()
 
 
 def test_a_server_without_functions_is_sent_the_script(
@@ -551,8 +563,9 @@ def test_a_server_without_functions_is_sent_the_script(
         assert site.render(request) == "fresh"
     # (The new connections' own handshakes aside.)
     sent = [name for name in sent if name not in (b"AUTH", b"CLIENT")]
-    # The write's script is new to the server too: NOSCRIPT, then EVAL.
-    assert sent == [b"FCALL", b"FUNCTION", b"EVAL", b"EVALSHA", b"EVAL"]
+    # The write (its SETs, then its script: new to the server too,
+    # NOSCRIPT), then EVAL of the script alone.
+    assert sent == [b"FCALL", b"FUNCTION", b"EVAL", b"SET", b"EVAL"]
     with trips() as sent:
         assert site.render(request, "unused") == "fresh"  # judged
         assert site.render(request, "unused") == "fresh"  # confirmed
@@ -560,5 +573,99 @@ def test_a_server_without_functions_is_sent_the_script(
     assert site.cache.invalidate("box", "1")
     with trips() as sent:
         assert site.render(request, "again") == "again"
-    assert sent == [b"EVALSHA", b"EVALSHA"]  # claimed, written
+    assert sent == [b"EVALSHA", b"SET"]  # claimed, written
     assert site.cache.statistics.as_dict()["box"]["errors"] == 0
+
+
+def _scripts_run(site: Site) -> dict[str, int]:
+    """The scripts' and functions' commands the server ran since the last
+    ``CONFIG RESETSTAT`` (a call refused for a missing function or script
+    counts; one of an unknown or denied command does not)."""
+    calls = site.calls()
+    names = ("fcall", "function|load", "function|flush", "evalsha", "eval")
+    return {name: calls[name] for name in names if name in calls}
+
+
+@pytest.fixture(params=[True, False], ids=["near", "no-near"])
+def near_site(
+    request: pytest.FixtureRequest,
+    restartable_redis: tuple[str, Any],
+    enable_async: bool,
+) -> Iterator[Site]:
+    """A :class:`Site` with the near cache on or off."""
+    url, _ = restartable_redis
+    made = Site(url, enable_async, near_cache=request.param)
+    yield made
+    made.close()
+
+
+def test_each_function_is_loaded_again_when_the_server_lacks_it(
+    near_site: Site,
+) -> None:
+    # The miss's read and its write, and the near cache's read of what it
+    # lacks, run as functions of one library: a server that lost it is
+    # sent the library ahead of whichever call found it missing, once.
+    site = near_site
+    site.render(FragmentRequest("box", ("warm",), 300))
+    site.admin.function_flush()
+    site.admin.config_resetstat()
+    assert site.render(FragmentRequest("box", ("1",), 300)) == "fresh"
+    # The read refused, then loaded and run; the write.
+    assert _scripts_run(site) == {"fcall": 3, "function|load": 1}
+    site.admin.config_resetstat()
+    flush = site.admin.function_flush
+    assert site.render(FragmentRequest("box", ("2",), 300), "2", flush) == "2"
+    # The read; the write refused, then loaded and run.
+    assert _scripts_run(site) == {"fcall": 3, "function|load": 1, "function|flush": 1}
+    if site.backend.near is not None:  # what the near cache lacks
+        key = _key(FragmentRequest("box", ("3",), 300))
+        site.admin.set(key, b"theirs")
+        site.admin.function_flush()
+        site.admin.config_resetstat()
+        assert site.backend.get_many([key]) == [b"theirs"]
+        assert _scripts_run(site) == {"fcall": 2, "function|load": 1}
+    site.admin.config_resetstat()
+    assert site.render(FragmentRequest("box", ("4",), 300), "4") == "4"
+    assert _scripts_run(site) == {"fcall": 2}
+    assert site.cache.statistics.as_dict()["box"]["errors"] == 0
+
+
+@pytest.mark.parametrize("near_cache", [True, False], ids=["near", "no-near"])
+def test_a_server_without_functions_is_sent_every_script_by_sha(
+    functionless_url: str, enable_async: bool, near_cache: bool
+) -> None:
+    # Once the server refused functions, every script goes by its SHA1,
+    # whichever call found out (here the miss's read): the write too.
+    site = Site(functionless_url, enable_async, near_cache=near_cache)
+    try:
+        assert site.render(FragmentRequest("box", ("1",), 300)) == "fresh"
+        site.admin.config_resetstat()
+        assert site.render(FragmentRequest("box", ("2",), 300), "2") == "2"
+        assert _scripts_run(site) == {"evalsha": 2}
+        assert site.cache.statistics.as_dict()["box"]["errors"] == 0
+    finally:
+        site.close()
+
+
+def test_packets_kept_call_by_sha_once_the_server_refuses_functions(
+    restartable_redis: tuple[str, Any], enable_async: bool
+) -> None:
+    # A server that starts refusing functions (an ACL changed) while the
+    # backend keeps packets that call the script as a function: whichever
+    # call finds out, every packet kept is made again, by SHA1.
+    url, _ = restartable_redis
+    with redis.Redis.from_url(url) as admin:
+        admin.acl_setuser(
+            "site", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all"]
+        )
+        site = Site(url.replace("//", "//site:secret@"), enable_async)
+        try:
+            kept = FragmentRequest("box", ("kept",), 300)
+            _expecting(site, kept)
+            admin.execute_command("ACL", "SETUSER", "site", "-fcall", "-function")
+            assert site.render(FragmentRequest("box", ("other",), 300)) == "fresh"
+            site.admin.config_resetstat()
+            assert site.render(kept, "unused") == "fresh"
+            assert _scripts_run(site) == {"evalsha": 1}
+        finally:
+            site.close()

@@ -260,7 +260,7 @@ def test_a_warm_hit_costs_no_command_and_an_invalidation_only_its_reads(
         # then the script that writes.
         assert near.misses == misses + 1
         sent = delta(before, commands(client))
-        assert sent.get("evalsha", 0) == 2
+        assert sent.get("fcall", 0) == 2
         assert sent.get("mget", 0) == 1  # the claiming script's own, no other
         warm(cache, renderer, "new")
         before = commands(client)

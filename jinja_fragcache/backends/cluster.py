@@ -1034,7 +1034,6 @@ def _writing(
                 len(keys) + len(held),
                 *keys,
                 *held,
-                len(keys),
                 expiry,
                 token,
                 *(writes[key] for key in keys),

@@ -84,8 +84,9 @@ def _creating(counters: Sequence[str], token: bytes) -> bytes:
 
 def _storing(writes: Mapping[str, bytes], timeout: Timeout) -> bytes:
     """``SET`` of each of *writes*, packed: sent ahead of
-    :data:`~.scripts.WRITE_RELEASING` (given no entries) on the near
-    cache's registered connection, as :func:`_creating` is."""
+    :data:`~.scripts.WRITE_RELEASING` (given no entries), so that no entry
+    enters Lua; on the near cache's registered connection, which the
+    server echoes them to no one, as :func:`_creating`'s."""
     px = _px(timeout)
     expiry: tuple[Arg, ...] = () if px is None else ("PX", px)
     return b"".join(
@@ -101,5 +102,5 @@ def _writing(
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of :data:`~.scripts.WRITE_RELEASING`."""
     px = _px(timeout)
-    options = [len(writes), "" if px is None else px, token]
+    options = ["" if px is None else px, token]
     return [*writes, *locks], [*options, *writes.values()]

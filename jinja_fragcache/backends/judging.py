@@ -1,16 +1,18 @@
 """The first read of a lookup without the near cache, whole:
 :data:`~.scripts.JUDGE_CLAIMING` and the ``MGET`` of the entries behind it
 in one packet (:class:`Judging`, one per set of keys), what its last
-judgement lets the next lookup expect (:class:`Expectation`), and how the
-script reaches the server: as a function, loaded again where the server
-lacks it, or by its SHA1 where the server has no functions
-(:class:`Judges`, one per :class:`~.redis.RedisBackend`)."""
+judgement lets the next lookup expect (:class:`Expectation`), kept per
+backend (:class:`Judges`); and how every script of
+:data:`~.scripts.LIBRARY` reaches the server: as a function, the library
+loaded again where the server lacks it, or by its SHA1 where the server
+has no functions (:class:`Calls`, one per :class:`~.redis.RedisBackend`)."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..keys import lock_key
 from . import scripts
@@ -18,12 +20,8 @@ from .base import UNCLAIMED, Claimed, ClaimingRead
 from .codecs import _nested
 from .wire import Arg, AsyncWire, Wire, pack
 
-_JUDGE_CLAIMING_SHA = scripts.sha(scripts.JUDGE_CLAIMING)
-
-#: How :class:`Judging` calls :data:`~.scripts.JUDGE_CLAIMING`: as a
-#: function, or by its SHA1 on a server without functions.
-BY_FUNCTION: tuple[Arg, ...] = ("FCALL", scripts.JUDGE_FUNCTION)
-BY_SHA: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA)
+if TYPE_CHECKING:
+    from ..tracking import Registered
 
 #: How many lookups' first packets a backend keeps packed, with what each
 #: expects (a few hundred bytes each); past that it forgets them all and
@@ -31,33 +29,145 @@ BY_SHA: tuple[Arg, ...] = ("EVALSHA", _JUDGE_CLAIMING_SHA)
 _JUDGINGS = 4096
 
 
-class Judges:
-    """A backend's lookups without the near cache: the packet of each set
-    of keys, kept, and how they call the script (see :meth:`_loading`).
+class Calls:
+    """How a backend's scripts reach the server: as functions of
+    :data:`~.scripts.LIBRARY` (``FCALL``), the library loaded again where
+    the server lacks it (:meth:`again`), or by SHA1 (``EVALSHA``) once the
+    server refused functions for good.
 
     :param refused: the client's error reply (``redis.ResponseError``).
     """
 
     def __init__(self, refused: type[Exception]) -> None:
-        self._refused = refused
+        self.refused = refused
+        #: As functions, until the server refuses them for good.
+        self.by_function = True
+
+    def head(self, script: scripts.Script) -> tuple[Arg, ...]:
+        """A call of *script* but for its keys and arguments."""
+        if self.by_function:
+            return ("FCALL", script.name)
+        return ("EVALSHA", script.sha)
+
+    def call(
+        self,
+        wire: Wire,
+        script: scripts.Script,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        lent: Registered | None = None,
+        ahead: tuple[bytes, int] = (b"", 0),
+    ) -> Any:
+        """*script*'s reply, on *keys* and *args*: one round trip on *wire*
+        (two, once per server start, where the server lacks it).  On *lent*
+        (see :meth:`~.wire.Wire.exchange_on`), with *ahead*'s commands
+        (packed, and their count) in the same packet, before it; sent again,
+        the call goes without them, on *wire*."""
+        command = (len(keys), *keys, *args)
+        packed, count = ahead
+        packed += pack((*self.head(script), *command))
+        try:
+            if lent is None:
+                return wire.exchange(packed, count + 1)[-1]
+            return wire.exchange_on(lent, packed, count + 1)[-1]
+        except self.refused as exc:
+            if not lacks_script(exc):
+                raise
+        return self.again(wire, script, command)[0]
+
+    async def acall(
+        self,
+        wire: AsyncWire,
+        script: scripts.Script,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        ahead: tuple[bytes, int] = (b"", 0),
+    ) -> Any:
+        """Async :meth:`call` (never on a lent connection)."""
+        command = (len(keys), *keys, *args)
+        packed, count = ahead
+        packed += pack((*self.head(script), *command))
+        try:
+            return (await wire.exchange(packed, count + 1))[-1]
+        except self.refused as exc:
+            if not lacks_script(exc):
+                raise
+        return (await self.aagain(wire, script, command))[0]
+
+    def again(
+        self,
+        wire: Wire,
+        script: scripts.Script,
+        command: tuple[Arg, ...],
+        *behind: tuple[Arg, ...],
+    ) -> list[Any]:
+        """The replies of *script*'s call (*command*: its keys' count, keys
+        and arguments) and of the commands *behind* it, sent again to a
+        server that lacked the script: with the library loaded ahead of the
+        call (one round trip more, once per server start, as ``NOSCRIPT``
+        costs).  A server that refuses functions for good (before Redis 7,
+        or ACL) is sent the script itself, now, and by SHA1 from then on."""
+        if self.by_function:
+            try:
+                return wire.pipeline(*self._loading(script, command, behind))[1:]
+            except self.refused as exc:
+                if not lacks_functions(exc):
+                    raise
+            self.by_function = False
+        return wire.pipeline(("EVAL", script.source, *command), *behind)
+
+    async def aagain(
+        self,
+        wire: AsyncWire,
+        script: scripts.Script,
+        command: tuple[Arg, ...],
+        *behind: tuple[Arg, ...],
+    ) -> list[Any]:
+        """Async :meth:`again`."""
+        if self.by_function:
+            try:
+                loading = self._loading(script, command, behind)
+                return (await wire.pipeline(*loading))[1:]
+            except self.refused as exc:
+                if not lacks_functions(exc):
+                    raise
+            self.by_function = False
+        return await wire.pipeline(("EVAL", script.source, *command), *behind)
+
+    @staticmethod
+    def _loading(
+        script: scripts.Script,
+        command: tuple[Arg, ...],
+        behind: tuple[tuple[Arg, ...], ...],
+    ) -> tuple[tuple[Arg, ...], ...]:
+        """The library loaded, then *script*'s call and *behind*."""
+        load = ("FUNCTION", "LOAD", "REPLACE", scripts.LIBRARY)
+        return load, ("FCALL", script.name, *command), *behind
+
+
+class Judges:
+    """A backend's lookups without the near cache: the packet of each set
+    of keys, kept, calling the script as *calls* says (see
+    :meth:`Calls.again`)."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
         #: The first packet of recent lookups, by their keys.
         self._judgings: dict[tuple[Any, ...], Judging] = {}
-        #: How they call the script: as a function, until the server
-        #: refuses functions for good.
-        self._call: tuple[Arg, ...] = BY_FUNCTION
 
     def judging(self, read: ClaimingRead) -> Judging | None:
         """The first packet of a lookup of *read*'s keys, kept per set of
         keys; ``None`` for a read whose locks the script cannot name."""
-        shape = (read.claim_cold, read.lock_timeout, *read.entries)
-        shape += (*read.locks, *read.counters)
+        entries, locks, counters, claim_cold, lock_timeout, _ = read
+        shape = (claim_cold, lock_timeout, *entries, *locks, *counters)
         judging = self._judgings.get(shape)
         if judging is None:
             if not Judging.fits(read):
                 return None
             if len(self._judgings) >= _JUDGINGS:
                 self._judgings.clear()
-            judging = self._judgings[shape] = Judging(read, self._call)
+            call = self._calls.head(scripts.JUDGE)
+            judging = self._judgings[shape] = Judging(read, call)
         return judging
 
     def read(self, wire: Wire, read: ClaimingRead) -> Claimed | None:
@@ -70,10 +180,12 @@ class Judges:
         token, spec, packet, expecting = judging.packet(read)
         try:
             reply, found = wire.exchange(packet, 2)
-        except self._refused as exc:
-            if not lacks_judging(exc):
+        except self._calls.refused as exc:
+            if not lacks_script(exc):
                 raise
-            reply, found = self._loading(wire, judging, spec)
+            command, mget = judging.again(spec)
+            reply, found = self._calls.again(wire, scripts.JUDGE, command, mget)
+            self._called_again(judging)
             expecting = None
         return judging.judged(read, token, reply, found, expecting)
 
@@ -85,46 +197,22 @@ class Judges:
         token, spec, packet, expecting = judging.packet(read)
         try:
             reply, found = await wire.exchange(packet, 2)
-        except self._refused as exc:
-            if not lacks_judging(exc):
+        except self._calls.refused as exc:
+            if not lacks_script(exc):
                 raise
-            reply, found = await self._aloading(wire, judging, spec)
+            command, mget = judging.again(spec)
+            calls = self._calls
+            reply, found = await calls.aagain(wire, scripts.JUDGE, command, mget)
+            self._called_again(judging)
             expecting = None
         return judging.judged(read, token, reply, found, expecting)
 
-    def _loading(self, wire: Wire, judging: Judging, spec: bytes) -> list[Any]:
-        """The replies of *judging*'s first packet, sent again to a server
-        that lacked the script: with the library loaded ahead of the call
-        (one round trip more, once per server start, as ``NOSCRIPT``
-        costs).  A server that refuses functions for good (before Redis 7,
-        or ACL) is sent the script itself, now and from then on."""
-        call = self._call
-        try:
-            return wire.pipeline(*judging.loading(spec, call))[-2:]
-        except self._refused as exc:
-            if call != BY_FUNCTION or not lacks_functions(exc):
-                raise
-        self._without_functions()
-        return wire.pipeline(*judging.loading(spec, BY_SHA))
-
-    async def _aloading(
-        self, wire: AsyncWire, judging: Judging, spec: bytes
-    ) -> list[Any]:
-        """Async :meth:`_loading`."""
-        call = self._call
-        try:
-            return (await wire.pipeline(*judging.loading(spec, call)))[-2:]
-        except self._refused as exc:
-            if call != BY_FUNCTION or not lacks_functions(exc):
-                raise
-        self._without_functions()
-        return await wire.pipeline(*judging.loading(spec, BY_SHA))
-
-    def _without_functions(self) -> None:
-        """Call the script by its SHA1 from now on: every packet kept
-        called it as a function, and is forgotten."""
-        self._call = BY_SHA
-        self._judgings.clear()
+    def _called_again(self, judging: Judging) -> None:
+        """Forget every packet kept once *judging*'s calls the script
+        otherwise than :attr:`_calls` does now: the server refused
+        functions (this call, or another script's)."""
+        if judging.call != self._calls.head(scripts.JUDGE):
+            self._judgings.clear()
 
 
 class Expectation(NamedTuple):
@@ -152,7 +240,7 @@ class Judging:
     last judgement of these keys lets the next lookup expect."""
 
     __slots__ = (
-        "_call",
+        "call",
         "_entries",
         "_counters",
         "_plain",
@@ -162,9 +250,10 @@ class Judging:
     )
 
     def __init__(self, read: ClaimingRead, call: tuple[Arg, ...]) -> None:
-        """*call*: :data:`BY_FUNCTION` or :data:`BY_SHA`."""
+        """*call*: how the packet calls the script (:meth:`Calls.head`)."""
         entries, m = read.entries, len(read.counters)
-        self._call = call
+        #: How the packet calls the script (:meth:`Calls.head`).
+        self.call = call
         self._entries: tuple[str, ...] = tuple(entries)
         self._counters: tuple[str, ...] = tuple(read.counters)
         self._plain = self._packed(self._counters, b"")
@@ -196,19 +285,13 @@ class Judging:
         last = b"$%d\r\n%b\r\n" % (len(spec), spec)
         return token, spec, head + last + self._mget, expecting
 
-    def loading(
-        self, spec: bytes, call: tuple[Arg, ...]
-    ) -> tuple[tuple[Arg, ...], ...]:
-        """The first packet's commands, expecting nothing, for a server
-        that lacked the script: the library loaded ahead of the call
-        (*call* :data:`BY_FUNCTION`), or the script sent whole (``EVAL``,
-        which loads it).  The last two replies are the packet's."""
+    def again(self, spec: bytes) -> tuple[tuple[Arg, ...], tuple[Arg, ...]]:
+        """The first packet's script call, but for its head, expecting
+        nothing (*spec*: its last argument), and its ``MGET``: for
+        :meth:`Calls.again`."""
         entries = self._entries
-        args: tuple[Arg, ...] = (len(entries), *entries, *self._counters, b"", spec)
-        if call == BY_FUNCTION:
-            load = ("FUNCTION", "LOAD", "REPLACE", scripts.JUDGE_LIBRARY)
-            return load, (*call, *args), ("MGET", *entries)
-        return ("EVAL", scripts.JUDGE_CLAIMING, *args), ("MGET", *entries)
+        command: tuple[Arg, ...] = (len(entries), *entries, *self._counters)
+        return (*command, b"", spec), ("MGET", *entries)
 
     def judged(
         self,
@@ -262,7 +345,7 @@ class Judging:
         expecting *expected* (the values joined; empty: nothing), packed
         but for its last argument."""
         entries = self._entries
-        command = (*self._call, len(entries), *entries, *counters, expected)
+        command = (*self.call, len(entries), *entries, *counters, expected)
         return pack(command, more=1)
 
 
@@ -273,10 +356,10 @@ def lacks_functions(exc: Exception) -> bool:
     return text.startswith("unknown command") or "no permissions" in text
 
 
-def lacks_judging(exc: Exception) -> bool:
-    """Whether *exc*, an error reply to the first packet's call of
-    :data:`~.scripts.JUDGE_CLAIMING`, says that the server lacks it (a
-    restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``)."""
+def lacks_script(exc: Exception) -> bool:
+    """Whether *exc*, an error reply to a packet that calls a script, says
+    that the server lacks it (a restart, ``FUNCTION FLUSH``, ``SCRIPT
+    FLUSH``)."""
     text = str(exc)
     return text.startswith(("Function not found", "No matching script")) or (
         lacks_functions(exc)

@@ -27,8 +27,8 @@ from .codecs import (
     _with_ttls,
     _writing,
 )
-from .judging import Judges
-from .wire import AsyncWire, Wire, pack
+from .judging import Calls, Judges
+from .wire import AsyncWire, Wire
 
 if TYPE_CHECKING:
     import redis
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 #: Short enough to send whole: an invalidation is one round trip even on a
 #: server that has not seen the script yet.
 _INCR = scripts.INCR_EXISTING
-_READ_WITH_TTL_SHA = scripts.sha(scripts.READ_WITH_TTL)
-_READ_CLAIMING_SHA = scripts.sha(scripts.READ_CLAIMING)
-_WRITE_RELEASING_SHA = scripts.sha(scripts.WRITE_RELEASING)
 
 #: The client name of every process's tracking connection.
 TRACKING_NAME = "jinja-fragcache-near-cache"
@@ -159,10 +156,10 @@ class RedisBackend:
             redis_module.ConnectionError,
             redis_module.ResponseError,
         )
-        #: A server that lacks a script (restarted, flushed): EVAL loads it.
-        self._no_script: type[Exception] = redis_module.exceptions.NoScriptError
+        #: How the scripts reach the server (see :mod:`.judging`).
+        self._calls = Calls(redis_module.ResponseError)
         #: Lookups without the near cache (see :mod:`.judging`).
-        self._judges = Judges(redis_module.ResponseError)
+        self._judges = Judges(self._calls)
         #: The server answered and refused the command (an expiry it cannot
         #: take, OOM): that request's error, not an outage.
         self.request_errors = (
@@ -247,7 +244,7 @@ class RedisBackend:
         missing = [keys[i] for i in plan.missing]
         fetched = None
         try:
-            reply = self._eval(_READ_WITH_TTL_SHA, scripts.READ_WITH_TTL, missing, ())
+            reply = self._calls.call(self._wire, scripts.READ_TTL, missing, ())
             fetched = _with_ttls(reply)
         finally:
             values = self.near.complete(keys, plan, fetched)
@@ -355,17 +352,8 @@ class RedisBackend:
         lent, created = self._lend(read, plan)
         try:
             keys, args = _claiming(read, token, plan is not None)
-            if lent is None:
-                reply = self._eval(
-                    _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
-                )
-            else:
-                reply = self._eval_behind(
-                    lent,
-                    _creating(created, token),
-                    len(created),
-                    (_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args),
-                )
+            ahead = (_creating(created, token), len(created))
+            reply = self._call_on(lent, scripts.READ, keys, args, ahead)
         finally:
             self._end(written, None)
             claimed = self._claimed(read, plan, token, reply, created)
@@ -391,26 +379,24 @@ class RedisBackend:
         lent = self.near.lend()
         return (lent, created) if lent is not None else (None, [])
 
-    def _eval_behind(
+    def _call_on(
         self,
-        lent: Registered,
-        writes: bytes,
-        count: int,
-        script: tuple[str, str, Sequence[str], Sequence[Any]],
+        lent: Registered | None,
+        script: scripts.Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        ahead: tuple[bytes, int],
     ) -> Any:
-        """*count* plain writes (*writes*, packed) and EVALSHA of *script*
-        (its sha, source, keys and arguments) behind them, in one packet on
-        *lent*, the near cache's registered connection, given back here:
-        the server echoes none of those writes.  The script's reply; a
-        server that lacks the script runs it by EVAL on :attr:`_wire`."""
-        sha, source, keys, args = script
+        """*script*'s reply on *keys* and *args*, behind *ahead*'s plain
+        writes (packed, and their count) in the same packet: on
+        :attr:`_wire`, or on *lent*, the near cache's registered
+        connection, given back here, where the server echoes none of those
+        writes."""
         try:
-            command = pack(("EVALSHA", sha, len(keys), *keys, *args))
-            return self._wire.exchange_on(lent, writes + command, count + 1)[-1]
-        except self._no_script:
-            return self._wire.call("EVAL", source, len(keys), *keys, *args)
+            return self._calls.call(self._wire, script, keys, args, lent, ahead)
         finally:
-            lent.give_back()
+            if lent is not None:
+                lent.give_back()
 
     def _read_claiming(self, read: ClaimingRead) -> Claimed:
         """:data:`~.scripts.READ_CLAIMING` without the near cache, which
@@ -418,14 +404,14 @@ class RedisBackend:
         :func:`~jinja_fragcache.keys.lock_key` names them (no lookup's)."""
         token = read.new_version()
         keys, args = _claiming(read, token, False)
-        reply = self._eval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        reply = self._calls.call(self._wire, scripts.READ, keys, args)
         return _claimed(read, token, reply)[0]
 
     async def _aread_claiming(self, read: ClaimingRead) -> Claimed:
         """Async :meth:`_read_claiming`."""
         token = read.new_version()
         keys, args = _claiming(read, token, False)
-        reply = await self._aeval(_READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args)
+        reply = await self._calls.acall(self._awire, scripts.READ, keys, args)
         return _claimed(read, token, reply)[0]
 
     def write_releasing(
@@ -435,34 +421,21 @@ class RedisBackend:
         locks: Sequence[str],
         token: bytes,
     ) -> None:
-        """Store *writes* and release each lock still held by *token*: one
-        script, :data:`~.scripts.WRITE_RELEASING`.  With the near cache's
-        registered connection, the entries are plain ``SET`` commands ahead
-        of the script in the same packet, which the server echoes to no
+        """Store *writes* and release each lock still held by *token*, in
+        one packet: the entries as plain ``SET`` commands (an entry that
+        enters Lua costs the server about 12 instructions a byte), then
+        :data:`~.scripts.WRITE_RELEASING`, given no entries.  On the near
+        cache's registered connection, the server echoes those writes to no
         one: this process keeps what it wrote (:meth:`_end`)."""
         written, known = self._begin([*writes, *locks]), None
         lent = None if self.near is None or not writes else self.near.lend()
         try:
-            if lent is None:
-                keys, args = _writing(writes, timeout, locks, token)
-                self._eval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
-            else:
-                keys, args = _writing({}, timeout, locks, token)
-                script = (_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
-                self._eval_behind(lent, _storing(writes, timeout), len(writes), script)
+            keys, args = _writing({}, timeout, locks, token)
+            ahead = (_storing(writes, timeout), len(writes))
+            self._call_on(lent, scripts.WRITE, keys, args, ahead)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)
-
-    def _eval(
-        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        """EVALSHA, or EVAL when the server lacks the script (which loads
-        it), on :attr:`_wire`."""
-        try:
-            return self._wire.call("EVALSHA", sha, len(keys), *keys, *args)
-        except self._no_script:
-            return self._wire.call("EVAL", source, len(keys), *keys, *args)
 
     def info(self) -> dict[str, int | None]:
         """Server figures: keys, memory used and peak, keyspace hits/misses."""
@@ -550,7 +523,7 @@ class RedisBackend:
     async def _aread_with_ttl(
         self, keys: Sequence[str]
     ) -> list[tuple[bytes | None, int]]:
-        reply = await self._aeval(_READ_WITH_TTL_SHA, scripts.READ_WITH_TTL, keys, ())
+        reply = await self._calls.acall(self._awire, scripts.READ_TTL, keys, ())
         return _with_ttls(reply)
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
@@ -565,9 +538,7 @@ class RedisBackend:
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
             keys, args = _claiming(read, token, plan is not None)
-            reply = await self._aeval(
-                _READ_CLAIMING_SHA, scripts.READ_CLAIMING, keys, args
-            )
+            reply = await self._calls.acall(self._awire, scripts.READ, keys, args)
         finally:
             self._end(written, None)
             claimed = self._claimed(read, plan, token, reply)
@@ -584,21 +555,12 @@ class RedisBackend:
         """Async :meth:`write_releasing`."""
         written, known = self._begin([*writes, *locks]), None
         try:
-            keys, args = _writing(writes, timeout, locks, token)
-            await self._aeval(_WRITE_RELEASING_SHA, scripts.WRITE_RELEASING, keys, args)
+            keys, args = _writing({}, timeout, locks, token)
+            ahead = (_storing(writes, timeout), len(writes))
+            await self._calls.acall(self._awire, scripts.WRITE, keys, args, ahead)
             known = {key: (value, timeout) for key, value in writes.items()}
         finally:
             self._end(written, known)
-
-    async def _aeval(
-        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        """Async :meth:`_eval`, on the running loop's :attr:`_awire`."""
-        wire = self._awire
-        try:
-            return await wire.call("EVALSHA", sha, len(keys), *keys, *args)
-        except self._no_script:
-            return await wire.call("EVAL", source, len(keys), *keys, *args)
 
     async def aset(self, key: str, value: bytes, timeout: Timeout) -> None:
         token, known = self._begin((key,)), None

@@ -12,16 +12,26 @@ header is split on spaces, as :mod:`jinja_fragcache.entry` writes it).
   needs a render claimed.
 - :data:`JUDGE_CLAIMING`: the same without the near cache, judging
   entries by their headers, or only confirming that nothing changed since
-  it last found them all fresh; run as a function, :data:`JUDGE_FUNCTION`
-  of :data:`JUDGE_LIBRARY`, where the server has them.
+  it last found them all fresh.
 - :data:`WRITE_RELEASING`: the last trip of a miss: store the entries and
   delete each lock that still holds this request's token.
+
+All but the first run as functions of one library, :data:`LIBRARY`, where
+the server has them; :data:`JUDGE`, :data:`READ`, :data:`WRITE` and
+:data:`READ_TTL` say how to call each (:class:`Script`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from typing import NamedTuple
+
+
+def sha(script: str) -> str:
+    """*script*'s SHA1, as ``EVALSHA`` names it."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
 
 # INCRBY that creates nothing: a counter must never reappear at a
 # predictable value (see docs/design.md, "Versions and invalidation").
@@ -49,21 +59,23 @@ return out
 
 # How an entry is judged, shared by READ_CLAIMING and JUDGE_CLAIMING:
 # 'fresh', 'stale' or 'cold', as jinja_fragcache.entry.judge says, and a
-# fresh entry's soft expiry (math.huge for never) and its field.  Each script defines
-# before it: `now`; `current`, the counters read so far (key -> value,
-# false when missing); `known`, other counters already read, by key;
-# `tail`, ' <key> <value>' for every counter read, what the header of a
-# valid entry of one request ends with, counters read and recorded in the
-# same order (false for more than one request); `nested`, whether a
-# counter a header records besides is read; `extra`, the key and value of
-# each one read, for the reply.  The header is split on every space (as
-# bytes.split(b' ') does), and a field is made a Lua string only to be
-# compared (making one costs more than finding it).
+# fresh entry's soft expiry (math.huge for never) and its field.  Given:
+# `now`; `current`, the counters read so far (key -> value, false when
+# missing); `known`, other counters already read, by key; `tail`, ' <key>
+# <value>' for every counter read, what the header of a valid entry of
+# one request ends with, counters read and recorded in the same order
+# (false for more than one request); `nested`, whether a counter a header
+# records besides is read; `extra`, the key and value of each one read,
+# for the reply.  The header is split on every space (as bytes.split(b'
+# ') does), and a field is made a Lua string only to be compared (making
+# one costs more than finding it).  Functions that take all they use: a
+# library defines them once, where a script defined closures on every
+# call (see _HELPERS); they read `string` when called, since a library's
+# code has no such global while it loads.
 _JUDGE = """
-local find, sub = string.find, string.sub
 -- Whether a recorded counter has another value now; with nested, one
 -- not in `current` is read (unless `known` holds it) and reported.
-local function changed(key, version)
+local function changed(key, version, current, known, nested, extra)
     local seen = current[key]
     if seen == nil and nested then
         seen = known[key]
@@ -76,7 +88,8 @@ local function changed(key, version)
     end
     return seen ~= nil and seen ~= version
 end
-local function judge(value)
+local function judge(value, now, tail, current, known, nested, extra)
+    local find, sub = string.find, string.sub
     local stop = value and sub(value, 1, 4) == 'FC2 ' and find(value, '\\n', 5, true)
     if not stop then
         return 'cold'
@@ -98,7 +111,8 @@ local function judge(value)
                 after = stop
             end
             local key = sub(value, gap + 1, middle - 1)
-            if changed(key, sub(value, middle + 1, after - 1)) then
+            local version = sub(value, middle + 1, after - 1)
+            if changed(key, version, current, known, nested, extra) then
                 return 'cold'
             end
             gap = after
@@ -114,7 +128,26 @@ local function judge(value)
     end
     return 'stale'
 end
+-- keys.lock_key: kind 'l' in place of the first ':f:'.
+local function lock_of(key)
+    local at = string.find(key, ':f:', 1, true)
+    if at then
+        return string.sub(key, 1, at) .. 'l' .. string.sub(key, at + 2)
+    end
+    return key .. ':lock'
+end
 """
+
+#: Where a script uses :data:`_JUDGE`'s functions: a script sent whole
+#: defines them there; :data:`LIBRARY` defines them once, ahead of every
+#: function.
+_HELPERS = "--[[ _JUDGE ]]"
+
+
+def _whole(body: str) -> str:
+    """*body* as ``EVAL`` runs it: :data:`_JUDGE` where it is used."""
+    return body.replace(_HELPERS, _JUDGE)
+
 
 # KEYS: n entry keys, their n lock keys, then m counter keys.
 # ARGV: n, claim_cold ('1' or '0'), lock expiry (ms), flags, the client's
@@ -148,45 +181,56 @@ end
 # microseconds of the server's time (Redis 7.0), TIME as much.  This
 # script reads entries whole, for the near cache, which keeps them; without
 # it, JUDGE_CLAIMING reads less.
-READ_CLAIMING = (
-    """
+#
+# A miss judges nothing: what judging needs (the counters by key, and
+# `tail`) is made for the first entry found.  The reply is filled in its
+# order, so that it stays a Lua array (written out of order, part of it
+# would be a hash, made again as it grows).
+_READ_CLAIMING = """
+--[[ _JUDGE ]]
 local n = tonumber(ARGV[1])
 local claim_cold = ARGV[2] == '1'
-local lock_px, flags = ARGV[3], ARGV[4]
-local now, token = tonumber(ARGV[5]), ARGV[6]
+local lock_px, flags, token = ARGV[3], ARGV[4], ARGV[6]
 local nested = flags == 'n' or flags == 'nt'  -- Lua compares strings
 local ttls = flags == 't' or flags == 'nt'      -- by address: cheaper than find
 local m = #KEYS - 2 * n
-local out, current, known, extra = {}, {}, {}, {}
-local read = {}
-for i = 1, n do
-    read[i] = KEYS[i]
-end
-for j = 1, m do
-    read[n + j] = KEYS[2 * n + j]
-end
-local all = redis.call('MGET', unpack(read))
-local pieces = {''}
-local at = 3 * n
-for j = 1, m do
-    local key, value = KEYS[2 * n + j], all[n + j]
-    if not value then
-        redis.call('SET', key, token)
-        value = token
+local all
+if n == 1 then  -- a lookup of one fragment: no table to make
+    all = redis.call('MGET', KEYS[1], unpack(KEYS, 3))
+else
+    local read = {}
+    for i = 1, n do
+        read[i] = KEYS[i]
     end
-    current[key] = value
-    pieces[2 * j], pieces[2 * j + 1] = key, value
-    out[at + 1] = value
-    out[at + 2] = -1
-    at = at + 2
+    for j = 1, m do
+        read[n + j] = KEYS[2 * n + j]
+    end
+    all = redis.call('MGET', unpack(read))
 end
-local tail = n == 1 and table.concat(pieces, ' ')
-"""
-    + _JUDGE
-    + """
+for j = n + 1, n + m do
+    if not all[j] then
+        redis.call('SET', KEYS[n + j], token)
+        all[j] = token
+    end
+end
+local now, tail, current, known, extra
+local out = {}
 for i = 1, n do
     local value = all[i]
-    local judged = judge(value)
+    local judged = 'cold'
+    if value then
+        if not current then
+            now, current, known, extra = tonumber(ARGV[5]), {}, {}, {}
+            local pieces = {''}
+            for j = 1, m do
+                local key, counter = KEYS[2 * n + j], all[n + j]
+                current[key] = counter
+                pieces[2 * j], pieces[2 * j + 1] = key, counter
+            end
+            tail = n == 1 and table.concat(pieces, ' ')
+        end
+        judged = judge(value, now, tail, current, known, nested, extra)
+    end
     local claim = 0
     if judged == 'stale' or (judged == 'cold' and claim_cold) then
         if redis.call('SET', KEYS[n + i], token, 'NX', 'PX', lock_px) then
@@ -199,12 +243,20 @@ for i = 1, n do
     out[3 * i - 1] = value and (ttls and redis.call('PTTL', KEYS[i]) or -1) or -2
     out[3 * i] = claim
 end
-for _, item in ipairs(extra) do
-    out[#out + 1] = item
+local at = 3 * n
+for j = n + 1, n + m do
+    out[at + 1], out[at + 2] = all[j], -1
+    at = at + 2
+end
+if extra then
+    for _, item in ipairs(extra) do
+        at = at + 1
+        out[at] = item
+    end
 end
 return out
 """
-)
+READ_CLAIMING = _whole(_READ_CLAIMING)
 
 #: How many bytes of an entry ``JUDGE_CLAIMING`` reads for its header (a
 #: fragment with a few tags or nested fragments fits; a longer header costs
@@ -245,8 +297,7 @@ HEADER_BYTES = 512
 # reply: per entry its claim, per counter its value (after creation), the
 # soonest soft expiry of the entries when every one of them is fresh ('':
 # not), then the key and value of every other counter read (nested).
-JUDGE_CLAIMING = (
-    """
+_JUDGE_CLAIMING = """
 local last = #ARGV
 local found
 if ARGV[last - 1] ~= '' then
@@ -281,26 +332,17 @@ for j = m + 1, last - 2 do
     known[ARGV[j]] = found[j]  -- reported once a header names it
 end
 local tail = n == 1 and table.concat(pieces, ' ')
-"""
-    + _JUDGE
-    + """
--- keys.lock_key: kind 'l' in place of the first ':f:'.
-local function lock_of(key)
-    local at = find(key, ':f:', 1, true)
-    if at then
-        return sub(key, 1, at) .. 'l' .. sub(key, at + 2)
-    end
-    return key .. ':lock'
-end
+--[[ _JUDGE ]]
 local soonest, written = math.huge, '-'  -- and its field as written
 for i = 1, n do
     local value = redis.pcall('GETRANGE', KEYS[i], '0', HEADER_LAST)
     if type(value) ~= 'string' or value == '' then
         value = false  -- missing, or not a string: MGET reads no value
-    elseif not find(value, '\\n', 5, true) then
+    elseif not string.find(value, '\\n', 5, true) then
         value = redis.call('GET', KEYS[i])  -- a longer header
     end
-    local judged, expiry, field = judge(value)
+    local judged, expiry, field = judge(
+        value, now, tail, current, known, nested, extra)
     local claim = 0
     if judged == 'fresh' then
         if soonest and expiry < soonest then
@@ -325,41 +367,20 @@ for _, item in ipairs(extra) do
 end
 return out
 """.replace("HEADER_LAST", f"'{HEADER_BYTES - 1}'")
-)
+JUDGE_CLAIMING = _whole(_JUDGE_CLAIMING)
 
-#: JUDGE_CLAIMING as a Redis function (Redis 7), called by ``FCALL``: a
-#: hit's call starts about 1,900 instructions cheaper than by ``EVALSHA``
-#: (most of it the 40 bytes of the SHA1, which enter Lua).  Named after
-#: the script's SHA1, as ``EVALSHA`` names it: releases that differ load
-#: libraries that differ, and never replace each other's.
-JUDGE_FUNCTION = (
-    "jinja_fragcache_judge_" + hashlib.sha1(JUDGE_CLAIMING.encode()).hexdigest()[:16]
-)
-#: The library that registers :data:`JUDGE_FUNCTION`.  A function runs
-#: only when its flags allow it: ``allow-oom`` lets it run, as the script
-#: ran, on a server out of memory (a hit still confirms; the few bytes of
-#: a lock or a new counter it writes are let through, where the script's
-#: first write failed).  A server keeps functions until it restarts
-#: (without persistence) or ``FUNCTION FLUSH``; RedisBackend loads the
-#: library again then, as it sends a script again after ``NOSCRIPT``.
-JUDGE_LIBRARY = (
-    f"#!lua name={JUDGE_FUNCTION}\n"
-    f"redis.register_function{{function_name='{JUDGE_FUNCTION}', "
-    f"callback=function(KEYS, ARGV)\n{JUDGE_CLAIMING}\nend, "
-    "flags={'allow-oom'}}\n"
-)
-
-# KEYS: n entry keys, then locks.  ARGV: n, the entries' expiry in ms
-# ('' for none), the token, then the n values.  Stores the entries and
+# KEYS: n entry keys, then locks.  ARGV: the entries' expiry in ms ('' for
+# none), the token, then the n values (n: so many).  Stores the entries and
 # deletes each lock that still holds the token (one that expired and was
 # claimed by another request stays theirs).
 WRITE_RELEASING = """
-local n, px, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local px, token = ARGV[1], ARGV[2]
+local n = #ARGV - 2
 for i = 1, n do
     if px == '' then
-        redis.call('SET', KEYS[i], ARGV[3 + i])
+        redis.call('SET', KEYS[i], ARGV[2 + i])
     else
-        redis.call('SET', KEYS[i], ARGV[3 + i], 'PX', px)
+        redis.call('SET', KEYS[i], ARGV[2 + i], 'PX', px)
     end
 end
 for j = n + 1, #KEYS do
@@ -371,13 +392,71 @@ return 0
 """
 
 
+class Script(NamedTuple):
+    """A script of :data:`LIBRARY`, as a backend calls it: by its function's
+    name (``FCALL``), or by its SHA1 (``EVALSHA``, ``EVAL``) on a server
+    without functions."""
+
+    #: The script, as ``EVAL`` runs it.
+    source: str
+    #: Its function's name in :data:`LIBRARY`.
+    name: str
+    #: Its SHA1, as ``EVALSHA`` names it.
+    sha: str
+
+
+#: Each script run as a function, with the flags that let it run (see
+#: :data:`LIBRARY`): a function's name, its script (where it uses
+#: :data:`_JUDGE`, marked), its flags.
+_FUNCTIONS = {
+    "judge": (_JUDGE_CLAIMING, "'allow-oom'"),
+    "read": (_READ_CLAIMING, "'allow-oom'"),
+    "write": (WRITE_RELEASING, ""),
+    "read_ttl": (READ_WITH_TTL, "'no-writes'"),
+}
+#: The library's name, and its functions' names' start: made from the
+#: scripts' SHA1, as ``EVALSHA`` names a script, so that releases that
+#: differ load libraries that differ, and never replace each other's.
+LIBRARY_NAME = (
+    "jinja_fragcache_"
+    + sha(_JUDGE + "".join(body + flags for body, flags in _FUNCTIONS.values()))[:16]
+)
+#: The scripts as Redis functions (Redis 7), called by ``FCALL``: a call
+#: starts about 1,900 instructions cheaper than by ``EVALSHA`` (most of it
+#: the 40 bytes of the SHA1, which enter Lua), and a function's ``KEYS``
+#: and ``ARGV`` are locals, not globals.  A function runs only when its
+#: flags allow it.  ``allow-oom`` lets the reads run, as their scripts ran,
+#: on a server out of memory (a hit still confirms; the few bytes of a lock
+#: or a new counter they write are let through, where the script's first
+#: write failed); the write has none, so that a server out of memory
+#: refuses it whole, entries and lock releases (its script failed at its
+#: first ``SET``; a lock then expires).  A server keeps functions until it
+#: restarts (without persistence) or ``FUNCTION FLUSH``; a backend loads
+#: the library again then, as it sends a script again after ``NOSCRIPT``.
+LIBRARY = f"#!lua name={LIBRARY_NAME}\n{_JUDGE}" + "".join(
+    f"redis.register_function{{function_name='{LIBRARY_NAME}_{name}', "
+    "callback=function(KEYS, ARGV)\n"
+    f"{body.replace(_HELPERS, '')}\nend, flags={{{flags}}}}}\n"
+    for name, (body, flags) in _FUNCTIONS.items()
+)
+
+
+def _script(name: str) -> Script:
+    source = _whole(_FUNCTIONS[name][0])
+    return Script(source, f"{LIBRARY_NAME}_{name}", sha(source))
+
+
+#: :data:`JUDGE_CLAIMING`, :data:`READ_CLAIMING`, :data:`WRITE_RELEASING`
+#: and :data:`READ_WITH_TTL` as backends call them.
+JUDGE = _script("judge")
+READ = _script("read")
+WRITE = _script("write")
+READ_TTL = _script("read_ttl")
+
+
 def clock(now: float | None = None) -> bytes:
     """The clock argument of :data:`READ_CLAIMING` and
     :data:`JUDGE_CLAIMING`: this process's (*now*, else the time), which
     the fragment cache judges expiry by too (the server's ``TIME`` costs
     the script as much as a read).  Bytes, as a packed command holds it."""
     return b"%.3f" % (time.time() if now is None else now)
-
-
-def sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
