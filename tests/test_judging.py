@@ -669,3 +669,24 @@ def test_packets_kept_call_by_sha_once_the_server_refuses_functions(
             assert _scripts_run(site) == {"evalsha": 1}
         finally:
             site.close()
+
+
+def test_a_miss_on_a_server_out_of_memory_releases_its_lock(near_site: Site) -> None:
+    # The server refuses the entry's SET (out of memory, no eviction): the
+    # render is served, the error counted, and the miss's lock released
+    # all the same, so the next request renders at once instead of waiting
+    # for a lock that nobody will release.
+    site = near_site
+    site.render(FragmentRequest("box", ("warm",), 300))
+    request = FragmentRequest("box", ("1",), 300)
+    site.admin.config_set("maxmemory-policy", "noeviction")
+    site.admin.config_set("maxmemory", "1")
+    try:
+        assert site.render(request, "first") == "first"
+        assert site.admin.exists(lock_key(_key(request))) == 0
+        assert site.render(request, "second") == "second"
+    finally:
+        site.admin.config_set("maxmemory", "0")
+    assert site.cache.statistics.as_dict()["box"]["errors"] == 2
+    assert site.render(request, "third") == "third"
+    assert site.render(request, "unused") == "third"

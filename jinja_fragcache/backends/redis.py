@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from .codecs import (
 )
 from .judging import Calls, Judges
 from .wire import AsyncWire, Wire
+
+logger = logging.getLogger("jinja_fragcache")
 
 if TYPE_CHECKING:
     import redis
@@ -354,11 +357,27 @@ class RedisBackend:
             keys, args = _claiming(read, token, plan is not None)
             ahead = (_creating(created, token), len(created))
             reply = self._call_on(lent, scripts.READ, keys, args, ahead)
+        except self._calls.refused:
+            # An error reply (a server out of memory refused the counters'
+            # SETs): the script behind them ran and may hold locks for
+            # *token*, which no write of this read will release.
+            if created:
+                self._release(read.locks, token)
+            raise
         finally:
             self._end(written, None)
             claimed = self._claimed(read, plan, token, reply, created)
         assert claimed is not None  # else the script raised
         return claimed
+
+    def _release(self, locks: Sequence[str], token: bytes) -> None:
+        """Release whichever of *locks* still holds *token*; a failure is
+        logged (the locks then expire)."""
+        keys, args = _writing({}, None, locks, token)
+        try:
+            self._calls.call(self._wire, scripts.WRITE, keys, args)
+        except Exception:  # noqa: BLE001 - the read's own error follows
+            logger.warning("could not release the locks of a failed read")
 
     def _lend(
         self, read: ClaimingRead, plan: Plan | None

@@ -411,7 +411,7 @@ class Script(NamedTuple):
 _FUNCTIONS = {
     "judge": (_JUDGE_CLAIMING, "'allow-oom'"),
     "read": (_READ_CLAIMING, "'allow-oom'"),
-    "write": (WRITE_RELEASING, ""),
+    "write": (WRITE_RELEASING, "'allow-oom'"),
     "read_ttl": (READ_WITH_TTL, "'no-writes'"),
 }
 #: The library's name, and its functions' names' start: made from the
@@ -428,9 +428,12 @@ LIBRARY_NAME = (
 #: flags allow it.  ``allow-oom`` lets the reads run, as their scripts ran,
 #: on a server out of memory (a hit still confirms; the few bytes of a lock
 #: or a new counter they write are let through, where the script's first
-#: write failed); the write has none, so that a server out of memory
-#: refuses it whole, entries and lock releases (its script failed at its
-#: first ``SET``; a lock then expires).  A server keeps functions until it
+#: write failed), and the write too: a backend gives it no entries (they
+#: go as plain ``SET`` commands ahead of it, which such a server refuses),
+#: so it only releases the miss's locks, and the next request renders at
+#: once instead of waiting for a lock nobody would release (the script
+#: failed at its first ``SET``, and its locks expired).  A server keeps
+#: functions until it
 #: restarts (without persistence) or ``FUNCTION FLUSH``; a backend loads
 #: the library again then, as it sends a script again after ``NOSCRIPT``.
 LIBRARY = f"#!lua name={LIBRARY_NAME}\n{_JUDGE}" + "".join(
