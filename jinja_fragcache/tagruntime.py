@@ -27,6 +27,7 @@ from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
 from .memo import Remembered, memo_key
+from .render_state import RenderState, current
 from .requests import where
 
 Caller = Callable[..., Any]
@@ -304,23 +305,26 @@ class TagRuntime:
         return list(iterable)
 
     def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
-        if holes.live.get() is None:  # outside any fragment: just the content
+        state = current.get()
+        if state is None:  # outside any fragment: just the content
             return caller()
         if self.environment.is_async:
-            return self._nocache_async(owner, index, caller)
-        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+            return self._nocache_async(state, owner, index, caller)
+        token = holes.apart(state)  # fragments inside start afresh
         try:
             output = caller()
         finally:
-            holes.live.reset(token)
+            current.reset(token)
         return holes.output(owner, index, output)
 
-    async def _nocache_async(self, owner: str, index: int, caller: Caller) -> str:
-        token = holes.live.set(holes.OFF)
+    async def _nocache_async(
+        self, state: RenderState, owner: str, index: int, caller: Caller
+    ) -> str:
+        token = holes.apart(state)
         try:
             output = await caller()
         finally:
-            holes.live.reset(token)
+            current.reset(token)
         return holes.output(owner, index, output)
 
     def _invalidate(self, name: str, vary: list[object]) -> Any:

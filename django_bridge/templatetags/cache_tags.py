@@ -46,7 +46,7 @@ from django.template.exceptions import TemplateDoesNotExist
 from django.template.loader_tags import IncludeNode
 from django.utils.safestring import SafeString, mark_safe
 
-from jinja_fragcache import FragmentRequest, filling, holes
+from jinja_fragcache import FragmentRequest, filling, holes, render_state
 from jinja_fragcache.cache import build_requests
 from jinja_fragcache.holes import HoleTable
 from jinja_fragcache.identity import MissingValue
@@ -233,13 +233,14 @@ class NocacheNode(Node):
         self.nodelist = nodelist
 
     def render(self, context: Context) -> str:
-        if holes.live.get() is None:  # outside any fragment: just the content
+        state = render_state.current.get()
+        if state is None:  # outside any fragment: just the content
             return self.nodelist.render(context)
-        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+        token = holes.apart(state)  # fragments inside start afresh
         try:
             output = self.nodelist.render(context)
         finally:
-            holes.live.reset(token)
+            render_state.current.reset(token)
         return holes.output(self.owner, self.index, output)
 
 
