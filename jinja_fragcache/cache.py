@@ -34,6 +34,7 @@ from .keys import (
     variant_version_key,
 )
 from .lookup import (
+    COLD_WON,
     DecodedEntries,
     Pending,
     Read,
@@ -321,6 +322,8 @@ class FragmentCache(Driving):
     def _first(
         self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
     ) -> list[str] | Pending:
+        if found is not FAILED and won_alone(read, found):  # a cold plain miss
+            return made(Pending, (requests, wait, None, read, COLD_WON, None))
         hits = self._hits(requests, read, found)
         if hits is not None and not self.debug:
             for body in hits:
@@ -370,7 +373,7 @@ class FragmentCache(Driving):
                 else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
             ]
-        if won_alone(read):
+        if pending.found is COLD_WON or won_alone(read):
             return render_won(self, requests[0], read, render)
         flow = miss_flow(self, requests, pending.wait, read, pending.found)
         results: list[str] = self._drive(flow, name, render)
@@ -441,11 +444,11 @@ class FragmentCache(Driving):
         """The stored bodies, if the first read found every entry fresh and
         done (their holes still to fill).
 
-        Fills ``read.entries``, but for a cold plain miss, which needs only
-        its counters (``lookup.won_alone``); ``None`` sends the batch on to
-        :meth:`finish`.
+        Fills ``read.entries`` (:meth:`_first` has left out a cold plain
+        miss, which needs only its counters: ``lookup.won_alone``);
+        ``None`` sends the batch on to :meth:`finish`.
         """
-        if found is FAILED or won_alone(read, found):
+        if found is FAILED:
             return None
         versions = read.versions
         read.entries = entries = check(self, requests, read, found)

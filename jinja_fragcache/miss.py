@@ -32,7 +32,7 @@ from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
 from .keys import FragmentCacheWarning
-from .lookup import Read, counters_of, lookup, settle, texts, won_alone
+from .lookup import COLD_WON, Read, counters_of, lookup, settle, texts, won_alone
 from .recording import (
     EXPIRES,
     UNCACHED,
@@ -61,7 +61,7 @@ def miss_flow(
         return (yield from render_uncached(cache, requests))
     first = requests[0]
     keys, own, versions, start = read.keys, read.own, read.versions, read.start
-    if won_alone(read):
+    if found is COLD_WON or won_alone(read):
         return (yield from _won_flow(cache, first, read))
     entries = yield from settle(cache, read.entries, versions)
     if entries is FAILED:
