@@ -291,12 +291,11 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = _generation(self.backend)
+        generation = None if memo_key is None else _generation(self.backend)
         found = self._call(requests[0].name, first_read(self, read, wait))
-        hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None:
-            self._remember(memo_key, generation, read, hits, requests)
-        return hits
+        return self._first(
+            requests, wait, read, took(read, found), memo_key, generation
+        )
 
     async def alookup(
         self,
@@ -312,19 +311,28 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = _generation(self.backend)
+        generation = None if memo_key is None else _generation(self.backend)
         found = await self._acall(requests[0].name, first_read(self, read, wait))
-        hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None:
-            self._remember(memo_key, generation, read, hits, requests)
-        return hits
+        return self._first(
+            requests, wait, read, took(read, found), memo_key, generation
+        )
 
     def _first(
-        self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
+        self,
+        requests: Sequence[FragmentRequest],
+        wait: bool,
+        read: Read,
+        found: Any,
+        memo_key: Hashable,
+        generation: int | None,
     ) -> list[str] | Pending:
+        """What the first read found: the bodies of a fresh hit (remembered
+        under *memo_key*, if given), else what :meth:`finish` takes on."""
         if found is not FAILED and won_alone(read, found):  # a cold plain miss
             return made(Pending, (requests, wait, None, read, COLD_WON, None))
         hits = self._hits(requests, read, found)
+        if hits is not None and memo_key is not None:
+            self._remember(memo_key, generation, read, hits, requests[0])
         if hits is not None and not self.debug:
             for body in hits:
                 if holes.MARK in body:  # holes to fill: finish() does it
@@ -338,16 +346,15 @@ class FragmentCache(Driving):
         key: Hashable,
         generation: int | None,
         read: Read,
-        found: list[str] | Pending,
-        requests: Sequence[FragmentRequest],
+        hits: list[str],
+        request: FragmentRequest,
     ) -> None:
         """Keep a fresh hit for :meth:`remembered`: of one request, or of
         a collection whose items have no holes (its output is theirs
         joined, and it depends on what each of them does)."""
-        stored = found.hits if isinstance(found, Pending) else found
-        if self.memo is None or generation is None or self.debug or stored is None:
+        if self.memo is None or generation is None or self.debug:
             return
-        remembered = Remembered.of(generation, stored, read, requests[0])
+        remembered = Remembered.of(generation, hits, read, request)
         if remembered is not None:
             self.memo.keep(key, remembered)
 
