@@ -26,7 +26,7 @@ from .backends.base import made
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
-from .memo import Remembered, memo_key
+from .memo import Remembered, memo_key, strings_of
 from .render_state import RenderState, current
 from .requests import where
 
@@ -66,8 +66,10 @@ class TagRuntime:
         tags: object,
         varies: Iterable[Iterable[object]],
         table: HoleTable | None,
+        key: Hashable = None,
     ) -> list[FragmentRequest]:
-        """One request per variant; errors name the template and the line."""
+        """One request per variant; errors name the template and the line.
+        With the memo *key* of one variant, its strings are the key's."""
         try:
             return build_requests(
                 name,
@@ -81,6 +83,7 @@ class TagRuntime:
                 line=lineno,
                 identity=cache.identity,
                 debug=cache.debug,
+                strings=None if key is None else strings_of(key),
             )
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
@@ -115,7 +118,7 @@ class TagRuntime:
                 return Markup(body) if context.eval_ctx.autoescape else body
         table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
+            cache, context, lineno, name, digest, timeout, tags, [vary], table, key
         )
         if not condition:
             return _Unfinished(cache, context, requests, None)
@@ -254,7 +257,7 @@ class TagRuntime:
             if body is not None:
                 return _markup(context, body)
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
+            cache, context, lineno, name, digest, timeout, tags, [vary], table, key
         )
         if not condition:
             cache.report_skipped(requests)
