@@ -268,10 +268,15 @@ def _store(
     if done.unfilled:
         filling.unfilled(cache, request, done.unfilled)
     timeout = request.timeout
-    snapshot = {k: versions.get(k) or "" for k in own}
+    # Plain zip(): a keyword costs more than the rest of the line.
+    snapshot: dict[str, str] = dict(zip(own, map(versions.get, own)))  # type: ignore[arg-type]  # noqa: B905
+    if not all(snapshot.values()):  # neither read nor made: "" matches nothing
+        snapshot = {k: v or "" for k, v in snapshot.items()}
     snapshot.update(done.versions)
-    soft_expiry = None if timeout is None else time.time() + timeout
-    expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
+    expires = None if timeout is None else time.time() + timeout
+    inner_expiry = snapshot.pop(EXPIRES, None)
+    if inner_expiry is not None:
+        expires = _sooner(expires, inner_expiry)
     report(snapshot, expires)  # an uncached inner goes further up too
     inner = snapshot.pop(UNCACHED, None)
     if inner is not None:
@@ -353,11 +358,9 @@ def _write(
         yield ("delete", lock)
 
 
-def _sooner(own: float | None, inner: str | None) -> float | None:
+def _sooner(own: float | None, inner: str) -> float:
     """An entry's soft expiry: its own, or its soonest inner's if sooner
-    (``None`` never expires; a ``None`` inner changes nothing)."""
-    if inner is None:
-        return own
+    (``None`` never expires)."""
     return float(inner) if own is None else min(own, float(inner))
 
 
