@@ -360,6 +360,8 @@ class FragmentCache(Driving):
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""
+        if pending.found is COLD_WON:  # the commonest miss, first
+            return render_won(self, pending.requests[0], pending.read, render)  # type: ignore[arg-type]
         requests, name = pending.requests, pending.requests[0].name
         skipped, read, hits = pending.skipped, pending.read, pending.hits
         if skipped is not None:
@@ -380,7 +382,7 @@ class FragmentCache(Driving):
                 else stored
                 for i, (r, stored) in enumerate(zip(requests, hits, strict=True))
             ]
-        if pending.found is COLD_WON or won_alone(read):
+        if won_alone(read):
             return render_won(self, requests[0], read, render)
         flow = miss_flow(self, requests, pending.wait, read, pending.found)
         results: list[str] = self._drive(flow, name, render)
