@@ -133,6 +133,16 @@ def build_requests(
                 stacklevel=2,
             )
             strings, wanted = (), 0.0
-        fields = (name, strings, wanted, tag_names, template, digest, context, holes)
-        requests.append(made(FragmentRequest, (*fields, line)))
+        fields = (
+            name,
+            strings,
+            wanted,
+            tag_names,
+            template,
+            digest,
+            context,
+            holes,
+            line,
+        )
+        requests.append(made(FragmentRequest, fields))
     return requests
