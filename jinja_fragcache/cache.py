@@ -34,6 +34,7 @@ from .keys import (
     variant_version_key,
 )
 from .lookup import (
+    COLD_WON,
     DecodedEntries,
     Pending,
     Read,
@@ -290,12 +291,11 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = _generation(self.backend)
+        generation = None if memo_key is None else _generation(self.backend)
         found = self._call(requests[0].name, first_read(self, read, wait))
-        hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None:
-            self._remember(memo_key, generation, read, hits, requests)
-        return hits
+        return self._first(
+            requests, wait, read, took(read, found), memo_key, generation
+        )
 
     async def alookup(
         self,
@@ -311,17 +311,28 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = _generation(self.backend)
+        generation = None if memo_key is None else _generation(self.backend)
         found = await self._acall(requests[0].name, first_read(self, read, wait))
-        hits = self._first(requests, wait, read, took(read, found))
-        if memo_key is not None:
-            self._remember(memo_key, generation, read, hits, requests)
-        return hits
+        return self._first(
+            requests, wait, read, took(read, found), memo_key, generation
+        )
 
     def _first(
-        self, requests: Sequence[FragmentRequest], wait: bool, read: Read, found: Any
+        self,
+        requests: Sequence[FragmentRequest],
+        wait: bool,
+        read: Read,
+        found: Any,
+        memo_key: Hashable,
+        generation: int | None,
     ) -> list[str] | Pending:
+        """What the first read found: the bodies of a fresh hit (remembered
+        under *memo_key*, if given), else what :meth:`finish` takes on."""
+        if found is not FAILED and won_alone(read, found):  # a cold plain miss
+            return made(Pending, (requests, wait, None, read, COLD_WON, None))
         hits = self._hits(requests, read, found)
+        if hits is not None and memo_key is not None:
+            self._remember(memo_key, generation, read, hits, requests[0])
         if hits is not None and not self.debug:
             for body in hits:
                 if holes.MARK in body:  # holes to fill: finish() does it
@@ -335,21 +346,22 @@ class FragmentCache(Driving):
         key: Hashable,
         generation: int | None,
         read: Read,
-        found: list[str] | Pending,
-        requests: Sequence[FragmentRequest],
+        hits: list[str],
+        request: FragmentRequest,
     ) -> None:
         """Keep a fresh hit for :meth:`remembered`: of one request, or of
         a collection whose items have no holes (its output is theirs
         joined, and it depends on what each of them does)."""
-        stored = found.hits if isinstance(found, Pending) else found
-        if self.memo is None or generation is None or self.debug or stored is None:
+        if self.memo is None or generation is None or self.debug:
             return
-        remembered = Remembered.of(generation, stored, read, requests[0])
+        remembered = Remembered.of(generation, hits, read, request)
         if remembered is not None:
             self.memo.keep(key, remembered)
 
     def finish(self, pending: Pending, render: Callable[[int], str]) -> list[str]:
         """The second half of :meth:`render_many`: what :meth:`lookup` left."""
+        if pending.found is COLD_WON:  # the commonest miss, first
+            return render_won(self, pending.requests[0], pending.read, render)  # type: ignore[arg-type]
         requests, name = pending.requests, pending.requests[0].name
         skipped, read, hits = pending.skipped, pending.read, pending.hits
         if skipped is not None:
@@ -441,11 +453,11 @@ class FragmentCache(Driving):
         """The stored bodies, if the first read found every entry fresh and
         done (their holes still to fill).
 
-        Fills ``read.entries``, but for a cold plain miss, which needs only
-        its counters (``lookup.won_alone``); ``None`` sends the batch on to
-        :meth:`finish`.
+        Fills ``read.entries`` (:meth:`_first` has left out a cold plain
+        miss, which needs only its counters: ``lookup.won_alone``);
+        ``None`` sends the batch on to :meth:`finish`.
         """
-        if found is FAILED or won_alone(read, found):
+        if found is FAILED:
             return None
         versions = read.versions
         read.entries = entries = check(self, requests, read, found)

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import filling, holes
-from .backends.base import Backend, request_errors
+from .backends.base import Backend, made, request_errors
 from .breaker import CircuitBreaker
 from .flow import FAILED, Gen, Op, Rendered
-from .recording import collector
+from .render_state import RenderState, current
 from .stats import FragmentStats
 
 if TYPE_CHECKING:
@@ -115,13 +115,12 @@ class Driving:
         and the ``{% nocache %}`` blocks met (see :meth:`_finish`)."""
         collected: dict[str, str] = {}
         outer, scope = filling.scopes(live)
-        token, live_token = collector.set(collected), holes.live.set(scope)
+        token = current.set(made(RenderState, (collected, scope)))
         start = time.perf_counter()
         try:
             body = str(render(index))
         finally:
-            collector.reset(token)
-            holes.live.reset(live_token)
+            current.reset(token)
         seconds = time.perf_counter() - start
         done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
@@ -136,13 +135,12 @@ class Driving:
     ) -> Rendered:
         collected: dict[str, str] = {}
         outer, scope = filling.scopes(live)
-        token, live_token = collector.set(collected), holes.live.set(scope)
+        token = current.set(made(RenderState, (collected, scope)))
         start = time.perf_counter()
         try:
             body = str(await render(index))
         finally:
-            collector.reset(token)
-            holes.live.reset(live_token)
+            current.reset(token)
         seconds = time.perf_counter() - start
         done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):

@@ -19,6 +19,7 @@ from .backends.base import made
 from .flow import Rendered
 from .lookup import counters_of
 from .recording import UNCACHED, report_holes, report_uncached
+from .render_state import current
 
 if TYPE_CHECKING:
     from .cache import FragmentCache
@@ -38,15 +39,15 @@ def open_stored(
     when one cannot be, the fragment rendered uncached."""
     try:
         cut, table = _cut(request, stored)
-        outer = holes.live.get()
-        if outer is None:  # a hit outside any fragment, the common case
+        state = current.get()
+        # Inside another fragment's render, fragments inside start afresh.
+        token = None if state is None else holes.apart(state)
+        try:
             outputs = {b: table.render(b) for b in cut.blocks}
-        else:
-            token = holes.live.set(holes.OFF)  # fragments inside start afresh
-            try:
-                outputs = {b: table.render(b) for b in cut.blocks}
-            finally:
-                holes.live.reset(token)
+        finally:
+            if token is not None:
+                current.reset(token)
+        outer = None if state is None else state.live
         return _filled(cache, request, cut, outputs, outer)
     except holes.Unfilled as exc:
         unfilled(cache, request, str(exc))
@@ -63,12 +64,14 @@ async def aopen_stored(
     """Async :func:`open_stored`."""
     try:
         cut, table = _cut(request, stored)
-        outer = holes.live.get()
-        token = holes.live.set(holes.OFF)
+        state = current.get()
+        token = None if state is None else holes.apart(state)
         try:
             outputs = {b: await table.render(b) for b in cut.blocks}
         finally:
-            holes.live.reset(token)
+            if token is not None:
+                current.reset(token)
+        outer = None if state is None else state.live
         return _filled(cache, request, cut, outputs, outer)
     except holes.Unfilled as exc:
         unfilled(cache, request, str(exc))
@@ -131,7 +134,8 @@ def scopes(
 ) -> tuple[holes.LiveHoles | None, holes.LiveHoles]:
     """The live holes around a render, and those it records in: the ones
     around it, or its own if it is the outermost (or *live*, when given)."""
-    outer = holes.live.get()
+    state = current.get()
+    outer = None if state is None else state.live
     if live is not None:
         return outer, live
     if outer is None or outer is holes.OFF:

@@ -19,8 +19,9 @@ pass for a hole:
   ``"\\x00name\\x00"``.
 
 While a fragment renders, a ``{% nocache %}`` block inside it outputs its
-own content *and* records it in the :data:`live` :class:`LiveHoles` of the
-outermost fragment rendering, leaving a marker in the output.  A marker
+own content *and* records it in the :class:`LiveHoles` of the outermost
+fragment rendering (:data:`.render_state.current`), leaving a marker in
+the output.  A marker
 holds a nonce drawn for that render, which no template can know, so the
 output can be cut into segments without trusting its content.  The
 fragment's stored body gets a hole where the marker was, and the response
@@ -34,6 +35,9 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from .backends.base import made
+from .render_state import RenderState, current
 
 if TYPE_CHECKING:
     from .requests import FragmentRequest
@@ -171,9 +175,9 @@ class LiveHoles:
     """The ``{% nocache %}`` blocks met while one outermost fragment
     renders, with what each rendered.
 
-    ``holes.live.get()`` is the one of the render in progress: ``None``
-    outside any fragment (a block then outputs its content, nothing else)
-    or :data:`OFF` while a fragment renders uncached.
+    The render in progress holds its own (:data:`.render_state.current`):
+    :data:`OFF` while a fragment renders uncached; outside any fragment
+    there is none, and a block outputs its content, nothing else.
     """
 
     __slots__ = ("_damaged", "_nonce", "_pattern", "met")
@@ -244,15 +248,19 @@ class LiveHoles:
 #: A fragment that renders uncached: its blocks output their content only.
 OFF = LiveHoles()
 
-live: contextvars.ContextVar[LiveHoles | None] = contextvars.ContextVar(
-    "jinja_fragcache_live_holes", default=None
-)
+
+def apart(state: RenderState) -> contextvars.Token[RenderState | None]:
+    """Start rendering a ``{% nocache %}`` block's content inside the
+    render *state*: the fragments inside start afresh (their holes are
+    their own), and still report their versions to it.  Reset the token
+    after."""
+    return current.set(made(RenderState, (state.versions, OFF)))
 
 
 def output(owner: str, index: int, rendered: str) -> str:
     """What a ``{% nocache %}`` block outputs where it stands: its content,
     or the marker of its content while a fragment around it renders."""
-    holes = live.get()
-    if holes is None or holes is OFF:
+    state = current.get()
+    if state is None or state.live is OFF:
         return rendered
-    return holes.mark(owner, index, rendered)
+    return state.live.mark(owner, index, rendered)

@@ -167,6 +167,10 @@ def took(read: Read, found: Any) -> Any:
 #: The claims of a plain miss: one request, its lock won.
 _WON_ONE = [WON]
 
+#: ``Pending.found`` of a cold plain miss, which :func:`won_alone`
+#: recognised from the first read: the finish need not ask again.
+COLD_WON: Any = object()
+
 
 def won_alone(read: Read, found: list[bytes | None] | None = None) -> bool:
     """Whether the first read left a plain miss: one request whose lock it

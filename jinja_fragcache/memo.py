@@ -115,6 +115,14 @@ def memo_key(
     return (template, digest, name, timeout, listed, strings)
 
 
+def strings_of(key: Hashable) -> tuple[str, ...]:
+    """The vary values' strings (:meth:`~.identity.VaryIdentity.strings`)
+    that a key of :func:`memo_key` holds: each value's ``str()``, since the
+    memo view holds plain ints and strs as they are, or strings already.  A
+    miss that tried the memo so converts its vary values once."""
+    return tuple([str(value) for value in key[-1]])  # type: ignore[index]
+
+
 class ByteBounded(Generic[_K, _V]):
     """A dict bounded by the bytes its values stand for."""
 

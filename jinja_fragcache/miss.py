@@ -32,7 +32,7 @@ from .entry import Entry
 from .flow import FAILED, Gen, Rendered, new_version
 from .holes import MARK
 from .keys import FragmentCacheWarning
-from .lookup import Read, counters_of, lookup, settle, texts, won_alone
+from .lookup import COLD_WON, Read, counters_of, lookup, settle, texts, won_alone
 from .recording import (
     EXPIRES,
     UNCACHED,
@@ -61,7 +61,7 @@ def miss_flow(
         return (yield from render_uncached(cache, requests))
     first = requests[0]
     keys, own, versions, start = read.keys, read.own, read.versions, read.start
-    if won_alone(read):
+    if found is COLD_WON or won_alone(read):
         return (yield from _won_flow(cache, first, read))
     entries = yield from settle(cache, read.entries, versions)
     if entries is FAILED:
@@ -268,10 +268,15 @@ def _store(
     if done.unfilled:
         filling.unfilled(cache, request, done.unfilled)
     timeout = request.timeout
-    snapshot = {k: versions.get(k) or "" for k in own}
+    # Plain zip(): a keyword costs more than the rest of the line.
+    snapshot: dict[str, str] = dict(zip(own, map(versions.get, own)))  # type: ignore[arg-type]  # noqa: B905
+    if not all(snapshot.values()):  # neither read nor made: "" matches nothing
+        snapshot = {k: v or "" for k, v in snapshot.items()}
     snapshot.update(done.versions)
-    soft_expiry = None if timeout is None else time.time() + timeout
-    expires = _sooner(soft_expiry, snapshot.pop(EXPIRES, None))
+    expires = None if timeout is None else time.time() + timeout
+    inner_expiry = snapshot.pop(EXPIRES, None)
+    if inner_expiry is not None:
+        expires = _sooner(expires, inner_expiry)
     report(snapshot, expires)  # an uncached inner goes further up too
     inner = snapshot.pop(UNCACHED, None)
     if inner is not None:
@@ -353,11 +358,9 @@ def _write(
         yield ("delete", lock)
 
 
-def _sooner(own: float | None, inner: str | None) -> float | None:
+def _sooner(own: float | None, inner: str) -> float:
     """An entry's soft expiry: its own, or its soonest inner's if sooner
-    (``None`` never expires; a ``None`` inner changes nothing)."""
-    if inner is None:
-        return own
+    (``None`` never expires)."""
     return float(inner) if own is None else min(own, float(inner))
 
 

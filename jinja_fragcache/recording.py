@@ -8,11 +8,7 @@ import contextvars
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-#: The versions the fragments rendered so far inside an enclosing fragment
-#: depend on; ``None`` outside any fragment.
-collector: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "jinja_fragcachecollector", default=None
-)
+from .render_state import current
 
 #: What the last lookup in this context ended as; see :func:`last_outcome`.
 _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -87,9 +83,10 @@ def report(versions: dict[str, str], soft_expiry: float | None) -> None:
     page = _page.get()
     if page is not None:
         page.add(versions)
-    collected = collector.get()
-    if collected is None:
+    state = current.get()
+    if state is None:
         return
+    collected = state.versions
     collected.update(versions)
     if soft_expiry is not None:
         known = collected.get(EXPIRES)
@@ -112,9 +109,9 @@ def report_uncached(name: str, counters: Iterable[str] = ()) -> None:
     if page is not None:
         page.add(counters)
         page.uncached = True
-    collected = collector.get()
-    if collected is not None:
-        collected.setdefault(UNCACHED, name)
+    state = current.get()
+    if state is not None:
+        state.versions.setdefault(UNCACHED, name)
 
 
 class PageContents:

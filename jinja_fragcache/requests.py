@@ -98,6 +98,7 @@ def build_requests(
     line: int = 0,
     identity: VaryIdentity | None = None,
     debug: bool = False,
+    strings: tuple[str, ...] | None = None,
 ) -> list[FragmentRequest]:
     """One request per tuple of vary values, as every tag builds them.
 
@@ -109,15 +110,19 @@ def build_requests(
 
     :raises ValueError: naming the bad value; the tag adds the template and
         the line.
+
+    *strings*, when the caller has them already, are those of the one tuple
+    in *varies* (see :func:`~jinja_fragcache.memo.strings_of`).
     """
     seconds = check_timeout(timeout)
     tag_names = check_tags(tags)
     identity = identity or DEFAULT_IDENTITY
     requests = []
+    known = strings
     for vary in varies:
         wanted = seconds
         try:
-            strings = identity.strings(vary)
+            strings = identity.strings(vary) if known is None else known
         except RefusedVaryValue as refused:
             if debug and refused.severe:
                 raise
@@ -128,6 +133,16 @@ def build_requests(
                 stacklevel=2,
             )
             strings, wanted = (), 0.0
-        fields = (name, strings, wanted, tag_names, template, digest, context, holes)
-        requests.append(made(FragmentRequest, (*fields, line)))
+        fields = (
+            name,
+            strings,
+            wanted,
+            tag_names,
+            template,
+            digest,
+            context,
+            holes,
+            line,
+        )
+        requests.append(made(FragmentRequest, fields))
     return requests

@@ -26,7 +26,8 @@ from .backends.base import made
 from .cache import FragmentCache, FragmentRequest, build_requests
 from .holes import HoleTable
 from .lookup import Pending
-from .memo import Remembered, memo_key
+from .memo import Remembered, memo_key, strings_of
+from .render_state import RenderState, current
 from .requests import where
 
 Caller = Callable[..., Any]
@@ -65,8 +66,10 @@ class TagRuntime:
         tags: object,
         varies: Iterable[Iterable[object]],
         table: HoleTable | None,
+        key: Hashable = None,
     ) -> list[FragmentRequest]:
-        """One request per variant; errors name the template and the line."""
+        """One request per variant; errors name the template and the line.
+        With the memo *key* of one variant, its strings are the key's."""
         try:
             return build_requests(
                 name,
@@ -80,6 +83,7 @@ class TagRuntime:
                 line=lineno,
                 identity=cache.identity,
                 debug=cache.debug,
+                strings=None if key is None else strings_of(key),
             )
         except ValueError as exc:
             raise TemplateRuntimeError(f"{exc} ({_where(context, lineno)})") from None
@@ -114,7 +118,7 @@ class TagRuntime:
                 return Markup(body) if context.eval_ctx.autoescape else body
         table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
+            cache, context, lineno, name, digest, timeout, tags, [vary], table, key
         )
         if not condition:
             return _Unfinished(cache, context, requests, None)
@@ -253,7 +257,7 @@ class TagRuntime:
             if body is not None:
                 return _markup(context, body)
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table
+            cache, context, lineno, name, digest, timeout, tags, [vary], table, key
         )
         if not condition:
             cache.report_skipped(requests)
@@ -304,23 +308,26 @@ class TagRuntime:
         return list(iterable)
 
     def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
-        if holes.live.get() is None:  # outside any fragment: just the content
+        state = current.get()
+        if state is None:  # outside any fragment: just the content
             return caller()
         if self.environment.is_async:
-            return self._nocache_async(owner, index, caller)
-        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+            return self._nocache_async(state, owner, index, caller)
+        token = holes.apart(state)  # fragments inside start afresh
         try:
             output = caller()
         finally:
-            holes.live.reset(token)
+            current.reset(token)
         return holes.output(owner, index, output)
 
-    async def _nocache_async(self, owner: str, index: int, caller: Caller) -> str:
-        token = holes.live.set(holes.OFF)
+    async def _nocache_async(
+        self, state: RenderState, owner: str, index: int, caller: Caller
+    ) -> str:
+        token = holes.apart(state)
         try:
             output = await caller()
         finally:
-            holes.live.reset(token)
+            current.reset(token)
         return holes.output(owner, index, output)
 
     def _invalidate(self, name: str, vary: list[object]) -> Any:

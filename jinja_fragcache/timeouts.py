@@ -25,6 +25,8 @@ def check_timeout(value: object) -> Timeout:
     :raises ValueError: the message names the bad value; callers add where
         it came from (template and line).
     """
+    if type(value) is int and 0 <= value <= MAX_TIMEOUT:  # a constant, mostly
+        return float(value)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):

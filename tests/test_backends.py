@@ -249,6 +249,52 @@ def test_memory_evicts_by_bytes() -> None:
     assert backend.get_many(["huge", "b"]) == [None, b"x" * 40]
 
 
+def test_memory_counts_every_change_a_read_could_see() -> None:
+    # The memo of checked hits (memo.py) answers while the count stays.
+    from jinja_fragcache.backends.base import ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    backend = MemoryBackend(max_entries=3)
+    last = backend.generation
+
+    def changed() -> bool:
+        nonlocal last
+        seen, last = last, backend.generation
+        return seen != last
+
+    backend.set("a", b"1", None)
+    assert changed()
+    backend.get_many(["a", "nothing"])
+    assert backend.add("a", b"2", None) is False
+    backend.delete("nothing")
+    assert not changed()
+    backend.set("a", b"2", None)
+    assert changed()
+    backend.set_many({"b": b"1", "c": b"1"}, None)
+    assert changed()
+    assert backend.incr("a") == 3
+    assert changed()
+    backend.set("d", b"1", None)  # evicts b, the least recently used
+    assert changed() and backend.get_many(["b"]) == [None]
+    assert not changed()
+    backend.delete("c")
+    assert changed()
+    backend.set("soon", b"1", 0.01)
+    assert changed()
+    time.sleep(0.02)
+    assert backend.get_many(["soon"]) == [None]  # expired: dropped
+    assert changed()
+    read = ClaimingRead(["e"], ["e:lock"], ["e:v"], True, 30.0, new_version)
+    token = backend.read_claiming(read).token  # creates e:v, claims e:lock
+    assert changed()
+    backend.write_releasing({}, None, ["e:lock"], b"another")  # not its lock
+    assert not changed()
+    backend.write_releasing({}, None, ["e:lock"], token)
+    assert changed() and backend.get_many(["e:lock"]) == [None]
+    backend.clear()
+    assert changed()
+
+
 def test_memory_keeps_a_fragment_caches_entries_as_they_are() -> None:
     # In one process nothing else reads the store: a miss writes its Entry
     # without encoding it, and a read hands that very entry back.

@@ -256,6 +256,42 @@ def test_invalidation_fails_open(caplog: pytest.LogCaptureFixture) -> None:
     assert "failed" in caplog.text
 
 
+class RefusesInnerCounters:
+    """A backend with the basic operations only, whose server refuses to
+    create the counters of fragment ``inner`` (a request error: the breaker
+    stays closed, and everything else is stored)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryBackend()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("read_claiming", "write_releasing", "generation"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def add_many(self, mapping: dict[str, bytes], timeout: Any) -> list[bool]:
+        if any("{inner}" in key for key in mapping):
+            raise ValueError("refused")
+        return self.inner.add_many(mapping, timeout)
+
+
+def test_an_inner_whose_counters_could_not_be_made_keeps_its_outer_invalid() -> None:
+    # The inner is not stored, and the outer records its counters with a
+    # value no counter holds: the outer renders again on the next request.
+    cache = new_cache(RefusesInnerCounters())
+    outer = FragmentRequest("outer", timeout=300)
+    inner = FragmentRequest("inner", timeout=300)
+    rendered: list[str] = []
+
+    def body() -> str:
+        rendered.append("outer")
+        return "(" + cache.render(inner, lambda: "inner") + ")"
+
+    assert cache.render(outer, body) == "(inner)"
+    assert cache.render(outer, body) == "(inner)"
+    assert rendered == ["outer", "outer"]
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"garbage", b"!" + pickle.dumps(ValueError("unpickled!")), b"FC1\n{}\n"],

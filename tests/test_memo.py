@@ -374,6 +374,31 @@ def test_plain_vary_values_key_the_memo_as_they_are_and_never_alias(
     assert renders(uid=2) == renders(uid=1) == 0
 
 
+class Keyed:
+    def __fragment_key__(self) -> str:
+        return "x"
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [7, "7", True, 2.5, "café", MARK + "o:x", Keyed(), [1, "a"]],
+    ids=["int", "str", "bool", "float", "text", "escaped", "object", "list"],
+)
+def test_a_miss_writes_where_key_for_and_invalidate_look(
+    site: Site, uid: object
+) -> None:
+    # A miss that tried the memo takes its vary strings from the memo key
+    # (memo.strings_of), whichever way that key holds the values.
+    site.render("box", uid=uid)
+    key = site.cache.key_for("box", uid)
+    assert site.backend.get_many([key])[0] is not None
+    site.render("box", uid=uid)
+    assert site.tick.count == {"box": 1}
+    site.cache.invalidate("box", uid)
+    site.render("box", uid=uid)
+    assert site.tick.count == {"box": 2}
+
+
 def test_remembered_hits_are_all_counted_across_threads() -> None:
     # Remembered hits are queued, not locked, and added up by whoever reads
     # the statistics (or the queue itself when it is long): none is lost.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from django import template
@@ -46,11 +46,11 @@ from django.template.exceptions import TemplateDoesNotExist
 from django.template.loader_tags import IncludeNode
 from django.utils.safestring import SafeString, mark_safe
 
-from jinja_fragcache import FragmentRequest, filling, holes
+from jinja_fragcache import FragmentRequest, filling, holes, render_state
 from jinja_fragcache.cache import build_requests
 from jinja_fragcache.holes import HoleTable
 from jinja_fragcache.identity import MissingValue
-from jinja_fragcache.memo import Remembered, memo_key
+from jinja_fragcache.memo import Remembered, memo_key, strings_of
 from jinja_fragcache.requests import where
 from jinja_fragcache.timeouts import check_timeout
 
@@ -233,13 +233,14 @@ class NocacheNode(Node):
         self.nodelist = nodelist
 
     def render(self, context: Context) -> str:
-        if holes.live.get() is None:  # outside any fragment: just the content
+        state = render_state.current.get()
+        if state is None:  # outside any fragment: just the content
             return self.nodelist.render(context)
-        token = holes.live.set(holes.OFF)  # fragments inside start afresh
+        token = holes.apart(state)  # fragments inside start afresh
         try:
             output = self.nodelist.render(context)
         finally:
-            holes.live.reset(token)
+            render_state.current.reset(token)
         return holes.output(self.owner, self.index, output)
 
 
@@ -340,8 +341,10 @@ class _FragmentNode(Node):
         )
 
     def requests(
-        self, context: Context, varies: Sequence[Sequence[object]]
+        self, context: Context, varies: Sequence[Sequence[object]], key: Hashable = None
     ) -> list[FragmentRequest]:
+        """One request per variant; with the memo *key* of one variant, its
+        strings are the key's."""
         cache = get_fragment_cache()
         table = self.table(context)
         try:
@@ -357,6 +360,7 @@ class _FragmentNode(Node):
                 line=self.lineno or 0,
                 identity=cache.identity,
                 debug=cache.debug,
+                strings=None if key is None else strings_of(key),
             )
         except ValueError as exc:
             place = where(self.template_name, self.lineno)
@@ -384,7 +388,7 @@ class CacheFragmentNode(_FragmentNode):
             body = None if key is None else cache.remembered(key, self._filler(context))
             if body is not None:
                 return mark_safe(body)
-        (request,) = self.requests(context, [vary])
+        (request,) = self.requests(context, [vary], key)
         if not cached:
             cache.report_skipped([request])
             return self.nodelist.render(context)

@@ -85,20 +85,26 @@ class MemoryBackend(SyncBackendMixin):
     def _store(
         self, key: str, value: bytes | Entry, timeout: Timeout, now: float
     ) -> None:
-        self.generation += 1
-        if key in self._data:
-            self._remove(key)
+        data = self._data
+        if key in data:
+            self._bytes -= data.pop(key)[2]
+        self.generation += 1  # once for all it changes, evictions included
         if isinstance(value, Entry):  # kept as it is: its body in memory
             size = len(key) + sys.getsizeof(value.body) + _HEADER
         else:
             size = len(key) + len(value)
         if size > self.max_bytes:
             return  # would evict everything and still not fit
-        expires = None if timeout is None else now + timeout
-        self._data[key] = (value, expires, size)
+        data[key] = (value, None if timeout is None else now + timeout, size)
         self._bytes += size
-        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-            self._remove(next(iter(self._data)))
+        if len(data) > self.max_entries or self._bytes > self.max_bytes:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used items until both bounds hold."""
+        data = self._data
+        while len(data) > self.max_entries or self._bytes > self.max_bytes:
+            self._bytes -= data.popitem(last=False)[1][2]
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = time.monotonic()
@@ -146,15 +152,20 @@ class MemoryBackend(SyncBackendMixin):
         now = time.monotonic()
         live, store = self._live, self._store
         token = b""
+        data = self._data
         with self._lock:
-            counters = [live(key, now) for key in read.counters]
+            # A missing key is the commonest answer of a miss's read: told
+            # by the dict alone, without a call.
+            counters = [
+                live(key, now) if key in data else None for key in read.counters
+            ]
             if None in counters:  # the read's one value (see ClaimingRead)
                 token = read.new_version()
                 for i, key in enumerate(read.counters):
                     if counters[i] is None:
                         counters[i] = token
                         store(key, token, None, now)
-            values = [live(key, now) for key in read.entries]
+            values = [live(key, now) if key in data else None for key in read.entries]
             nested: dict[str, bytes | None] = {}
             if values.count(None) == len(values):  # all cold: nothing to judge
                 states = ["cold"] * len(values)
@@ -164,7 +175,7 @@ class MemoryBackend(SyncBackendMixin):
             for state, lock in zip(states, read.locks):  # noqa: B905 - one per entry
                 if state == "fresh" or (state == "cold" and not read.claim_cold):
                     claims.append(UNCLAIMED)
-                elif live(lock, now) is not None:
+                elif lock in data and live(lock, now) is not None:
                     claims.append(HELD)
                 else:
                     token = token or read.new_version()
@@ -211,7 +222,8 @@ class MemoryBackend(SyncBackendMixin):
             for lock in locks:
                 held = data.get(lock)
                 if held is not None and held[0] == token:
-                    self._remove(lock)
+                    self._bytes -= data.pop(lock)[2]
+                    self.generation += 1
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         return self.read_claiming(read)
