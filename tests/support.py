@@ -451,6 +451,29 @@ def redis_on(port: int) -> Any:
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
 
 
+def near_quiet(backend: Any) -> None:
+    """Wait until *backend*'s near cache (or that of the backend a
+    :class:`CountingBackend` wraps), if it has one, may answer: its session
+    started, a lookup connection registered for it (NOLOOP), and every
+    message on its way applied.  Before that a sync miss goes to the
+    server the echoed way, whose packets differ (rightly: a message in
+    flight, or the tracking thread applying it, makes the near cache step
+    aside), and whose echoes may reach the next render."""
+    near = getattr(getattr(backend, "inner", backend), "near", None)
+    if near is None:
+        return
+    wait_until(
+        lambda: (
+            near.active
+            and near._registered is not None
+            and not near._processing
+            and near._catch_up()
+        ),
+        "the near cache's registered connection, and quiet",
+        10,
+    )
+
+
 def wait_until(check: Callable[[], Any], what: str, seconds: float) -> None:
     """Until *check* is true, through the errors of a server not up yet;
     else fail saying *what* did not happen."""

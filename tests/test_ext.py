@@ -24,7 +24,16 @@ from jinja_fragcache.entry import Entry
 from jinja_fragcache.keys import name_version_key, tag_version_key, variant_version_key
 from jinja_fragcache.recording import page_contents
 
-from .support import CountingBackend, MakeEnv, Tick, Ticks, render, template
+from .support import (
+    CountingBackend,
+    MakeEnv,
+    Tick,
+    Ticks,
+    near_quiet,
+    render,
+    template,
+    trips,
+)
 
 # -- syntax ---------------------------------------------------------------------
 
@@ -458,11 +467,21 @@ def test_nested_checks_take_one_round_trip_more_at_most_however_deep(
     source = "{{ tick('core') }}"
     for depth in range(6):
         source = f"{{% cache_fragment 300 level{depth} %}}[{source}]{{% endcache_fragment %}}"
-    t = template(make_env(), source)
+    env = make_env()
+    t = template(env, source)
+    # A site up and running: a near cache's lookup connection registered,
+    # else the first render's writes are echoed, and may reach the second.
+    render(template(env, "{% cache_fragment 300 up %}{% endcache_fragment %}"))
+    near_quiet(backend)
     render(t, tick=tick)
     backend.reset()
-    assert render(t, tick=tick) == "[" * 6 + "core" + "]" * 6
-    assert backend.calls == {backend.read: 1 if backend.compound else 2}
+    with trips() as sent:
+        assert render(t, tick=tick) == "[" * 6 + "core" + "]" * 6
+    if getattr(backend.inner, "near", None) is None:
+        assert backend.calls == {backend.read: 1 if backend.compound else 2}
+    else:  # what it holds, nested counters too, is read in no trip
+        lookups = [name for name in sent if name != b"CLIENT"]  # a new loop's
+        assert len(lookups) <= 1, sent
     cache.invalidate_all("level0")  # the innermost
     render(t, tick=tick)
     assert tick.count == {"core": 2}

@@ -21,7 +21,7 @@ from jinja2 import DictLoader, Environment
 
 from jinja_fragcache import FragmentCache, FragmentCacheExtension, RedisBackend
 
-from .support import trip_commands, trips, wait_until
+from .support import near_quiet, trip_commands, trips
 
 PAGE = (
     "{% cache_fragment 300 box tags=['nav'] %}<box>{{ tick('box') }}"
@@ -83,24 +83,8 @@ class Site:
         pytest.fail("the near cache never answered a hit alone")
 
     def quiet(self) -> None:
-        """Wait until the near cache may answer: its session started, a
-        lookup connection registered for it (NOLOOP), and every message on
-        its way applied.  Before that a sync miss goes to the server the
-        echoed way, whose packets differ (rightly: a message in flight, or
-        the tracking thread applying it, makes the near cache step aside)."""
-        near = self.backend.near
-        if near is None:
-            return
-        wait_until(
-            lambda: (
-                near.active
-                and near._registered is not None
-                and not near._processing
-                and near._catch_up()
-            ),
-            "the near cache's registered connection, and quiet",
-            10,
-        )
+        """Wait until the near cache may answer (see :func:`near_quiet`)."""
+        near_quiet(self.backend)
 
     def close(self) -> None:
         if self.runner is not None:
