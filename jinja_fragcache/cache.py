@@ -578,12 +578,17 @@ class FragmentCache(Driving):
 
     async def _areplayed(self) -> bool:
         """:meth:`PendingBumps.replay` through the async driver."""
-        counters = self.pending.failed_counters()
-        if not counters:
-            return True
-        left = await self._adrive(bump_flow(counters, self.batched_incr), "(replay)")
-        self._announce(counters, left)
-        return self.pending.settle(counters, left)
+        counters = self.pending.take()
+        if not counters:  # none, or all being made by another replay
+            return not self.pending.has_failed
+        left = counters
+        try:
+            flow = bump_flow(counters, self.batched_incr)
+            left = await self._adrive(flow, "(replay)")
+            self._announce(counters, left)
+        finally:
+            done = self.pending.settle(counters, left)
+        return done
 
     def _announce(self, counters: list[str], left: list[str]) -> None:
         """Call ``on_invalidated`` with the counters that were bumped."""

@@ -86,6 +86,8 @@ class PendingBumps:
         #: attribute, not a property: every remembered hit reads it.
         self.has_failed = False
         self._due: dict[str, float] = {}
+        #: Failed bumps a replay is making now (see :meth:`take`).
+        self._taken: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,16 +110,23 @@ class PendingBumps:
                 self._due[counter] = max(due, self._due.get(counter, 0.0))
         self._run()
 
-    def failed_counters(self) -> list[str]:
+    def take(self) -> list[str]:
+        """The failed bumps to make now, held by the caller until it
+        settles them (:meth:`settle`): a replay running meanwhile (the queue's
+        thread, a lookup in another thread or task) does not make them a
+        second time.  They stay failed, so reads still wait for them."""
         with self._lock:
-            return list(self._failed)
+            counters = [k for k in self._failed if k not in self._taken]
+            self._taken.update(counters)
+            return counters
 
     def settle(self, tried: Iterable[str], left: Iterable[str]) -> bool:
-        """Forget the bumps of *tried* that are not *left*; true when no
-        failed bump remains."""
+        """Forget the bumps of *tried* (from :meth:`take`) that are not
+        *left*; true when no failed bump remains."""
         kept = set(left)
         with self._lock:
             for counter in tried:
+                self._taken.discard(counter)
                 if counter not in kept:
                     self._failed.pop(counter, None)
             self.has_failed = bool(self._failed)
@@ -125,8 +134,15 @@ class PendingBumps:
 
     def replay(self) -> bool:
         """Make the failed bumps now; true when none is left."""
-        counters = self.failed_counters()
-        return not counters or self.settle(counters, self._bump(counters))
+        counters = self.take()
+        if not counters:  # none, or all being made by another replay
+            return not self.has_failed
+        left = counters
+        try:
+            left = self._bump(counters)
+        finally:
+            done = self.settle(counters, left)
+        return done
 
     def _fire_due(self) -> None:
         now = time.monotonic()

@@ -213,3 +213,38 @@ def test_versions_are_never_repeated_by_threads_or_a_forked_child() -> None:
     in_threads(draw, 4)
     assert len(set(seen)) == len(seen) == 8000
     assert all(v.isdigit() and int(v) < 2**62 for v in seen)
+
+
+@pytest.mark.parametrize("enable_async", [False, True], ids=["sync", "async"])
+def test_concurrent_replays_make_each_failed_bump_once(enable_async: bool) -> None:
+    # A failed bump waits in the queue; its thread, and every lookup while
+    # it waits, replay it.  Replays at the same moment make it once: one
+    # version step, one announcement (one CDN purge), and none is lost.
+    class Slow(MemoryBackend):
+        def incr(self, key: str, delta: int = 1) -> int | None:
+            time.sleep(0.05)  # the bump in flight while the others replay
+            return super().incr(key, delta)
+
+        async def aincr(self, key: str, delta: int = 1) -> int | None:
+            await asyncio.sleep(0.05)
+            return super().incr(key, delta)
+
+    heard: list[list[str]] = []
+    cache = FragmentCache(Slow(), breaker_cooldown=60, on_invalidated=heard.append)
+    counter = name_version_key("box", prefix=cache.prefix)
+    cache.backend.set(counter, b"10", None)
+    cache.pending.add_failed([counter])
+    assert cache.pending.has_failed
+    if enable_async:
+
+        async def replays() -> list[bool]:
+            return list(await asyncio.gather(*(cache._areplayed() for _ in range(8))))
+
+        done = asyncio.run(replays())
+        assert done.count(True) == 1  # the others saw it still in flight
+    else:
+        in_threads(cache.pending.replay, 8)
+    assert cache.backend.get_many([counter]) == [b"11"]
+    assert heard == [[counter]]
+    assert not cache.pending.has_failed
+    assert cache.pending.replay()  # nothing left
