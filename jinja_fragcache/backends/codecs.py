@@ -94,13 +94,9 @@ def _storing(writes: Mapping[str, bytes], timeout: Timeout) -> bytes:
     )
 
 
-def _writing(
-    writes: Mapping[str, bytes],
-    timeout: Timeout,
-    locks: Sequence[str],
-    token: bytes,
-) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of :data:`~.scripts.WRITE_RELEASING`."""
-    px = _px(timeout)
-    options = ["" if px is None else px, token]
-    return [*writes, *locks], [*options, *writes.values()]
+def _releasing(locks: Sequence[str], token: bytes) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`~.scripts.WRITE_RELEASING` given no
+    entries (they go ahead of it as plain ``SET`` commands, :func:`_storing`): it
+    releases each of *locks* still held by *token*.  No entry, so no
+    expiry."""
+    return list(locks), ["", token]

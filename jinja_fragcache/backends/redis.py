@@ -24,9 +24,9 @@ from .codecs import (
     _claiming,
     _creating,
     _px,
+    _releasing,
     _storing,
     _with_ttls,
-    _writing,
 )
 from .judging import Calls, Judges
 from .wire import AsyncWire, Wire
@@ -373,9 +373,8 @@ class RedisBackend:
     def _release(self, locks: Sequence[str], token: bytes) -> None:
         """Release whichever of *locks* still holds *token*; a failure is
         logged (the locks then expire)."""
-        keys, args = _writing({}, None, locks, token)
         try:
-            self._calls.call(self._wire, scripts.WRITE, keys, args)
+            self.write_releasing({}, None, locks, token)
         except Exception:  # noqa: BLE001 - the read's own error follows
             logger.warning("could not release the locks of a failed read")
 
@@ -449,7 +448,7 @@ class RedisBackend:
         written, known = self._begin([*writes, *locks]), None
         lent = None if self.near is None or not writes else self.near.lend()
         try:
-            keys, args = _writing({}, timeout, locks, token)
+            keys, args = _releasing(locks, token)
             ahead = (_storing(writes, timeout), len(writes))
             self._call_on(lent, scripts.WRITE, keys, args, ahead)
             known = {key: (value, timeout) for key, value in writes.items()}
@@ -574,7 +573,7 @@ class RedisBackend:
         """Async :meth:`write_releasing`."""
         written, known = self._begin([*writes, *locks]), None
         try:
-            keys, args = _writing({}, timeout, locks, token)
+            keys, args = _releasing(locks, token)
             ahead = (_storing(writes, timeout), len(writes))
             await self._calls.acall(self._awire, scripts.WRITE, keys, args, ahead)
             known = {key: (value, timeout) for key, value in writes.items()}
