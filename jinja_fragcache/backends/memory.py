@@ -222,8 +222,7 @@ class MemoryBackend(SyncBackendMixin):
             for lock in locks:
                 held = data.get(lock)
                 if held is not None and held[0] == token:
-                    self._bytes -= data.pop(lock)[2]
-                    self.generation += 1
+                    self._remove(lock)
 
     async def aread_claiming(self, read: ClaimingRead) -> Claimed:
         return self.read_claiming(read)
