@@ -118,11 +118,10 @@ def build_requests(
     tag_names = check_tags(tags)
     identity = identity or DEFAULT_IDENTITY
     requests = []
-    known = strings
     for vary in varies:
         wanted = seconds
         try:
-            strings = identity.strings(vary) if known is None else known
+            converted = identity.strings(vary) if strings is None else strings
         except RefusedVaryValue as refused:
             if debug and refused.severe:
                 raise
@@ -132,10 +131,10 @@ def build_requests(
                 FragmentCacheWarning,
                 stacklevel=2,
             )
-            strings, wanted = (), 0.0
+            converted, wanted = (), 0.0
         fields = (
             name,
-            strings,
+            converted,
             wanted,
             tag_names,
             template,
