@@ -39,6 +39,7 @@ from .lookup import (
     Pending,
     Read,
     check,
+    cold_won,
     counters_of,
     first_read,
     took,
@@ -68,12 +69,6 @@ __all__ = [
 logger = logging.getLogger("jinja_fragcache")
 
 _T = TypeVar("_T")
-
-
-def _generation(backend: object) -> int | None:
-    """The backend's count of changes, if it keeps one (see :mod:`.memo`)."""
-    generation = getattr(backend, "generation", None)
-    return generation if type(generation) is int else None
 
 
 def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
@@ -253,7 +248,7 @@ class FragmentCache(Driving):
             found = None
         if (
             found is None
-            # _generation() inlined: this is every remembered hit's path, a
+            # Read as it is: this is every remembered hit's path, a
             # remembered generation is an int already, and a backend with a
             # memo has a generation.
             or found.generation != self.backend.generation  # type: ignore[attr-defined]
@@ -291,8 +286,12 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = None if memo_key is None else _generation(self.backend)
+        # A memo key comes with a memo, which only a backend that counts its
+        # changes has (its generation: see remembered()).
+        generation = None if memo_key is None else self.backend.generation  # type: ignore[attr-defined]
         found = self._call(requests[0].name, first_read(self, read, wait))
+        if cold_won(read, found):  # the commonest miss: finish() renders it
+            return made(Pending, (requests, wait, None, read, COLD_WON, None))
         return self._first(
             requests, wait, read, took(read, found), memo_key, generation
         )
@@ -311,8 +310,10 @@ class FragmentCache(Driving):
         if skipped:
             return Pending(requests, wait, skipped)
         read = Read(requests, self.prefix, self.shards)
-        generation = None if memo_key is None else _generation(self.backend)
+        generation = None if memo_key is None else self.backend.generation  # type: ignore[attr-defined]
         found = await self._acall(requests[0].name, first_read(self, read, wait))
+        if cold_won(read, found):
+            return made(Pending, (requests, wait, None, read, COLD_WON, None))
         return self._first(
             requests, wait, read, took(read, found), memo_key, generation
         )
@@ -328,8 +329,6 @@ class FragmentCache(Driving):
     ) -> list[str] | Pending:
         """What the first read found: the bodies of a fresh hit (remembered
         under *memo_key*, if given), else what :meth:`finish` takes on."""
-        if found is not FAILED and won_alone(read, found):  # a cold plain miss
-            return made(Pending, (requests, wait, None, read, COLD_WON, None))
         hits = self._hits(requests, read, found)
         if hits is not None and memo_key is not None:
             self._remember(memo_key, generation, read, hits, requests[0])

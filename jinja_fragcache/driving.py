@@ -122,6 +122,8 @@ class Driving:
         finally:
             current.reset(token)
         seconds = time.perf_counter() - start
+        if not scope.met and scope is not holes.OFF:  # no block inside: most
+            return made(Rendered, (body, collected, seconds, None, None, ""))
         done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             return self._collect(render, index, holes.OFF)._replace(unfilled=str(done))
@@ -142,6 +144,8 @@ class Driving:
         finally:
             current.reset(token)
         seconds = time.perf_counter() - start
+        if not scope.met and scope is not holes.OFF:
+            return made(Rendered, (body, collected, seconds, None, None, ""))
         done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):
             again = await self._acollect(render, index, holes.OFF)

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import holes
-from .backends.base import made
 from .flow import Rendered
 from .lookup import counters_of
 from .recording import UNCACHED, report_holes, report_uncached
@@ -159,8 +158,8 @@ def finished(
     if scope is holes.OFF:  # its blocks' content is in: never stored
         versions.setdefault(UNCACHED, "{% nocache %}")
         return Rendered(body, versions, seconds)
-    if not scope.met:  # every miss with no hole inside
-        return made(Rendered, (body, versions, seconds, None, None, ""))
+    if not scope.met:  # (the collector answers most renders itself)
+        return Rendered(body, versions, seconds)
     if scope is outer:  # nested: the outermost fragment fills them in
         return Rendered(body, versions, seconds, scope, body)
     try:

@@ -167,25 +167,37 @@ def took(read: Read, found: Any) -> Any:
 #: The claims of a plain miss: one request, its lock won.
 _WON_ONE = [WON]
 
-#: ``Pending.found`` of a cold plain miss, which :func:`won_alone`
+#: ``Pending.found`` of a cold plain miss, which :func:`cold_won`
 #: recognised from the first read: the finish need not ask again.
 COLD_WON: Any = object()
 
 
-def won_alone(read: Read, found: list[bytes | None] | None = None) -> bool:
-    """Whether the first read left a plain miss: one request whose lock it
-    won, every counter the request depends on read or created.  Given what
-    the read *found*, a cold miss (no entry: nothing to judge, it renders)
-    reads only the counters into ``read.versions``."""
+def cold_won(read: Read, found: Any) -> bool:
+    """Whether a claiming first read left a cold plain miss: one request,
+    no entry (nothing to judge: it renders), its lock won, every counter it
+    depends on read or created.  The commonest miss, told before anything
+    else is made of the read: only its counters go into ``read.versions``,
+    and its claim and token into *read*."""
+    if type(found) is not Claimed or found.claims != _WON_ONE:
+        return False
+    values = found.values
+    if values[0] is not None:  # stale, or unreadable: check() tells
+        return False
+    versions = texts(values[1:])
+    if None in versions:
+        return False
+    read.claims, read.token = _WON_ONE, found.token
+    read.versions.update(zip(read.keys_read[1:], versions))  # noqa: B905 - same length
+    return True
+
+
+def won_alone(read: Read) -> bool:
+    """Whether the reads left a plain miss: one request whose lock its
+    first read won, every counter the request depends on read or
+    created."""
     if read.claims != _WON_ONE:
         return False
-    versions = read.versions
-    if found is not None:
-        if found[0] is not None:  # stale, or unreadable: check() tells
-            return False
-        counters = read.keys_read[1:]
-        versions.update(zip(counters, texts(found[1:])))  # noqa: B905 - same length
-    return None not in map(versions.get, read.own[0])
+    return None not in map(read.versions.get, read.own[0])
 
 
 class Pending(NamedTuple):

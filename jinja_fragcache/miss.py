@@ -272,15 +272,16 @@ def _store(
     snapshot: dict[str, str] = dict(zip(own, map(versions.get, own)))  # type: ignore[arg-type]  # noqa: B905
     if not all(snapshot.values()):  # neither read nor made: "" matches nothing
         snapshot = {k: v or "" for k, v in snapshot.items()}
-    snapshot.update(done.versions)
     expires = None if timeout is None else time.time() + timeout
-    inner_expiry = snapshot.pop(EXPIRES, None)
-    if inner_expiry is not None:
-        expires = _sooner(expires, inner_expiry)
+    reported = done.versions  # by the fragments inside: mostly none
+    if reported:
+        snapshot.update(reported)
+        inner_expiry = snapshot.pop(EXPIRES, None)
+        if inner_expiry is not None:
+            expires = _sooner(expires, inner_expiry)
     report(snapshot, expires)  # an uncached inner goes further up too
-    inner = snapshot.pop(UNCACHED, None)
-    if inner is not None:
-        _not_frozen(cache, request.name, inner)
+    if reported and UNCACHED in snapshot:
+        _not_frozen(cache, request.name, snapshot.pop(UNCACHED))
         return
     stored = filling.sealed(cache, request, done)
     if stored is None:
