@@ -120,7 +120,7 @@ def strings_of(key: Hashable) -> tuple[str, ...]:
     that a key of :func:`memo_key` holds: each value's ``str()``, since the
     memo view holds plain ints and strs as they are, or strings already.  A
     miss that tried the memo so converts its vary values once."""
-    return tuple([str(value) for value in key[-1]])  # type: ignore[index]
+    return tuple(map(str, key[-1]))  # type: ignore[index]
 
 
 class ByteBounded(Generic[_K, _V]):
