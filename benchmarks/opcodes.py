@@ -1,6 +1,7 @@
 """Python bytecodes per render, by function: run by hand.
 
     python -m benchmarks.opcodes [--case miss] [--top 40] [--peer django-jinja]
+                                 [--redis redis://127.0.0.1:PORT/0]
 
 On the in-process miss, wall time follows the bytecodes the interpreter
 runs more closely than callgrind's instructions do: compiled with mypyc,
@@ -66,10 +67,18 @@ def main() -> None:
     parser.add_argument("--case", default="miss", choices=["miss", "hit", "uncached"])
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--peer", default="django-jinja")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="count the Redis case on this server (its keys are the "
+        "benchmark's; FRAGCACHE_BENCH_NEAR_CACHE=0 turns our near cache off)",
+    )
     args = parser.parse_args()
-    django_settings.configure("memory", "redis://127.0.0.1:1/0")  # not used
+    kind = "memory" if args.redis is None else "redis"
+    url = args.redis or "redis://127.0.0.1:1/0"  # not used in memory
+    django_settings.configure(kind, url)
     wanted = ("jinja-fragcache", args.peer)
-    adapters = [a for a in peers.adapters("memory", "") if a.name in wanted]
+    adapters = [a for a in peers.adapters(kind, url) if a.name in wanted]
     for adapter in adapters:
         adapter.setup()
         render = getattr(adapter, f"render_{args.case}")

@@ -330,7 +330,7 @@ class FragmentCache(Driving):
         """What the first read found: the bodies of a fresh hit (remembered
         under *memo_key*, if given), else what :meth:`finish` takes on."""
         hits = self._hits(requests, read, found)
-        if hits is not None and memo_key is not None:
+        if hits is not None and generation is not None:  # a memo key given
             self._remember(memo_key, generation, read, hits, requests[0])
         if hits is not None and not self.debug:
             for body in hits:
@@ -467,14 +467,18 @@ class FragmentCache(Driving):
             # Nested counters not read yet need the flow's second round trip.
             if not (
                 entry
-                and entry.is_fresh(now)
+                # entry.is_fresh(now), inlined: every fetched hit's path
+                and (entry.soft_expiry is None or now < entry.soft_expiry)
                 and entry.versions.keys() <= versions.keys()
             ):
                 return None
         for entry in entries:
             report(entry.versions, entry.soft_expiry)  # type: ignore[union-attr]
         fetched = time.perf_counter() - read.start
-        self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
+        if len(entries) == 1:
+            self.statistics.record_fetched(requests[0].name, fetched)
+        else:
+            self.statistics.record_fetch(requests[0].name, fetched, hits=len(entries))
         note("hit", requests[0].name, read.keys, fetched, 0.0)
         return [entry.body for entry in entries]  # type: ignore[union-attr]
 

@@ -262,16 +262,15 @@ def check(
     # found: the counters follow the entries.
     for request, key, data, own_keys in zip(requests, read.keys, found, read.own):  # noqa: B905
         entry = decode(cache, request.name, key, data)
-        if entry is not None:
-            recorded = entry.versions
-            for k in own_keys:
-                current = versions[k]
-                if current is None or recorded.get(k) != current:
-                    entry = None
-                    break
-            else:
-                if _edited(entry, request):
-                    entry = None
+        # Kept if it recorded each of its own counters as it is now (none
+        # missing: a pair with None matches nothing), compared in C, and
+        # this very block did not write it before an edit.
+        if entry is not None and not (
+            dict(zip(own_keys, map(versions.get, own_keys))).items()  # noqa: B905
+            <= entry.versions.items()
+            and not _edited(entry, request)
+        ):
+            entry = None
         entries.append(entry)
     return entries
 

@@ -201,7 +201,7 @@ def _won_flow(cache: FragmentCache, request: FragmentRequest, read: Read) -> Gen
     done = None
     try:
         (done,) = yield ("render", _FIRST)
-        cache.statistics.record_miss(name, fetched, done.seconds)
+        cache.statistics.record_fetched(name, fetched, done.seconds)
         _store(cache, request, key, read.own[0], read.versions, done, writes)
     except BaseException:  # a failed render, a store_filter that refuses
         # loudly: let the next request render instead of waiting
@@ -229,7 +229,7 @@ def render_won(
     done = None
     try:
         done = cache._collect(render, 0)
-        cache.statistics.record_miss(name, fetched, done.seconds)
+        cache.statistics.record_fetched(name, fetched, done.seconds)
         _store(cache, request, key, read.own[0], read.versions, done, writes)
     except BaseException:  # a failed render, a store_filter that refuses
         # loudly: let the next request render instead of waiting

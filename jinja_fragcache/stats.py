@@ -21,8 +21,8 @@ class _Counters:
     lost_invalidations: int = 0
 
 
-#: Remembered hits (or misses) of one name queued before
-#: :meth:`FragmentStats.record_hit` (``record_miss``) adds them up itself.
+#: Remembered hits (or fetched lookups) of one name queued before
+#: :meth:`FragmentStats.record_hit` (``record_fetched``) adds them up itself.
 QUEUED_HITS = 4096
 
 
@@ -35,9 +35,10 @@ class FragmentStats:
         #: Remembered hits not added up yet, one mark each, by name (see
         #: :meth:`record_hit`).
         self._marks: dict[str, list[None]] = {}
-        #: Misses not added up yet, ``(fetched, rendered)`` each, by name
-        #: (see :meth:`record_miss`).
-        self._misses: dict[str, list[tuple[float, float]]] = {}
+        #: Fetched lookups not added up yet, ``(fetched, rendered)`` each
+        #: (``rendered`` ``None`` for a hit), by name (see
+        #: :meth:`record_fetched`).
+        self._fetched: dict[str, list[tuple[float, float | None]]] = {}
 
     def _counters(self, name: str) -> _Counters:
         counters = self._by_name.get(name)
@@ -87,27 +88,32 @@ class FragmentStats:
                 counters = self._counters(name)
                 counters.fetches += count
                 counters.hits += count
-        for name, misses in list(self._misses.items()):
-            count = len(misses)
+        for name, fetched in list(self._fetched.items()):
+            count = len(fetched)
             if count:
-                done, misses[:count] = misses[:count], []
+                done, fetched[:count] = fetched[:count], []
+                renders = [r for _, r in done if r is not None]
                 counters = self._counters(name)
                 counters.fetches += count
-                counters.misses += count
-                counters.renders += count
-                counters.fetch_seconds += sum(fetched for fetched, _ in done)
-                counters.render_seconds += sum(rendered for _, rendered in done)
+                counters.hits += count - len(renders)
+                counters.misses += len(renders)
+                counters.renders += len(renders)
+                counters.fetch_seconds += sum(seconds for seconds, _ in done)
+                counters.render_seconds += sum(renders)
 
-    def record_miss(self, name: str, fetched: float, rendered: float) -> None:
-        """Record one lookup of *name* that missed and rendered: a fetch of
-        *fetched* seconds, then a render of *rendered*.  Every miss of one
-        fragment takes this path: like a remembered hit, it takes no lock,
-        but appends to its name's list, added up by the next reader."""
-        misses = self._misses.get(name)
-        if misses is None:
-            misses = self._misses.setdefault(name, [])
-        misses.append((fetched, rendered))
-        if len(misses) >= QUEUED_HITS:
+    def record_fetched(
+        self, name: str, fetched: float, rendered: float | None = None
+    ) -> None:
+        """Record one lookup of *name* answered by a fetch of *fetched*
+        seconds: a hit, or, given *rendered*, a miss that then rendered for
+        that many seconds.  Every hit or miss of one fragment takes this
+        path: like a remembered hit, it takes no lock, but appends to its
+        name's list, added up by the next reader."""
+        lookups = self._fetched.get(name)
+        if lookups is None:
+            lookups = self._fetched.setdefault(name, [])
+        lookups.append((fetched, rendered))
+        if len(lookups) >= QUEUED_HITS:
             with self._lock:
                 self._add_up()
 
@@ -143,7 +149,7 @@ class FragmentStats:
     def reset(self) -> None:
         with self._lock:
             self._marks.clear()
-            self._misses.clear()
+            self._fetched.clear()
             self._by_name.clear()
 
 

@@ -382,6 +382,34 @@ def test_misses_are_all_counted_across_threads() -> None:
     assert cache.stats()["cold"]["misses"] == 1
 
 
+def test_fetched_hits_and_misses_are_all_counted_across_threads() -> None:
+    # Hits that a read answered share the misses' queue (a miss carries its
+    # render's seconds, a hit none): each is counted as what it was, past
+    # the length at which the queue adds itself up.
+    from jinja_fragcache.stats import QUEUED_HITS
+
+    cache = new_cache(MemoryBackend(max_entries=100_000))
+    per_thread = QUEUED_HITS // 2 + 7
+    warm = FragmentRequest("mixed", ("warm",), timeout=300)
+    cache.render(warm, lambda: "x")  # the one miss of the warm variant
+    names = iter(range(10**9))
+    lock = threading.Lock()
+
+    def lookups() -> None:
+        for _ in range(per_thread):
+            with lock:
+                variant = next(names)
+            cache.render(FragmentRequest("mixed", (str(variant),), timeout=300), str)
+            assert cache.render(warm, lambda: "not rendered") == "x"
+
+    in_threads(lookups, 4)
+    stats = cache.stats()["mixed"]
+    assert stats["misses"] == stats["renders"] == 4 * per_thread + 1
+    assert stats["hits"] == 4 * per_thread
+    assert stats["fetches"] == 8 * per_thread + 1
+    assert stats["hit_rate"] == pytest.approx(4 * per_thread / stats["fetches"] * 100)
+
+
 class SlowBackend(CountingBackend):
     """A real memory backend behind a slow network."""
 
