@@ -87,17 +87,18 @@ def _filled(
     """The body with the ``{% nocache %}`` *outputs* and the system holes
     in; inside another fragment's render (*outer*), the blocks' markers."""
     marking = outer is not None and outer is not holes.OFF
-    owner = request.holes.owner if request.holes else ""
     parts = list(cut.parts)
-    for i in range(1, len(parts), 2):
-        name = parts[i]
-        if name.isdigit():
-            output = str(outputs[int(name)])
-            parts[i] = outer.mark(owner, int(name), output) if marking else output  # type: ignore[union-attr]
+    for i, hole in cut.holes:
+        if type(hole) is int:  # a block's
+            output = str(outputs[hole])
+            if marking:
+                owner = request.holes.owner if request.holes else ""
+                output = outer.mark(owner, hole, output)  # type: ignore[union-attr]
+            parts[i] = output
         elif cache.holes is None:
-            raise holes.Unfilled(f"nothing fills hole {name!r}")
+            raise holes.Unfilled(f"nothing fills hole {hole!r}")
         else:
-            parts[i] = cache.holes.fill(request, name)
+            parts[i] = cache.holes.fill(request, hole)  # type: ignore[arg-type]
     if not marking:  # else the outermost fragment counts them
         report_holes(1)
     return "".join(parts)

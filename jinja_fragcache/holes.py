@@ -116,6 +116,9 @@ class Cut(NamedTuple):
     parts: tuple[str, ...]
     #: The ``{% nocache %}`` blocks among the holes, each once.
     blocks: tuple[int, ...]
+    #: Each hole's place in :attr:`parts`, and what fills it: a block's
+    #: number, or a system hole's name.
+    holes: tuple[tuple[int, int | str], ...]
 
 
 def cut(stored: str) -> Cut:
@@ -151,8 +154,13 @@ def _cut(stored: str) -> Cut:
             parts += (pieces[i], pieces[i + 1])
         else:  # an escaped "\x00" belongs to the text
             parts[-1] += MARK + pieces[i + 1]
-    blocks = dict.fromkeys(int(name) for name in parts[1::2] if name.isdigit())
-    return Cut(tuple(parts), tuple(blocks))
+    filled_by = [
+        (i, int(name) if name.isdigit() else name)
+        for i, name in enumerate(parts)
+        if i % 2
+    ]
+    blocks = dict.fromkeys(name for _, name in filled_by if type(name) is int)
+    return Cut(tuple(parts), tuple(blocks), tuple(filled_by))
 
 
 def fill(stored: str, value: Callable[[str], str]) -> str:

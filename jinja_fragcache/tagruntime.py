@@ -233,17 +233,30 @@ class TagRuntime:
         bodies = [await caller(item) for item in unfinished.items or []]
         return _markup(unfinished.context, "".join(bodies))
 
-    def _cache_fragment(self, *arguments: Any, caller: Caller) -> Any:
+    def _cache_fragment(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        owner: str,
+        lines: dict[int, int],
+        vary: list[object],
+        *,
+        caller: Caller,
+    ) -> Any:
         """A fragment with holes, which a hit renders through its caller
-        too: the lookup and the render in one call.  *arguments* are
-        ``_lookup_fragment``'s."""
-        context, lineno, name, digest, timeout, tags, condition, owner, lines, vary = (
-            arguments
-        )
-        cache = self.cache
+        too: the lookup and the render in one call, with
+        ``_lookup_fragment``'s arguments (it renders with the context's
+        environment, as that does)."""
+        environment = context.environment
+        cache = cache_of(environment)
         table = HoleTable(owner, lines, _raw(caller))
         key = None
-        if condition and cache.memo is not None and not self.environment.is_async:
+        if condition and cache.memo is not None and not environment.is_async:
             key = memo_key(
                 cache.identity, context.name, digest, name, timeout, tags, vary
             )
@@ -262,7 +275,7 @@ class TagRuntime:
         if not condition:
             cache.report_skipped(requests)
             return caller()
-        if self.environment.is_async:
+        if environment.is_async:
             return self._arender(cache, context, requests, lambda _: caller(), True)
         found = cache.lookup(requests, wait=True, memo_key=key)
         if type(found) is not list:
