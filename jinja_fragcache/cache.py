@@ -71,6 +71,11 @@ logger = logging.getLogger("jinja_fragcache")
 _T = TypeVar("_T")
 
 
+def _counts_changes(backend: object) -> bool:
+    """Whether *backend* counts its changes (see ``backends.base``)."""
+    return hasattr(backend, "generation") and getattr(backend, "counts_changes", True)
+
+
 def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
     """The requests that bypass the cache (timeout 0, or a refused vary)."""
     if len(requests) == 1:  # the common case, kept cheap
@@ -157,7 +162,7 @@ class FragmentCache(Driving):
         self.batched_incr = callable(getattr(self.backend, "incr_many", None))
         #: Checked hits, on a backend that counts its changes (see
         #: :mod:`jinja_fragcache.memo`); ``None`` on any other.
-        self.memo = HitMemo() if hasattr(self.backend, "generation") else None
+        self.memo = HitMemo() if _counts_changes(self.backend) else None
         if min(stale_grace, lock_wait) < 0 or min(lock_timeout, poll_interval) <= 0:
             raise ValueError(
                 "stale_grace and lock_wait must be >= 0, "

@@ -186,7 +186,12 @@ def test_no_memo_on_redis_without_its_near_cache(redis_url: str) -> None:
     site.backend = CountingBackend(backend)
     site.cache = FragmentCache(site.backend, prefix="memo-" + str(time.time_ns()))
     site.env.fragment_cache = site.cache  # type: ignore[attr-defined]
+    near = RedisBackend.from_url(redis_url)
     try:
+        # No memo is kept, nor any memo key made, where no hit could be
+        # remembered: its generation is None for good.
+        assert site.cache.memo is None
+        assert FragmentCache(near).memo is not None
         site.remembered("box")
         site.backend.reset()
         for _ in range(3):
@@ -194,6 +199,7 @@ def test_no_memo_on_redis_without_its_near_cache(redis_url: str) -> None:
         assert site.backend.calls == {site.backend.read: 3}
     finally:
         backend.close()
+        near.close()
 
 
 def test_no_memo_under_debug() -> None:

@@ -163,6 +163,14 @@ class Backend(Protocol):
 # them as they are.  Nothing outside the process reads such a store, so an
 # entry is neither encoded on a miss nor decoded on a hit (MemoryBackend).
 #
+# A backend may count the changes to what it holds, as ``generation``: an
+# int that moves on every change a read could see (``None`` while it cannot
+# tell).  The fragment cache then keeps a memo of checked hits, answered
+# again while the count stays (:mod:`jinja_fragcache.memo`).  A backend
+# whose count is ``None`` for good (RedisBackend without its near cache)
+# sets ``counts_changes = False``, and gets no memo: no memo key is made
+# for its lookups.
+#
 # A backend may also bump several counters in one call (a cluster spreading
 # a name over shards bumps one counter per shard on ``invalidate_all``):
 #

@@ -195,6 +195,8 @@ class RedisClusterBackend:
             if near_cache
             else None
         )
+        #: Only the near caches count changes (:attr:`generation`).
+        self.counts_changes = self.near is not None
         #: The server answered and refused the command, or one node is down
         #: while others answer: that request's error, not an outage.
         self.request_errors = (

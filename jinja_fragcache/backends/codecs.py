@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import scripts
-from .base import Claimed, ClaimingRead, Timeout
+from .base import Claimed, ClaimingRead, Timeout, made
 from .wire import Arg, pack
 
 
@@ -63,7 +63,7 @@ def _claimed(
     values = [v or None for v in (*reply[0:entries:3], *reply[entries:end:2])]
     pttls = [*reply[1:entries:3], *reply[entries + 1 : end : 2]]
     claims = list(reply[2:entries:3])
-    return Claimed(values, claims, _nested(reply, end), token), pttls
+    return made(Claimed, (values, claims, _nested(reply, end), token)), pttls
 
 
 def _nested(reply: Sequence[Any], start: int) -> dict[str, bytes | None]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..keys import lock_key
 from . import scripts
-from .base import UNCLAIMED, Claimed, ClaimingRead
+from .base import UNCLAIMED, Claimed, ClaimingRead, made
 from .codecs import _nested
 from .wire import Arg, AsyncWire, Wire, pack
 
@@ -312,11 +312,13 @@ class Judging:
         if type(reply) is int:  # 0: every counter as expected
             assert expecting is not None
             claims = [UNCLAIMED] * n
-            return Claimed(values + expecting.values, claims, expecting.nested)
+            return made(
+                Claimed, (values + expecting.values, claims, expecting.nested, b"")
+            )
         end = n + len(read.counters)
         counters, soonest, nested = reply[n:end], reply[end], _nested(reply, end + 1)
         self.expecting = self._expecting(counters, soonest, nested)
-        return Claimed(values + counters, reply[:n], nested, token)
+        return made(Claimed, (values + counters, reply[:n], nested, token))
 
     def _expecting(
         self,

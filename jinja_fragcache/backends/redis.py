@@ -18,7 +18,7 @@ from ..near import (
     WriteToken,
 )
 from . import scripts
-from .base import Claimed, ClaimingRead, Timeout
+from .base import Claimed, ClaimingRead, Timeout, made
 from .codecs import (
     _claimed,
     _claiming,
@@ -153,6 +153,8 @@ class RedisBackend:
             )
             if near_cache_prefix is not None:
                 self.near.bind_prefix(near_cache_prefix)
+        #: Only the near cache counts changes (:attr:`generation`).
+        self.counts_changes = self.near is not None
         #: What a lookup sends: its scripts and its ``MGET`` (see :mod:`.wire`).
         self._wire = Wire(
             self._command_connection,
@@ -350,7 +352,7 @@ class RedisBackend:
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
-            return Claimed(plan.values, [0] * len(read.entries), {})
+            return made(Claimed, (plan.values, [0] * len(read.entries), {}, b""))
         token, written, reply = read.new_version(), self._begin(read.locks), None
         lent, created = self._lend(read, plan)
         try:
@@ -552,7 +554,7 @@ class RedisBackend:
         plan = self._plan([*read.entries, *read.counters])
         if plan is not None and not plan.missing:
             assert plan.values is not None
-            return Claimed(plan.values, [0] * len(read.entries), {})
+            return made(Claimed, (plan.values, [0] * len(read.entries), {}, b""))
         token, written, reply = read.new_version(), self._begin(read.locks), None
         try:
             keys, args = _claiming(read, token, plan is not None)
