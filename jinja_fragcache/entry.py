@@ -131,10 +131,13 @@ class Entry(NamedTuple):
         if len(fields) % 2 == 0:
             raise CorruptEntryError("malformed fragment cache entry header")
         pairs = iter(fields[3:])
-        return cls(
+        decoded = (
             body,
             soft_expiry,
             "" if template == _EMPTY else unquote(template, errors="surrogatepass"),
             "" if digest == _EMPTY else digest,
             dict(zip(pairs, pairs, strict=False)),  # key, version; count checked
         )
+        # Every field given: tuple.__new__, not the NamedTuple's own (a
+        # Python function, on every entry decoded).
+        return tuple.__new__(cls, decoded)

@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
+from .backends.base import made
 from .holes import MARK
 
 if TYPE_CHECKING:
@@ -79,16 +80,17 @@ class Remembered(NamedTuple):
                 if entry.soft_expiry is not None:
                     expiries.append(entry.soft_expiry)
         body = stored[0] if len(stored) == 1 else "".join(stored)
-        return cls(
+        fields = (
             generation,
             body,
             min(expiries, default=None),
             versions,
-            request._replace(context=None, holes=None),
+            request.rendering(None, None, request.line),  # kept without them
             read.keys,
             MARK in body,
             len(stored),
         )
+        return made(cls, fields)
 
 
 def memo_key(

@@ -340,7 +340,7 @@ class Judging:
             return None
         counted = (*self._counters, *nested)
         packed = self._packed(counted, b" ".join(expected))
-        return Expectation(packed, until, counters, nested)
+        return made(Expectation, (packed, until, counters, nested))
 
     def _packed(self, counters: tuple[str, ...], expected: bytes) -> bytes:
         """:data:`~.scripts.JUDGE_CLAIMING` on the entries and *counters*,
