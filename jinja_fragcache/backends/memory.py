@@ -75,17 +75,16 @@ class MemoryBackend(SyncBackendMixin):
         data = self._data
         found: list[bytes | None] = []
         for key in keys:
-            item = data.get(key)
-            if item is None:
+            if key not in data:  # a miss's commonest answer, told at once
                 found.append(None)
-            elif item[1] <= now:  # expired
+            elif data[key][1] <= now:  # expired
                 self._remove(key)
                 found.append(None)
             else:
                 data.move_to_end(key)
                 # An entry kept as it is goes where the protocol says bytes:
                 # what reads it, the fragment cache's lookup, takes it so.
-                found.append(item[0])  # type: ignore[arg-type]
+                found.append(data[key][0])  # type: ignore[arg-type]
         return found
 
     def _remove(self, key: str) -> None:
