@@ -364,6 +364,81 @@ def test_memory_judges_kept_entries_as_encoded_ones(
     assert b.read_claiming(read).claims == [UNCLAIMED, WON, WON]
 
 
+def _bytes_held(backend: MemoryBackend, keys: list[str]) -> int:
+    """What *keys* count against max_bytes, by the contract: key and value."""
+    found = backend.get_many(keys)
+    return sum(len(k) + len(v) for k, v in zip(keys, found, strict=True) if v)
+
+
+def test_memory_read_claiming_keeps_both_bounds_once_it_has_stored() -> None:
+    # A read that creates two counters and claims a lock stores three keys,
+    # and evicts once, after them: the oldest go, what it stored stays.
+    from jinja_fragcache.backends.base import WON, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    backend = MemoryBackend(max_entries=4)
+    backend.set_many({"a": b"1", "b": b"2", "c": b"3"}, None)
+    read = ClaimingRead(["e"], ["e:lock"], ["e:v", "n:v"], True, 30.0, new_version)
+    claimed = backend.read_claiming(read)
+    assert claimed.claims == [WON]
+    assert len(backend) == 4
+    made = ["e:v", "n:v", "e:lock"]
+    assert backend.get_many(made) == [claimed.token] * 3
+    assert backend.get_many(["a", "b", "c"]) == [None, None, b"3"]
+    assert backend.bytes_used == _bytes_held(backend, ["c", *made])
+
+
+def test_memory_write_releasing_keeps_both_bounds_and_counts_exactly() -> None:
+    backend = MemoryBackend(max_entries=2)
+    backend.set_many({"old": b"1", "lock": b"t"}, None)
+    backend.write_releasing({"x": b"12", "y": b"345"}, 60, ["lock"], b"t")
+    assert backend.get_many(["old", "lock", "x", "y"]) == [None, None, b"12", b"345"]
+    assert backend.bytes_used == _bytes_held(backend, ["x", "y"])
+
+
+def test_memory_claims_a_lock_that_expired_and_counts_it_once() -> None:
+    from jinja_fragcache.backends.base import WON, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    backend = MemoryBackend()
+    backend.set("e:v", b"7", None)
+    assert backend.add("e:lock", b"gone", 0.01)
+    time.sleep(0.02)
+    read = ClaimingRead(["e"], ["e:lock"], ["e:v"], True, 30.0, new_version)
+    claimed = backend.read_claiming(read)
+    assert claimed.claims == [WON]
+    assert backend.get_many(["e:lock"]) == [claimed.token]
+    assert backend.bytes_used == _bytes_held(backend, ["e:v", "e:lock"])
+    backend.write_releasing({}, None, ["e:lock"], claimed.token)
+    backend.delete("e:v")
+    assert backend.bytes_used == 0
+
+
+def test_memory_too_small_for_a_token_still_answers_the_read() -> None:
+    # What cannot fit is not stored, and evicts nothing: the read still
+    # hands out its token, as a counter's value and as its claim.
+    from jinja_fragcache.backends.base import WON, ClaimingRead
+    from jinja_fragcache.flow import new_version
+
+    backend = MemoryBackend(max_bytes=8)
+    backend.set("k", b"1", None)
+    read = ClaimingRead(["entry"], ["entry:lock"], ["entry:v"], True, 30.0, new_version)
+    claimed = backend.read_claiming(read)
+    assert claimed.claims == [WON] and claimed.values == [None, claimed.token]
+    assert backend.get_many(["entry:v", "entry:lock", "k"]) == [None, None, b"1"]
+    assert backend.bytes_used == 2
+
+
+def test_memory_incr_keeps_the_expiry() -> None:
+    backend = MemoryBackend()
+    backend.set("soon", b"1", 0.05)
+    backend.set("ever", b"1", None)
+    assert backend.incr("soon") == 2 and backend.incr("ever") == 2
+    time.sleep(0.06)
+    assert backend.get_many(["soon", "ever"]) == [None, b"2"]
+    assert backend.bytes_used == len("ever") + 1
+
+
 def test_memory_add_is_atomic_under_threads() -> None:
     backend = MemoryBackend()
     wins: list[bool] = []
