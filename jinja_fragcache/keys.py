@@ -58,11 +58,8 @@ def _encode_parts(parts: Sequence[str]) -> bytes:
     ``("a:b",)`` becomes ``b"3:a:b"`` and ``("a", "b")`` becomes
     ``b"1:a1:b"``; decoding is unambiguous, so the encoding is injective.
     """
-    if len(parts) == 3:  # a name, its count and one vary value: most keys
-        name, count, value = parts
-        text = f"{len(name)}:{name}{len(count)}:{count}{len(value)}:{value}"
-    else:
-        text = "".join([f"{len(part)}:{part}" for part in parts])
+    # map() over a bound format: no Python code runs per part.
+    text = "".join(map(_LENGTH_PREFIXED, map(len, parts), parts))
     if text.isascii():  # every part ASCII: its length in characters is in bytes
         return text.encode("ascii")
     chunks = []
@@ -71,6 +68,10 @@ def _encode_parts(parts: Sequence[str]) -> bytes:
         chunks.append(b"%d:" % len(data))
         chunks.append(data)
     return b"".join(chunks)
+
+
+#: A part's length and the part, as _encode_parts() joins them.
+_LENGTH_PREFIXED = "{}:{}".format
 
 
 def _digest(parts: Sequence[str]) -> str:
