@@ -67,7 +67,7 @@ def _plan_keys(
     return key, counters, (key, *counters), lock
 
 
-_plans = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
+_plans = SizeBoundedCache(_plan_keys, maxsize=8192, sized=slice(2, 4))  # vary, tags
 _keys_for = _plans.lookup
 
 

@@ -212,7 +212,7 @@ def test_a_key_memo_is_bounded_by_count_and_by_size() -> None:
         calls.append(vary)
         return name + "".join(vary)
 
-    memo = SizeBoundedCache(build, maxsize=3, sized=(1,))
+    memo = SizeBoundedCache(build, maxsize=3, sized=slice(1, 2))
     for i in range(3):
         assert memo.lookup("n", (str(i),)) == f"n{i}"
     assert memo.lookup("n", ("0",)) == "n0" and len(calls) == 3  # kept
