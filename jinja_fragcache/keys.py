@@ -165,11 +165,9 @@ def _shard(digest: str, shards: int) -> int | None:
     return None if shards == 1 else int(digest[:8], 16) % shards
 
 
-def _build_key(
-    prefix: str, kind: str, name: str, parts: tuple[str, ...], shards: int = 1
-) -> str:
-    digest = _digest(parts)
-    return _head(prefix, kind, name, _shard(digest, shards)) + digest
+def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+    """A key of a kind without shards: a tag's counter, statistics, headers."""
+    return _head(prefix, kind, name) + _digest(parts)
 
 
 #: Cached: a page asks for the same few keys on every request.
@@ -220,25 +218,60 @@ def key_of(
     name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
 ) -> str:
     """:func:`make_fragment_key` of vary values already made strings."""
-    return _key(prefix, "f", name, _parts(name, strings), shards)
+    return variant_plan(prefix, name, strings, (), shards)[0]
 
 
-def variant_keys(
-    prefix: str, name: str, strings: tuple[str, ...], shards: int = 1
-) -> tuple[str, str, str, str]:
-    """A variant's entry key (:func:`key_of`, made afresh for a caller that
-    keeps its own cache), its counter, its name's counter and its lock key:
-    every key a lookup of it touches but tags'."""
-    key = _build_key(prefix, "f", name, _parts(name, strings), shards)
-    # name_version_key_of() without its keyword call: each new variant makes it
-    shard = _shard(key[-40:], shards)
-    return key, variant_version_key(key), _name_key(prefix, name, shard), lock_key(key)
+#: A variant's entry key, the keys of the counters it depends on, both
+#: together (what a lookup of that variant alone reads), and its lock key.
+VariantPlan = tuple[str, tuple[str, ...], tuple[str, ...], str]
 
 
-def _parts(name: str, strings: tuple[str, ...]) -> tuple[str, ...]:
+def _plan(
+    prefix: str,
+    name: str,
+    strings: tuple[str, ...],
+    tags: tuple[str, ...],
+    shards: int,
+) -> VariantPlan:
+    """Every key a lookup of one variant touches, made in one call: each new
+    variant makes one, and a call per key cost more than the hashing.  The
+    entry key is :func:`key_of`'s, made only here; the others are those
+    that :func:`variant_version_key`, :func:`name_version_key_of`,
+    :func:`tag_version_key` and :func:`lock_key` give
+    (``tests/test_keys.py`` checks)."""
     # The name goes first and the count second, so a vary value can never
     # pass for a name.
-    return (name, str(len(strings)), *strings)
+    digest = _digest((name, str(len(strings)), *strings))
+    shard = None if shards == 1 else _shard(digest, shards)  # no call for one
+    head, lock_head, name_counter = _variant_heads(prefix, name, shard)
+    key = head + digest
+    # What a lookup of this variant alone reads: the key, then its counters,
+    # the first variant_version_key(key) without a call.
+    read: tuple[str, ...] = (key, key + ":v", name_counter)
+    if tags:
+        read += _tag_counters(prefix, tags)
+    return key, read[1:], read, lock_head + digest
+
+
+def _tag_counters(prefix: str, tags: tuple[str, ...]) -> tuple[str, ...]:
+    # A tag named twice is read once.
+    return tuple([tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _variant_heads(prefix: str, name: str, shard: int | None) -> tuple[str, str, str]:
+    """What the entry key and the lock key of every variant of *name* (in
+    *shard*) start with, and their name's counter: a page has few names."""
+    # lock_key() rewrites a key's head only: given the head, it gives the
+    # lock keys' head.
+    head = _head(prefix, "f", name, shard)
+    return head, lock_key(head), _name_key(prefix, name, shard)
+
+
+#: Cached: a page asks for the same few variants on every request.
+_plans = SizeBoundedCache(_plan, maxsize=8192, sized=slice(2, 4))  # vary, tags
+#: :func:`_plan`, memoized: what lookups and :func:`key_of` call.
+variant_plan = _plans.lookup
 
 
 def variant_version_key(fragment_key: str) -> str:
