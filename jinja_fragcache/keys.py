@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
@@ -58,11 +57,8 @@ def _encode_parts(parts: Sequence[str]) -> bytes:
     ``("a:b",)`` becomes ``b"3:a:b"`` and ``("a", "b")`` becomes
     ``b"1:a1:b"``; decoding is unambiguous, so the encoding is injective.
     """
-    if len(parts) == 3:  # a name, its count and one vary value: most keys
-        name, count, value = parts
-        text = f"{len(name)}:{name}{len(count)}:{count}{len(value)}:{value}"
-    else:
-        text = "".join([f"{len(part)}:{part}" for part in parts])
+    # map() over a bound format: no Python code runs per part.
+    text = "".join(map(_LENGTH_PREFIXED, map(len, parts), parts))
     if text.isascii():  # every part ASCII: its length in characters is in bytes
         return text.encode("ascii")
     chunks = []
@@ -71,6 +67,10 @@ def _encode_parts(parts: Sequence[str]) -> bytes:
         chunks.append(b"%d:" % len(data))
         chunks.append(data)
     return b"".join(chunks)
+
+
+#: A part's length and the part, as _encode_parts() joins them.
+_LENGTH_PREFIXED = "{}:{}".format
 
 
 def _digest(parts: Sequence[str]) -> str:
@@ -108,9 +108,9 @@ _T = TypeVar("_T")
 
 class SizeBoundedCache(Generic[_T]):
     """A memo of a function of vary values, bounded by count and by size: a
-    call whose tuples of strings (the arguments at *sized*) hold more than
-    :data:`CACHED_LENGTH` characters in all is computed every time and
-    never kept.  When full, it starts afresh: cheaper than keeping an order
+    call whose tuples of strings (the arguments in the slice *sized*) hold
+    more than :data:`CACHED_LENGTH` characters in all is computed every time
+    and never kept.  When full, it starts afresh: cheaper than keeping an order
     on every read, and what a page uses is kept again at its next render.
 
     Call :attr:`lookup` as the function itself: a plain function reading a
@@ -119,14 +119,10 @@ class SizeBoundedCache(Generic[_T]):
     need no lock here.
     """
 
-    def __init__(
-        self, function: Callable[..., _T], maxsize: int, sized: tuple[int, ...]
-    ) -> None:
+    def __init__(self, function: Callable[..., _T], maxsize: int, sized: slice) -> None:
         kept: dict[tuple[Any, ...], _T] = {}
-        # A tuple of the sized arguments (itemgetter of one index gives
-        # the argument itself).
-        measured = operator.itemgetter(*sized) if len(sized) > 1 else None
-        (first, *_) = sized
+        # A slice: one way for one sized argument and several, measured
+        # with no Python code per string.
         chain = itertools.chain.from_iterable
 
         @functools.wraps(function)
@@ -134,8 +130,7 @@ class SizeBoundedCache(Generic[_T]):
             found = kept.get(args)
             if found is None:
                 found = function(*args)
-                strings = args[first] if measured is None else chain(measured(args))
-                if sum(map(len, strings)) <= CACHED_LENGTH:
+                if sum(map(len, chain(args[sized]))) <= CACHED_LENGTH:
                     if len(kept) >= maxsize:
                         kept.clear()
                     kept[args] = found
@@ -170,15 +165,13 @@ def _shard(digest: str, shards: int) -> int | None:
     return None if shards == 1 else int(digest[:8], 16) % shards
 
 
-def _build_key(
-    prefix: str, kind: str, name: str, parts: tuple[str, ...], shards: int = 1
-) -> str:
-    digest = _digest(parts)
-    return _head(prefix, kind, name, _shard(digest, shards)) + digest
+def _build_key(prefix: str, kind: str, name: str, parts: tuple[str, ...]) -> str:
+    """A key of a kind without shards: a tag's counter, statistics, headers."""
+    return _head(prefix, kind, name) + _digest(parts)
 
 
 #: Cached: a page asks for the same few keys on every request.
-_key_memo = SizeBoundedCache(_build_key, maxsize=4096, sized=(3,))
+_key_memo = SizeBoundedCache(_build_key, maxsize=4096, sized=slice(3, 4))  # parts
 _key = _key_memo.lookup
 
 
@@ -225,25 +218,60 @@ def key_of(
     name: str, strings: tuple[str, ...], *, prefix: str = "fragcache", shards: int = 1
 ) -> str:
     """:func:`make_fragment_key` of vary values already made strings."""
-    return _key(prefix, "f", name, _parts(name, strings), shards)
+    return variant_plan(prefix, name, strings, (), shards)[0]
 
 
-def variant_keys(
-    prefix: str, name: str, strings: tuple[str, ...], shards: int = 1
-) -> tuple[str, str, str, str]:
-    """A variant's entry key (:func:`key_of`, made afresh for a caller that
-    keeps its own cache), its counter, its name's counter and its lock key:
-    every key a lookup of it touches but tags'."""
-    key = _build_key(prefix, "f", name, _parts(name, strings), shards)
-    # name_version_key_of() without its keyword call: each new variant makes it
-    shard = _shard(key[-40:], shards)
-    return key, variant_version_key(key), _name_key(prefix, name, shard), lock_key(key)
+#: A variant's entry key, the keys of the counters it depends on, both
+#: together (what a lookup of that variant alone reads), and its lock key.
+VariantPlan = tuple[str, tuple[str, ...], tuple[str, ...], str]
 
 
-def _parts(name: str, strings: tuple[str, ...]) -> tuple[str, ...]:
+def _plan(
+    prefix: str,
+    name: str,
+    strings: tuple[str, ...],
+    tags: tuple[str, ...],
+    shards: int,
+) -> VariantPlan:
+    """Every key a lookup of one variant touches, made in one call: each new
+    variant makes one, and a call per key cost more than the hashing.  The
+    entry key is :func:`key_of`'s, made only here; the others are those
+    that :func:`variant_version_key`, :func:`name_version_key_of`,
+    :func:`tag_version_key` and :func:`lock_key` give
+    (``tests/test_keys.py`` checks)."""
     # The name goes first and the count second, so a vary value can never
     # pass for a name.
-    return (name, str(len(strings)), *strings)
+    digest = _digest((name, str(len(strings)), *strings))
+    shard = None if shards == 1 else _shard(digest, shards)  # no call for one
+    head, lock_head, name_counter = _variant_heads(prefix, name, shard)
+    key = head + digest
+    # What a lookup of this variant alone reads: the key, then its counters,
+    # the first variant_version_key(key) without a call.
+    read: tuple[str, ...] = (key, key + ":v", name_counter)
+    if tags:
+        read += _tag_counters(prefix, tags)
+    return key, read[1:], read, lock_head + digest
+
+
+def _tag_counters(prefix: str, tags: tuple[str, ...]) -> tuple[str, ...]:
+    # A tag named twice is read once.
+    return tuple([tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _variant_heads(prefix: str, name: str, shard: int | None) -> tuple[str, str, str]:
+    """What the entry key and the lock key of every variant of *name* (in
+    *shard*) start with, and their name's counter: a page has few names."""
+    # lock_key() rewrites a key's head only: given the head, it gives the
+    # lock keys' head.
+    head = _head(prefix, "f", name, shard)
+    return head, lock_key(head), _name_key(prefix, name, shard)
+
+
+#: Cached: a page asks for the same few variants on every request.
+_plans = SizeBoundedCache(_plan, maxsize=8192, sized=slice(2, 4))  # vary, tags
+#: :func:`_plan`, memoized: what lookups and :func:`key_of` call.
+variant_plan = _plans.lookup
 
 
 def variant_version_key(fragment_key: str) -> str:

@@ -18,11 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .backends.base import WON, Claimed, ClaimingRead, made
 from .entry import CorruptEntryError, Entry, OutdatedEntryError
 from .flow import FAILED, Gen, Op, new_version
-from .keys import (
-    SizeBoundedCache,
-    tag_version_key,
-    variant_keys,
-)
+from .keys import variant_plan
 from .memo import ByteBounded
 
 if TYPE_CHECKING:
@@ -53,26 +49,8 @@ def texts(values: Sequence[bytes | None]) -> list[str | None]:
     ]
 
 
-def _plan_keys(
-    prefix: str,
-    name: str,
-    vary: tuple[str, ...],
-    tags: tuple[str, ...],
-    shards: int = 1,
-) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """A variant's entry key, the keys of the counters it depends on, both
-    together (what a lookup of that variant alone reads), and its lock."""
-    key, own, name_counter, lock = variant_keys(prefix, name, vary, shards)
-    counters: tuple[str, ...] = (own, name_counter)
-    if tags:
-        counters += tuple(
-            [tag_version_key(tag, prefix=prefix) for tag in dict.fromkeys(tags)]
-        )
-    return key, counters, (key, *counters), lock
-
-
-_plans = SizeBoundedCache(_plan_keys, maxsize=8192, sized=(2, 3))
-_keys_for = _plans.lookup
+#: A variant's keys: see :func:`~jinja_fragcache.keys.variant_plan`.
+_keys_for = variant_plan
 
 
 def counters_of(

@@ -68,7 +68,7 @@ def test_a_converter_may_refuse() -> None:
 
 def test_long_vary_values_are_not_kept_by_the_key_caches() -> None:
     from jinja_fragcache import FragmentCache, FragmentRequest
-    from jinja_fragcache.lookup import _plans
+    from jinja_fragcache.keys import _plans
 
     cache = FragmentCache()
     cache.render(FragmentRequest("big", ("short",), 60), lambda: "body")

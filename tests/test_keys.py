@@ -17,6 +17,7 @@ from jinja_fragcache.keys import (
     _encode_parts,
     lock_key,
     name_version_key,
+    name_version_keys,
     tag_version_key,
     variant_version_key,
 )
@@ -129,7 +130,7 @@ def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
     # fragment needs, which it may only do within one slot.
     from redis.crc import key_slot
 
-    from jinja_fragcache.keys import name_version_key_of, name_version_keys
+    from jinja_fragcache.keys import name_version_key_of
 
     key = make_fragment_key(name, vary, shards=shards)
     counter = name_version_key_of(name, key, shards=shards)
@@ -143,21 +144,91 @@ def test_a_fragments_keys_share_one_hash_slot_and_tags_have_their_own(
         assert "{" not in tag_version_key(tag)  # spread by its whole key
 
 
-@given(names, varies, st.sampled_from([1, 16]))
+@given(
+    names,
+    varies,
+    st.lists(st.text(max_size=20), max_size=3),
+    st.sampled_from([1, 16]),
+    st.sampled_from(["fragcache", "site.2"]),
+)
 def test_a_lookups_keys_are_the_key_functions(
-    name: str, vary: list[str], shards: int
+    name: str, vary: list[str], tags: list[str], shards: int, prefix: str
 ) -> None:
-    # A lookup makes a variant's keys in one call (variant_keys), from the
+    # A lookup makes a variant's keys in one call (variant_plan), from the
     # vary values as the key sees them; they are the ones the key
     # functions give, which invalidation and cache_key_for use.
-    from jinja_fragcache.keys import name_version_key_of, variant_keys, vary_strings
+    from jinja_fragcache.keys import name_version_key_of, variant_plan, vary_strings
 
-    key = make_fragment_key(name, vary, prefix="site", shards=shards)
-    assert variant_keys("site", name, vary_strings(vary), shards) == (
-        key,
+    key = make_fragment_key(name, vary, prefix=prefix, shards=shards)
+    counters = (
         variant_version_key(key),
-        name_version_key_of(name, key, prefix="site", shards=shards),
-        lock_key(key),
+        name_version_key_of(name, key, prefix=prefix, shards=shards),
+        *dict.fromkeys(tag_version_key(tag, prefix=prefix) for tag in tags),
+    )
+    plan = variant_plan(prefix, name, vary_strings(vary), tuple(tags), shards)
+    assert plan == (key, counters, (key, *counters), lock_key(key))
+
+
+@pytest.mark.parametrize(
+    ("name", "vary", "shards", "key", "name_counter"),
+    [
+        (
+            "sidebar",
+            (42, "en"),
+            1,
+            "fragcache:2:f:{sidebar}:7f8225a2646c51c0257ddc626bb919fbcb763132",
+            "fragcache:2:n:{sidebar}:4d5d182caeff75e99b1a6e633a553703a0379f53",
+        ),
+        (
+            "menü",
+            ("é", "日本"),
+            1,
+            "fragcache:2:f:{men_}:54eba14fe5af068c7fb5e134dd60c6268b289cd9",
+            "fragcache:2:n:{men_}:e56fbe8cfb58d69a428fe3674f2ef272c9459e48",
+        ),
+        (
+            "card",
+            (),
+            1,
+            "fragcache:2:f:{card}:ee78889b88bf1c5933eacf8c1d01c09081e79b1d",
+            "fragcache:2:n:{card}:8ce1188447b5376c64f9f35c7063ba77c082c78f",
+        ),
+        (
+            "card",
+            (7,),
+            16,
+            "fragcache:2:f:{card.12}:bcbe700c05014b6795f492482a90695749cc3943",
+            "fragcache:2:n:{card.12}:8ce1188447b5376c64f9f35c7063ba77c082c78f",
+        ),
+    ],
+)
+def test_a_lookups_keys_are_the_ones_in_production(
+    name: str, vary: tuple[object, ...], shards: int, key: str, name_counter: str
+) -> None:
+    # Entries and counters that earlier versions wrote (KEY_FORMAT 2): the
+    # one-call plan and the key functions both still find them, to the byte.
+    from jinja_fragcache.keys import name_version_key_of, variant_plan, vary_strings
+
+    tag = "fragcache:2:t:products:4269abd704aba176835c3940303cc4e047a876bd"
+    assert tag_version_key("products") == tag
+    assert make_fragment_key(name, vary, shards=shards) == key
+    assert name_version_key_of(name, key, shards=shards) == name_counter
+    assert name_counter in name_version_keys(name, shards=shards)
+    counters = (key + ":v", name_counter)
+    lock = key.replace(":f:", ":l:", 1)
+    strings = vary_strings(vary)
+    assert variant_plan("fragcache", name, strings, (), shards) == (
+        key,
+        counters,
+        (key, *counters),
+        lock,
+    )
+    tagged = (*counters, tag)
+    assert variant_plan("fragcache", name, strings, ("products",) * 2, shards) == (
+        key,
+        tagged,
+        (key, *tagged),
+        lock,
     )
 
 
@@ -212,7 +283,7 @@ def test_a_key_memo_is_bounded_by_count_and_by_size() -> None:
         calls.append(vary)
         return name + "".join(vary)
 
-    memo = SizeBoundedCache(build, maxsize=3, sized=(1,))
+    memo = SizeBoundedCache(build, maxsize=3, sized=slice(1, 2))
     for i in range(3):
         assert memo.lookup("n", (str(i),)) == f"n{i}"
     assert memo.lookup("n", ("0",)) == "n0" and len(calls) == 3  # kept
