@@ -246,10 +246,8 @@ def _keyed_as_they_are(values: Sequence[object]) -> bool:
     converters of ints and strs are the plain one (``_as_is``)."""
     for value in values:
         kind = type(value)
-        if kind is str:
-            if value.startswith(MARK):  # type: ignore[attr-defined]
-                return False  # the key escapes it
-        elif kind is not int:
+        # A str starting with MARK is escaped by the key.
+        if kind is not int and (kind is not str or value.startswith(MARK)):  # type: ignore[attr-defined]
             return False
     return True
 

@@ -113,7 +113,7 @@ def memo_key(
         strings = identity.memo_view(vary)
     except Exception:  # noqa: BLE001 - the lookup reports it
         return None
-    listed = tuple(tags) if type(tags) is list else tags
+    listed = tags if tags is None or type(tags) is not list else tuple(tags)
     return (template, digest, name, timeout, listed, strings)
 
 

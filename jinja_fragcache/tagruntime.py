@@ -41,6 +41,8 @@ def cache_of(environment: Environment) -> FragmentCache:
     ``None`` for the process default.
     """
     configured = environment.fragment_cache  # type: ignore[attr-defined]
+    if type(configured) is FragmentCache:  # set as it is: every render's path
+        return configured
     if callable(configured):
         configured = configured()
     return configured or get_default_cache()
