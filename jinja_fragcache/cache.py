@@ -244,9 +244,10 @@ class FragmentCache(Driving):
     ) -> str | None:
         """The output of the hit remembered under *key* (see :attr:`memo`),
         if the backend has not changed since and it is still fresh.  A body
-        with holes is answered only with *fill*, which fills them."""
+        with holes is answered only with *fill*, which fills them.  Asked
+        only where there is a memo (every caller checks)."""
         try:
-            found = self.memo.get(key) if self.memo is not None else None
+            found = self.memo.get(key)  # type: ignore[union-attr]
         except TypeError:  # an unhashable key: never kept
             found = None
         if (

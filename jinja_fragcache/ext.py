@@ -70,12 +70,17 @@ class FragmentCacheExtension(TagRuntime, Extension):
             # The method itself: it reads the rendering environment (an
             # overlay's, perhaps: they share the filters) from the context.
             environment.filters[self._filter_name(method)] = getattr(self, method)
+        # What cache_each gathers its items and their vary values with: C
+        # functions called as filters (a method call goes through
+        # ``context.call``, about a microsecond an item).
+        environment.filters[self._filter_name("_as_list")] = list
+        environment.filters[self._filter_name("_append")] = list.append
 
     def _filter_name(self, method: str) -> str:
         # A name no template can write: it is not an identifier.
         return f"{self.identifier}:{method}"
 
-    def _lookup_call(
+    def _filter_call(
         self, method: str, arguments: list[nodes.Expr], lineno: int
     ) -> nodes.Expr:
         """A call of *method* with *arguments* (the context first) as a
@@ -141,19 +146,25 @@ class FragmentCacheExtension(TagRuntime, Extension):
         ]
         # A hit is one call and an output: the body, its caller and the
         # render machinery exist only on the other branch.  A fragment with
-        # holes needs its caller on a hit too: it is one call block.
+        # holes needs its caller on a hit too: the caller, then one call.
         # An internal name: a plain local of the compiled function, which
         # Jinja neither stores in the context nor checks for undefined.
         found = parser.free_identifier()
+        # The caller is a macro of a name no template writes (a leading
+        # underscore: never exported), handed to a filter: a call block
+        # would call through ``context.call``, about a microsecond more on
+        # every miss and every hit with holes.
+        caller = f"_fragcache_caller_{found.name}"
+        by, context = nodes.Name(caller, "load"), nodes.ContextReference()
         if tag == "cache_fragment":
             arguments = [*common, nodes.List(vary + inner)]
+            macro = nodes.Macro(caller, [hole], [nodes.Const(None)], body)
             if blocks:
-                call = self.call_method("_cache_fragment", arguments, lineno=lineno)
-                return nodes.CallBlock(call, [hole], [nodes.Const(None)], body)
-            lookup = self._lookup_call("_lookup_fragment", arguments, lineno)
-            finish = self.call_method("_finish_fragment", [found])
-            render = nodes.CallBlock(finish, [hole], [nodes.Const(None)], body)
-            return _hit_or_render(found, lookup, render)
+                lookup = self._filter_call("_cache_fragment", [*arguments, by], lineno)
+                return _with_caller(macro, lookup)
+            lookup = self._filter_call("_lookup_fragment", arguments, lineno)
+            finish = self._filter_call("_finish_fragment", [context, found, by], lineno)
+            return _hit_or_render(found, lookup, _with_caller(macro, finish))
 
         if not vary:
             parser.fail(
@@ -172,40 +183,46 @@ class FragmentCacheExtension(TagRuntime, Extension):
         ident = parser.free_identifier().name
         items = nodes.Name(f"_fragcache_items_{ident}", "load")
         varies = nodes.Name(f"_fragcache_varies_{ident}", "load")
-        collect = nodes.Call(
-            nodes.Getattr(varies, "append", "load"),
+        collect = nodes.Filter(
+            varies,
+            self._filter_name("_append"),
             [nodes.Tuple(vary + inner, "load")],
             [],
             None,
             None,
         )
         params = [nodes.Name(target.name, "param"), hole]
+        macro = nodes.Macro(caller, params, [nodes.Const(None)], body)
+        arguments = [*common, items, varies]
         if blocks:
-            call = self.call_method("_cache_each", [*common, items, varies])
-            both: list[nodes.Node] = [
-                nodes.CallBlock(call, params, [nodes.Const(None)], body)
-            ]
+            lookup = self._filter_call("_cache_each", [*arguments, by], lineno)
+            both: list[nodes.Node] = [_with_caller(macro, lookup)]
         else:
-            lookup = self._lookup_call("_lookup_each", [*common, items, varies], lineno)
-            finish = self.call_method("_finish_each", [found])
-            render = nodes.CallBlock(finish, params, [nodes.Const(None)], body)
-            both = _hit_or_render(found, lookup, render)
-        return [
-            nodes.Assign(
-                nodes.Name(items.name, "store"),
-                self.call_method("_as_list", [iterable]),
-            ),
-            nodes.Assign(nodes.Name(varies.name, "store"), nodes.List([])),
-            nodes.For(
-                nodes.Name(target.name, "store"),
-                items,
-                [nodes.ExprStmt(collect)],
-                [],
-                None,
-                False,
-            ),
-            *both,
-        ]
+            lookup = self._filter_call("_lookup_each", arguments, lineno)
+            finish = self._filter_call("_finish_each", [context, found, by], lineno)
+            both = _hit_or_render(found, lookup, _with_caller(macro, finish))
+        # In a scope of its own: the items and their vary values are plain
+        # locals, never stored in the context.
+        return nodes.Scope(
+            [
+                nodes.Assign(
+                    nodes.Name(items.name, "store"),
+                    nodes.Filter(
+                        iterable, self._filter_name("_as_list"), [], [], None, None
+                    ),
+                ),
+                nodes.Assign(nodes.Name(varies.name, "store"), nodes.List([])),
+                nodes.For(
+                    nodes.Name(target.name, "store"),
+                    items,
+                    [nodes.ExprStmt(collect)],
+                    [],
+                    None,
+                    False,
+                ),
+                *both,
+            ]
+        )
 
     def _parse_nocache(self, parser: Parser, lineno: int) -> nodes.Node:
         """``{% nocache %}``: numbered in its template, so a stored body can
@@ -246,14 +263,11 @@ class FragmentCacheExtension(TagRuntime, Extension):
         found: list[nodes.Expr] = []
         scope = nodes.Scope(body)
         for call in scope.find_all((nodes.Call, nodes.Filter)):
-            if isinstance(call, nodes.Filter):
-                if call.name not in map(self._filter_name, _FILTERED):
-                    continue
-                condition = call.args[4]  # the context and lineno go before
-            elif isinstance(call, nodes.Call) and self._calls(call, *_LOOKUPS):
-                condition = call.args[6]
-            else:
+            if not isinstance(call, nodes.Filter):
                 continue
+            if call.name not in map(self._filter_name, _LOOKUPS):
+                continue
+            condition = call.args[4]  # the context and lineno go before
             if isinstance(condition, nodes.Const) and condition.value is True:
                 continue
             # (a parsed include's nodes point at the environment: shared)
@@ -383,12 +397,20 @@ class FragmentCacheExtension(TagRuntime, Extension):
 
 #: The calls that look a fragment up, whose arguments start alike.
 _LOOKUPS = ("_lookup_fragment", "_lookup_each", "_cache_fragment", "_cache_each")
-#: Those compiled as filters (see ``_lookup_call``).
-_FILTERED = ("_lookup_fragment", "_lookup_each")
+#: The calls compiled as filters (see ``_filter_call``): the lookups, and
+#: what renders the fragments they left.
+_FILTERED = (*_LOOKUPS, "_finish_fragment", "_finish_each")
+
+
+def _with_caller(macro: nodes.Macro, call: nodes.Expr) -> nodes.Scope:
+    """*macro*, then the output of *call*, which takes it: in a scope of
+    their own, so the macro's name is a plain local there, neither looked
+    up in the context beforehand nor stored in it."""
+    return nodes.Scope([macro, nodes.Output([call])])
 
 
 def _hit_or_render(
-    found: nodes.InternalName, lookup: nodes.Expr, render: nodes.CallBlock
+    found: nodes.InternalName, lookup: nodes.Expr, render: nodes.Node
 ) -> list[nodes.Node]:
     """``found = lookup``, then its output if it is one (a hit), else
     *render* (which takes *found* on).  A plain truth test, which costs no

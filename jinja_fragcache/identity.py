@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import re
 import threading
 import uuid
@@ -162,15 +163,21 @@ class VaryIdentity:
             [convert(value) for convert, value in zip(converters, values, strict=True)]
         )
 
-    def memo_view(self, values: Sequence[object]) -> tuple[object, ...]:
+    def memo_view(
+        self, values: Sequence[object], items: bool = False
+    ) -> tuple[object, ...]:
         """*values* as the memo of checked hits is keyed by them: as they
         are when every one is an ``int``, or a ``str`` that the key takes as
         it is (then they tell their variants apart themselves, with no need
-        of :meth:`strings`); else :meth:`strings`.
+        of :meth:`strings`); with *items* (a ``cache_each`` page's values,
+        a tuple per item), when every one is a tuple of such; else
+        :meth:`strings`.
 
         :raises RefusedVaryValue: as :meth:`strings`.
         """
-        if self._as_is and _keyed_as_they_are(values):
+        if self._as_is and (
+            _keyed_as_they_are(values) or (items and _plain_tuples(values))
+        ):
             return tuple(values)
         return self.strings(values)
 
@@ -250,6 +257,17 @@ def _keyed_as_they_are(values: Sequence[object]) -> bool:
         if kind is not int and (kind is not str or value.startswith(MARK)):  # type: ignore[attr-defined]
             return False
     return True
+
+
+def _plain_tuples(values: Sequence[object]) -> bool:
+    """Whether every value is a tuple of values :func:`_keyed_as_they_are`:
+    the vary values of a ``cache_each`` page's items, told in C but for the
+    strs among them."""
+    if not values or set(map(type, values)) != {tuple}:
+        return False
+    flat: list[object] = list(itertools.chain.from_iterable(values))  # type: ignore[arg-type]
+    kinds = set(map(type, flat))
+    return kinds == {int} or (kinds <= {int, str} and _keyed_as_they_are(flat))
 
 
 def _no_identity(value: object) -> str:

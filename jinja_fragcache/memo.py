@@ -101,16 +101,18 @@ def memo_key(
     timeout: object,
     tags: object,
     vary: Sequence[object],
+    items: bool = False,
 ) -> Hashable:
     """What decides a hit of a tag: its template, the block's digest, the
     name, the timeout and tags as given, and the vary values (as
-    :meth:`~.identity.VaryIdentity.memo_view` gives them); ``None`` when a
+    :meth:`~.identity.VaryIdentity.memo_view` gives them: *items* for a
+    ``cache_each`` page's, a tuple per item); ``None`` when a
     value cannot be part of a key (the usual lookup then says why, with the
     template and the line).  The key may still be unhashable (a timeout
     given as a list, say): ``FragmentCache.remembered`` and
     :meth:`HitMemo.keep` take that as a miss."""
     try:
-        strings = identity.memo_view(vary)
+        strings = identity.memo_view(vary, items)
     except Exception:  # noqa: BLE001 - the lookup reports it
         return None
     listed = tags if tags is None or type(tags) is not list else tuple(tags)
@@ -119,7 +121,8 @@ def memo_key(
 
 def strings_of(key: Hashable) -> tuple[str, ...]:
     """The vary values' strings (:meth:`~.identity.VaryIdentity.strings`)
-    that a key of :func:`memo_key` holds: each value's ``str()``, since the
+    that a key of :func:`memo_key` holds (of one variant, not *items*):
+    each value's ``str()``, since the
     memo view holds plain ints and strs as they are, or strings already.  A
     miss that tried the memo so converts its vary values once."""
     return tuple(map(str, key[-1]))  # type: ignore[index]

@@ -107,20 +107,21 @@ class TagRuntime:
         """The output of a fresh, whole hit; else the :class:`_Unfinished`
         that ``_finish_fragment`` renders (awaitable when async).  A filter
         of every environment the extension's is overlaid by: it renders
-        with the context's."""
+        with the context's.  A fragment with ``{% nocache %}`` blocks
+        compiles to ``_cache_fragment`` instead: *owner* and *lines* are
+        empty here, given so that every lookup takes the same arguments."""
         environment = context.environment
         cache = cache_of(environment)
         key = None
-        if condition and not lines and cache.memo is not None:
+        if condition and cache.memo is not None:
             key = memo_key(
                 cache.identity, context.name, digest, name, timeout, tags, vary
             )
             body = None if key is None else cache.remembered(key)
             if body is not None:  # _markup(), inlined: the hit's path
                 return Markup(body) if context.eval_ctx.autoescape else body
-        table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, [vary], table, key
+            cache, context, lineno, name, digest, timeout, tags, [vary], None, key
         )
         if not condition:
             return _Unfinished(cache, context, requests, None)
@@ -147,20 +148,19 @@ class TagRuntime:
         varies: list[tuple[object, ...]],
     ) -> Any:
         """``_lookup_fragment`` for a collection: the joined output when
-        every item is a fresh, whole hit."""
+        every item is a fresh, whole hit (blocks: ``_cache_each``)."""
         environment = context.environment
         cache = cache_of(environment)
         key = None
-        if condition and not lines and varies and cache.memo is not None:
+        if condition and varies and cache.memo is not None:
             key = memo_key(
-                cache.identity, context.name, digest, name, timeout, tags, varies
+                cache.identity, context.name, digest, name, timeout, tags, varies, True
             )
             body = None if key is None else cache.remembered(key)
             if body is not None:
                 return _markup(context, body)
-        table = HoleTable(owner, lines) if lines else None
         requests = self._requests(
-            cache, context, lineno, name, digest, timeout, tags, varies, table
+            cache, context, lineno, name, digest, timeout, tags, varies, None
         )
         if not requests:
             return ""
@@ -188,10 +188,13 @@ class TagRuntime:
             return _markup(context, "".join(found))
         return _Unfinished(cache, context, requests, found, items)  # type: ignore[arg-type]
 
-    def _finish_fragment(self, unfinished: _Unfinished | str, caller: Caller) -> Any:
+    @pass_context
+    def _finish_fragment(
+        self, context: Context, unfinished: _Unfinished | str, caller: Caller
+    ) -> Any:
         """Render what ``_lookup_fragment`` could not answer: a miss, a hit
         with holes to fill, or a fragment that bypasses the cache (or
-        output a hit that is empty)."""
+        output a hit that is empty).  A filter, as that is."""
         if isinstance(unfinished, str):
             return unfinished
         if unfinished.pending is None:
@@ -199,25 +202,29 @@ class TagRuntime:
             return caller()
         raw = _raw(caller)
         pending = unfinished.with_holes(raw)
-        if self.environment.is_async:
+        if context.environment.is_async:
             return self._afinish(unfinished, pending, lambda _: caller())
         # The body as the caller renders it, no hole given (``None``).
         (body,) = unfinished.cache.finish(pending, lambda _: raw(None))
         return _markup(unfinished.context, body)
 
-    def _finish_each(self, unfinished: _Unfinished | str, caller: Caller) -> Any:
+    @pass_context
+    def _finish_each(
+        self, context: Context, unfinished: _Unfinished | str, caller: Caller
+    ) -> Any:
         """``_finish_fragment`` for a collection: renders only the misses."""
         if isinstance(unfinished, str):
             return unfinished
         items = unfinished.items or []
+        is_async = context.environment.is_async
         if unfinished.pending is None:
             unfinished.cache.report_skipped(unfinished.requests)
-            if self.environment.is_async:
+            if is_async:
                 return self._arender_all(unfinished, caller)
             return _markup(unfinished.context, "".join(caller(i) for i in items))
         raw = _raw(caller)
         pending = unfinished.with_holes(lambda i: raw(None, i))
-        if self.environment.is_async:
+        if is_async:
             return self._afinish(unfinished, pending, lambda i: caller(items[i]))
         bodies = unfinished.cache.finish(pending, lambda i: raw(items[i], None))
         return _markup(unfinished.context, "".join(bodies))
@@ -235,6 +242,7 @@ class TagRuntime:
         bodies = [await caller(item) for item in unfinished.items or []]
         return _markup(unfinished.context, "".join(bodies))
 
+    @pass_context
     def _cache_fragment(
         self,
         context: Context,
@@ -247,13 +255,11 @@ class TagRuntime:
         owner: str,
         lines: dict[int, int],
         vary: list[object],
-        *,
         caller: Caller,
     ) -> Any:
-        """A fragment with holes, which a hit renders through its caller
-        too: the lookup and the render in one call, with
-        ``_lookup_fragment``'s arguments (it renders with the context's
-        environment, as that does)."""
+        """A fragment with holes, which a hit renders through its *caller*
+        too: the lookup and the render in one call (a filter), with
+        ``_lookup_fragment``'s arguments."""
         environment = context.environment
         cache = cache_of(environment)
         table = HoleTable(owner, lines, _raw(caller))
@@ -284,14 +290,25 @@ class TagRuntime:
             found = cache.finish(found, lambda _: caller())  # type: ignore[arg-type]
         return _markup(context, found[0])
 
-    def _cache_each(self, *arguments: Any, caller: Caller) -> Any:
-        """``_cache_fragment`` for a collection; *arguments* are
-        ``_lookup_each``'s."""
-        context, lineno, name, digest, timeout, tags, condition, owner, lines = (
-            arguments[:9]
-        )
-        items, varies = arguments[9:]
-        cache = self.cache
+    @pass_context
+    def _cache_each(
+        self,
+        context: Context,
+        lineno: int,
+        name: str,
+        digest: str,
+        timeout: object,
+        tags: object,
+        condition: object,
+        owner: str,
+        lines: dict[int, int],
+        items: list[object],
+        varies: list[tuple[object, ...]],
+        caller: Caller,
+    ) -> Any:
+        """``_cache_fragment`` for a collection, with ``_lookup_each``'s
+        arguments."""
+        cache = cache_of(context.environment)
         raw = _raw(caller)
         table = HoleTable(owner, lines, lambda i: raw(None, i))
         requests = self._requests(
@@ -301,9 +318,9 @@ class TagRuntime:
             return ""
         if not condition:
             unfinished = _Unfinished(cache, context, requests, None, items)
-            return self._finish_each(unfinished, caller)
+            return self._finish_each(context, unfinished, caller)
         render = lambda i: caller(items[i])  # noqa: E731
-        if self.environment.is_async:
+        if context.environment.is_async:
             return self._arender(cache, context, requests, render, False)
         return _markup(context, "".join(cache.render_many(requests, render)))
 
@@ -317,10 +334,6 @@ class TagRuntime:
     ) -> str:
         bodies = await cache.render_many_async(requests, render, wait=wait)
         return _markup(context, "".join(bodies))
-
-    @staticmethod
-    def _as_list(iterable: Iterable[object]) -> list[object]:
-        return list(iterable)
 
     def _nocache(self, owner: str, index: int, caller: Caller) -> Any:
         state = current.get()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from jinja2 import Environment, TemplateRuntimeError
+from jinja2 import Environment, TemplateRuntimeError, pass_context
 from jinja2.exceptions import TemplateSyntaxError
+from jinja2.runtime import Context
 
 from jinja_fragcache import (
     FragmentCache,
@@ -226,6 +228,67 @@ def test_condition_can_use_full_expressions(make_env: MakeEnv, tick: Tick) -> No
         render(t, tick=tick, u="a", preview=False)
         render(t, tick=tick, u="b", preview=True)
     assert tick.count == {"a": 1, "b": 2}
+
+
+def test_no_tag_renders_through_context_call(
+    make_env: MakeEnv, tick: Tick, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A miss, a hit with a hole and a cache_each page call the cache as
+    # filters, the caller macro an argument, and cache_each gathers its
+    # items' vary values by filters too: a call block, or a method call,
+    # goes through Context.call (about a microsecond) on every one.  What
+    # the body calls (tick) and the blocks inside do, on a miss.
+    called: list[str] = []
+    original = Context.call
+
+    def call(self: Context, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        called.append(getattr(obj, "__name__", repr(obj)))
+        return original(self, obj, *args, **kwargs)
+
+    monkeypatch.setattr(Context, "call", call)
+    env = make_env()
+    plain = template(
+        env, "{% cache_fragment 300 p v %}{{ tick('p') }}{% endcache_fragment %}"
+    )
+    holed = template(
+        env,
+        "{% cache_fragment 300 h v %}{{ tick('h') }}"
+        "{% nocache %}{{ v }}{% endnocache %}{% endcache_fragment %}",
+    )
+    each = template(
+        env,
+        "{% cache_each 300 e item in items item %}{{ tick(item) }}{% endcache_each %}",
+    )
+    holed_each = template(
+        env,
+        "{% cache_each 300 he item in items item %}{{ tick(item) }}"
+        "{% nocache %}!{% endnocache %}{% endcache_each %}",
+    )
+    for _ in range(2):  # a miss, then a hit
+        assert render(plain, tick=tick, v=1) == "p"
+        assert render(holed, tick=tick, v=2) == "h2"
+        assert render(each, tick=tick, items=["a", "b"]) == "ab"
+        assert render(holed_each, tick=tick, items=["c"]) == "c!"
+    assert "_nocache" in called  # the patch sees what goes through it
+    assert set(called) - {"_nocache"} == {repr(tick)}
+    assert tick.count == {"p": 1, "h": 1, "a": 1, "b": 1, "c": 1}
+
+
+def test_the_callers_name_stays_out_of_the_context(make_env: MakeEnv) -> None:
+    @pass_context
+    def ours(context: Context) -> str:
+        return ",".join(sorted(k for k in context.vars if k.startswith("_fragcache")))
+
+    env = make_env()
+    env.globals["ours"] = ours
+    t = template(
+        env,
+        "{% cache_fragment 300 top %}x{% endcache_fragment %}"
+        "{% cache_each 300 row item in items item %}{{ item }}{% endcache_each %}"
+        "[{{ ours() }}]",
+    )
+    assert render(t, items=[1]) == "x1[]"  # a miss
+    assert render(t, items=[1]) == "x1[]"  # a hit
 
 
 # -- markup ----------------------------------------------------------------------

@@ -334,6 +334,39 @@ def test_a_remembered_collection_calls_no_backend_and_counts_every_item(
     assert site.tick.count == {"0": 1, "1": 1, "2": 1, "3": 2, "4": 1}
 
 
+def test_a_collections_plain_values_key_the_memo_as_they_are_and_never_alias(
+    site: Site,
+) -> None:
+    # A page's vary values, a tuple per item, key its memo as they are when
+    # each holds ints and strs the key takes as they are (no conversion per
+    # item on a remembered page); True is no 1, and a str the key escapes
+    # goes the usual way, as for one fragment.
+    site.env.loader = DictLoader(
+        {
+            "cards": "{% cache_each 300 card p in products p.id p.lang %}"
+            "[{{ tick(p.id) }}]{% endcache_each %}"
+        }
+    )
+
+    def renders(*ids: object) -> int:
+        before = sum(site.tick.count.values())
+        products = [{"id": i, "lang": "en"} for i in ids]
+        site.render("cards", products=products)
+        return sum(site.tick.count.values()) - before
+
+    assert renders(1, 2) == 2
+    assert renders(1, 2) == 0  # a hit, read, then remembered
+    site.backend.reset()
+    assert renders(1, 2) == renders(1, 2) == 0
+    assert site.backend.calls == {}  # remembered: no read
+    assert renders(True, 2) == 1  # item "True": cold
+    assert renders(True, 2) == renders(1, 2) == renders("1", "2") == 0
+    assert renders(MARK + "o:x") == 1
+    assert renders(MARK + "o:x") == 0
+    site.cache.invalidate("card", 2, "en")
+    assert renders(1, 2) == 1
+
+
 def test_a_collection_with_system_holes_is_filled_never_served_raw() -> None:
     token = Token()
     site = Site(hole_filler=token)
@@ -387,8 +420,8 @@ class Keyed:
 
 @pytest.mark.parametrize(
     "uid",
-    [7, "7", True, 2.5, "café", MARK + "o:x", Keyed(), [1, "a"]],
-    ids=["int", "str", "bool", "float", "text", "escaped", "object", "list"],
+    [7, "7", True, 2.5, "café", MARK + "o:x", Keyed(), [1, "a"], (1, "a")],
+    ids=["int", "str", "bool", "float", "text", "escaped", "object", "list", "tuple"],
 )
 def test_a_miss_writes_where_key_for_and_invalidate_look(
     site: Site, uid: object
