@@ -21,7 +21,8 @@ and the vary values' identities (:mod:`jinja_fragcache.identity`).  Any
 write, delete, eviction or expiry in the backend, by any fragment, makes
 every memo of that backend unusable at once; the next hit reads as usual
 and is remembered again.  Other backends have no such count, and get no
-memo.
+memo; nor does one whose count is ``None`` for good (``counts_changes =
+False``: a RedisBackend without its near cache).
 """
 
 from __future__ import annotations

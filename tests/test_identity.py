@@ -72,7 +72,7 @@ def test_long_vary_values_are_not_kept_by_the_key_caches() -> None:
 
     cache = FragmentCache()
     cache.render(FragmentRequest("big", ("short",), 60), lambda: "body")
-    # The name's counter key is short and rightly kept: count from here.
+    # The short variant is rightly kept: count from here.
     before = len(_key_memo), len(_plans)
     for i in range(20):
         make_fragment_key("big", ["x" * 100_000 + str(i)])
