@@ -49,7 +49,7 @@ def _parts(ours: Any) -> dict[str, Callable[[], AbstractContextManager[None]]]:
     """Each part of our miss, and how to take it away."""
     from jinja2 import pass_context
 
-    from jinja_fragcache import driving, entry, stats, tagruntime
+    from jinja_fragcache import driving, stats, tagruntime
     from jinja_fragcache.backends.base import made
     from jinja_fragcache.flow import Rendered
 
@@ -63,15 +63,11 @@ def _parts(ours: Any) -> dict[str, Callable[[], AbstractContextManager[None]]]:
     def uncached(context: Any, *arguments: Any) -> Any:
         return tagruntime._Unfinished(ours.cache, context, [], None)
 
-    stored = b"FC2 - - -\n" + b"x" * 2100
     environment = ours.page.environment
     lookup = next(name for name in environment.filters if "_lookup_fragment" in name)
     return {
-        "no entry encoding": lambda: _patched(
-            entry.Entry, "encode", lambda self: stored
-        ),
         "no miss statistics": lambda: _patched(
-            stats.FragmentStats, "record_miss", lambda self, *args: None
+            stats.FragmentStats, "record_fetched", lambda self, *args: None
         ),
         "no collectors, no context variables": lambda: _patched(
             driving.Driving, "_collect", plain_collect

@@ -141,6 +141,10 @@ class FragmentCacheExtension(TagRuntime, Extension):
             timeout,
             tags,
             condition,
+        ]
+        # What a fragment with blocks takes besides: whose they are, and
+        # each one's line (a lookup of one without takes neither).
+        holed = [
             nodes.Const(nocache.owner(parser)),
             nodes.Const({index: line for index, (line, _) in blocks.items()}),
         ]
@@ -157,12 +161,13 @@ class FragmentCacheExtension(TagRuntime, Extension):
         caller = f"_fragcache_caller_{found.name}"
         by, context = nodes.Name(caller, "load"), nodes.ContextReference()
         if tag == "cache_fragment":
-            arguments = [*common, nodes.List(vary + inner)]
+            varied = nodes.List(vary + inner)
             macro = nodes.Macro(caller, [hole], [nodes.Const(None)], body)
             if blocks:
-                lookup = self._filter_call("_cache_fragment", [*arguments, by], lineno)
+                arguments = [*common, *holed, varied, by]
+                lookup = self._filter_call("_cache_fragment", arguments, lineno)
                 return _with_caller(macro, lookup)
-            lookup = self._filter_call("_lookup_fragment", arguments, lineno)
+            lookup = self._filter_call("_lookup_fragment", [*common, varied], lineno)
             finish = self._filter_call("_finish_fragment", [context, found, by], lineno)
             return _hit_or_render(found, lookup, _with_caller(macro, finish))
 
@@ -193,11 +198,12 @@ class FragmentCacheExtension(TagRuntime, Extension):
         )
         params = [nodes.Name(target.name, "param"), hole]
         macro = nodes.Macro(caller, params, [nodes.Const(None)], body)
-        arguments = [*common, items, varies]
         if blocks:
-            lookup = self._filter_call("_cache_each", [*arguments, by], lineno)
+            arguments = [*common, *holed, items, varies, by]
+            lookup = self._filter_call("_cache_each", arguments, lineno)
             both: list[nodes.Node] = [_with_caller(macro, lookup)]
         else:
+            arguments = [*common, items, varies]
             lookup = self._filter_call("_lookup_each", arguments, lineno)
             finish = self._filter_call("_finish_each", [context, found, by], lineno)
             both = _hit_or_render(found, lookup, _with_caller(macro, finish))

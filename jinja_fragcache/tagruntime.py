@@ -100,16 +100,13 @@ class TagRuntime:
         timeout: object,
         tags: object,
         condition: object,
-        owner: str,
-        lines: dict[int, int],
         vary: list[object],
     ) -> Any:
         """The output of a fresh, whole hit; else the :class:`_Unfinished`
         that ``_finish_fragment`` renders (awaitable when async).  A filter
         of every environment the extension's is overlaid by: it renders
         with the context's.  A fragment with ``{% nocache %}`` blocks
-        compiles to ``_cache_fragment`` instead: *owner* and *lines* are
-        empty here, given so that every lookup takes the same arguments."""
+        compiles to ``_cache_fragment`` instead."""
         environment = context.environment
         cache = cache_of(environment)
         key = None
@@ -142,8 +139,6 @@ class TagRuntime:
         timeout: object,
         tags: object,
         condition: object,
-        owner: str,
-        lines: dict[int, int],
         items: list[object],
         varies: list[tuple[object, ...]],
     ) -> Any:
@@ -259,7 +254,8 @@ class TagRuntime:
     ) -> Any:
         """A fragment with holes, which a hit renders through its *caller*
         too: the lookup and the render in one call (a filter), with
-        ``_lookup_fragment``'s arguments."""
+        ``_lookup_fragment``'s arguments and its blocks' *owner* and
+        *lines*."""
         environment = context.environment
         cache = cache_of(environment)
         table = HoleTable(owner, lines, _raw(caller))
@@ -307,7 +303,7 @@ class TagRuntime:
         caller: Caller,
     ) -> Any:
         """``_cache_fragment`` for a collection, with ``_lookup_each``'s
-        arguments."""
+        arguments and its blocks'."""
         cache = cache_of(context.environment)
         raw = _raw(caller)
         table = HoleTable(owner, lines, lambda i: raw(None, i))
