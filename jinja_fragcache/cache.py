@@ -78,6 +78,8 @@ def _counts_changes(backend: object) -> bool:
 
 def _skipped(requests: Sequence[FragmentRequest]) -> list[int]:
     """The requests that bypass the cache (timeout 0, or a refused vary)."""
+    if len(requests) == 1:  # the common case, kept cheap
+        return [0] if requests[0].timeout == 0 else []
     return [i for i, r in enumerate(requests) if r.timeout == 0]
 
 
@@ -284,9 +286,7 @@ class FragmentCache(Driving):
         under it for :meth:`remembered`."""
         # Queued invalidations go first: a read before them could find what
         # they clear, so while they cannot be made, nothing is read.
-        # One request that caches, the common case, told without a call.
-        one = len(requests) == 1 and requests[0].timeout != 0
-        skipped = None if one else _skipped(requests)
+        skipped = _skipped(requests)
         if self.pending.has_failed and not self.pending.replay():
             skipped = list(range(len(requests)))
         if skipped:
@@ -310,8 +310,7 @@ class FragmentCache(Driving):
         memo_key: Hashable = None,
     ) -> list[str] | Pending:
         """Async :meth:`lookup`."""
-        one = len(requests) == 1 and requests[0].timeout != 0
-        skipped = None if one else _skipped(requests)
+        skipped = _skipped(requests)
         if self.pending.has_failed and not await self._areplayed():
             skipped = list(range(len(requests)))
         if skipped:

@@ -122,7 +122,7 @@ class Driving:
         finally:
             current.reset(token)
         seconds = time.perf_counter() - start
-        if not scope.met and scope is not holes.OFF:  # no block inside: most
+        if not scope.met and scope is not holes.OFF:  # most renders: no block met
             return made(Rendered, (body, collected, seconds, None, None, ""))
         done = filling.finished(scope, outer, body, collected, seconds)
         if isinstance(done, holes.Unfilled):

@@ -149,7 +149,14 @@ class TagRuntime:
         key = None
         if condition and varies and cache.memo is not None:
             key = memo_key(
-                cache.identity, context.name, digest, name, timeout, tags, varies, True
+                cache.identity,
+                context.name,
+                digest,
+                name,
+                timeout,
+                tags,
+                varies,
+                items=True,
             )
             body = None if key is None else cache.remembered(key)
             if body is not None:
