@@ -202,11 +202,13 @@ class TagRuntime:
         if unfinished.pending is None:
             unfinished.cache.report_skipped(unfinished.requests)
             return caller()
-        raw = _raw(caller)
-        pending = unfinished.with_holes(raw)
+        # A fragment without blocks (one with compiles to _cache_fragment):
+        # the caller renders no hole, and the pending lookup needs none.
+        pending = unfinished.pending
         if context.environment.is_async:
             return self._afinish(unfinished, pending, lambda _: caller())
         # The body as the caller renders it, no hole given (``None``).
+        raw = _raw(caller)
         (body,) = unfinished.cache.finish(pending, lambda _: raw(None))
         return _markup(unfinished.context, body)
 
@@ -224,10 +226,10 @@ class TagRuntime:
             if is_async:
                 return self._arender_all(unfinished, caller)
             return _markup(unfinished.context, "".join(caller(i) for i in items))
-        raw = _raw(caller)
-        pending = unfinished.with_holes(lambda i: raw(None, i))
+        pending = unfinished.pending  # no blocks: see _finish_fragment
         if is_async:
             return self._afinish(unfinished, pending, lambda i: caller(items[i]))
+        raw = _raw(caller)
         bodies = unfinished.cache.finish(pending, lambda i: raw(items[i], None))
         return _markup(unfinished.context, "".join(bodies))
 
@@ -388,15 +390,6 @@ class _Unfinished(NamedTuple):
 
     def __bool__(self) -> bool:
         return False  # the compiled tag outputs what is true: a hit
-
-    def with_holes(self, render: Callable[[int], Any]) -> Pending:
-        """The pending lookup, its blocks now rendered by *render* (the
-        caller, which exists from this branch on)."""
-        assert self.pending is not None
-        table = self.requests[0].holes
-        if table is not None:
-            table.render = render
-        return self.pending
 
 
 def _raw(caller: Caller) -> Caller:
