@@ -248,11 +248,7 @@ class FragmentCacheExtension(TagRuntime, Extension):
 
     def _is_call(self, node: nodes.Node, *methods: str) -> bool:
         """Whether *node* is a call block of one of this extension's *methods*."""
-        return self._calls(getattr(node, "call", None), *methods)
-
-    def _calls(self, call: object, *methods: str) -> bool:
-        """Whether *call* calls one of this extension's *methods*."""
-        target = getattr(call, "node", None)
+        target = getattr(getattr(node, "call", None), "node", None)
         return (
             isinstance(target, nodes.ExtensionAttribute)
             and target.identifier == self.identifier
@@ -268,9 +264,7 @@ class FragmentCacheExtension(TagRuntime, Extension):
         menu inside a shared page)."""
         found: list[nodes.Expr] = []
         scope = nodes.Scope(body)
-        for call in scope.find_all((nodes.Call, nodes.Filter)):
-            if not isinstance(call, nodes.Filter):
-                continue
+        for call in scope.find_all(nodes.Filter):
             if call.name not in map(self._filter_name, _LOOKUPS):
                 continue
             condition = call.args[4]  # the context and lineno go before
